@@ -1,0 +1,142 @@
+"""Test helpers that users can run on their own transforms.
+
+* :func:`assert_bijective` — round trips in both directions, and forward/inverse log-dets
+  that cancel.
+* :func:`assert_ladj_matches_autograd` — ``ladj`` against ``slogdet`` of the Jacobian that
+  ``torch.autograd`` computes, in float64, in both directions.
+
+Tolerances per dtype are declared once, here, in :data:`ROUND_TRIP_TOL` and
+:data:`LADJ_TOL`.
+
+Example:
+    >>> import torch
+    >>> from confflow.transforms import ElementwiseAffine
+    >>> t = ElementwiseAffine(3)
+    >>> x = torch.randn(8, 3, dtype=torch.float64)
+    >>> assert_bijective(t, x)
+    >>> assert_ladj_matches_autograd(t, x)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import Tensor
+
+from confflow.domains import Domain, Kind
+from confflow.transforms.base import Transform
+
+__all__ = [
+    "LADJ_TOL",
+    "ROUND_TRIP_TOL",
+    "assert_bijective",
+    "assert_ladj_matches_autograd",
+    "max_abs_difference",
+]
+
+#: Largest allowed round-trip error, relative to ``max(1, |x|)``, per dtype.
+ROUND_TRIP_TOL: dict[torch.dtype, float] = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+#: Largest allowed difference between ``ladj`` and autograd's log|det J| (float64 only).
+LADJ_TOL: dict[torch.dtype, float] = {torch.float64: 1e-8, torch.float32: 1e-3}
+
+
+def max_abs_difference(a: Tensor, b: Tensor, domain: Domain | None = None) -> float:
+    """Largest elementwise difference ``|a - b| / max(1, |b|)``; circles compared modulo 2 pi.
+
+    Args:
+        a, b: tensors of the same shape ``[B, ..., D]``.
+        domain: layout of the last axis; circular features use the wrapped angle difference.
+
+    Returns:
+        The largest scaled difference as a Python float.
+    """
+    diff = (a - b).abs()
+    if domain is not None and Kind.CIRCLE in domain.kinds:
+        circle = domain.mask(Kind.CIRCLE).to(a.device)
+        wrapped = torch.minimum(diff, 2 * math.pi - diff)
+        diff = torch.where(circle, wrapped, diff)
+    scale = b.abs().clamp(min=1.0)
+    return float((diff / scale).max()) if diff.numel() else 0.0
+
+
+def assert_bijective(
+    t: Transform, x: Tensor, context: Tensor | None = None, atol: float | None = None
+) -> None:
+    """Checks ``inverse(forward(x)) == x``, ``forward(inverse(y)) == y`` and cancelling log-dets.
+
+    Args:
+        t: the transform.
+        x: ``[B, ...]`` latent points in its latent domain; ``y = forward(x)`` serves as the
+            data-side start of the second round trip.
+        context: optional ``[B, C]`` context.
+        atol: tolerance relative to ``max(1, |x|)``; default :data:`ROUND_TRIP_TOL` of the dtype.
+
+    Raises:
+        AssertionError: naming the transform, the direction and the error found.
+    """
+    tol = atol if atol is not None else ROUND_TRIP_TOL[x.dtype]
+    name = type(t).__name__
+    with torch.no_grad():
+        y, ladj_f = t.forward(x, context)
+        x_back, ladj_i = t.inverse(y, context)
+        err = max_abs_difference(x_back, x, t.latent_domain)
+        assert err <= tol, f"{name}: inverse(forward(x)) differs from x by {err:.3e} > {tol:.1e}"
+        y_back, _ = t.forward(x_back, context)
+        err = max_abs_difference(y_back, y, t.domain)
+        assert err <= tol, f"{name}: forward(inverse(y)) differs from y by {err:.3e} > {tol:.1e}"
+        assert ladj_f.shape == (x.shape[0],), f"{name}: ladj shape {tuple(ladj_f.shape)} != [B]"
+        assert ladj_i.shape == (x.shape[0],), f"{name}: ladj shape {tuple(ladj_i.shape)} != [B]"
+        scale = ladj_f.abs().clamp(min=1.0)
+        err = float(((ladj_f + ladj_i).abs() / scale).max())
+        assert err <= 100 * tol, f"{name}: forward and inverse log-dets differ by {err:.3e}"
+
+
+def _blockwise_logdet(fn, inputs: Tensor) -> Tensor:
+    """log|det| of the per-sample Jacobians of a batched map ``[B, D] -> [B, D]``."""
+    batch = inputs.shape[0]
+    flat = inputs.reshape(batch, -1)
+    jac = torch.autograd.functional.jacobian(
+        lambda v: fn(v.reshape(inputs.shape)).reshape(batch, -1), flat, vectorize=True
+    )
+    idx = torch.arange(batch)
+    blocks = jac[idx, :, idx, :]  # [B, D_out, D_in]
+    if blocks.shape[-1] != blocks.shape[-2]:
+        raise ValueError(
+            f"Jacobian blocks are {tuple(blocks.shape[1:])}: not square; "
+            "this helper needs a map between spaces of equal dimension"
+        )
+    return torch.linalg.slogdet(blocks)[1]
+
+
+def assert_ladj_matches_autograd(
+    t: Transform, x: Tensor, context: Tensor | None = None, atol: float | None = None
+) -> None:
+    """Compares ``ladj`` with ``slogdet`` of autograd's Jacobian, in float64, both directions.
+
+    The transform is copied and cast to float64, so the caller's module is left untouched.
+
+    Args:
+        t: the transform; its Jacobian must be square per sample.
+        x: ``[B, ...]`` latent points; keep ``B`` small (the full batch Jacobian is built).
+        context: optional ``[B, C]`` context.
+        atol: absolute tolerance in nats; default :data:`LADJ_TOL` for float64.
+
+    Raises:
+        AssertionError: naming the transform, the direction and the largest difference.
+    """
+    tol = atol if atol is not None else LADJ_TOL[torch.float64]
+    name = type(t).__name__
+    t64 = copy.deepcopy(t).to(torch.float64)
+    x64 = x.detach().to(torch.float64)
+    c64 = None if context is None else context.detach().to(torch.float64)
+    with torch.no_grad():
+        y64, ladj_f = t64.forward(x64, c64)
+        _, ladj_i = t64.inverse(y64, c64)
+    for direction, start, ladj in (("forward", x64, ladj_f), ("inverse", y64, ladj_i)):
+        method = getattr(t64, direction)
+        ref = _blockwise_logdet(lambda v, m=method: m(v, c64)[0], start)
+        err = float((ref - ladj).abs().max())
+        assert err <= tol, f"{name}.{direction}: ladj differs from autograd by {err:.3e} > {tol:.1e}"

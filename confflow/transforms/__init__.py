@@ -1,0 +1,5 @@
+"""Bijections with exact log-determinants (forward = latent -> data)."""
+
+from confflow.transforms.base import Compose, Inverse, Transform
+
+__all__ = ["Compose", "Inverse", "Transform"]
