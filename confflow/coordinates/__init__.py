@@ -3,7 +3,19 @@
 Positions are ``[B, N, 3]`` in nm; bonds nm, angles and torsions rad.
 """
 
+from confflow.coordinates.align import aligned_rmsd, kabsch_align
+from confflow.coordinates.chirality import StereoCheck
 from confflow.coordinates.internal import InternalCoordinates, internal_domain
+from confflow.coordinates.normalize import InternalNormalization
 from confflow.coordinates.zmatrix import ZMatrix, ZMatrixError
 
-__all__ = ["InternalCoordinates", "ZMatrix", "ZMatrixError", "internal_domain"]
+__all__ = [
+    "InternalCoordinates",
+    "InternalNormalization",
+    "StereoCheck",
+    "ZMatrix",
+    "ZMatrixError",
+    "aligned_rmsd",
+    "internal_domain",
+    "kabsch_align",
+]
