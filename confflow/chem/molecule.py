@@ -94,7 +94,7 @@ class Molecule:
                     f"{source}: unspecified stereo at {listed}; conformers will mix isomers "
                     "(use stereo='first' or Molecule.stereoisomers())",
                     StereoWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
 
     # ------------------------------------------------------------------ constructors
@@ -525,6 +525,7 @@ def _largest_fragment(mol: Chem.Mol, frags: Sequence[Sequence[int]]) -> Chem.Mol
 
 
 def _unspecified_stereo(mol: Chem.Mol) -> tuple[str, ...]:
+    """Unspecified stereo elements; empty when every assignment gives the same molecule."""
     out = []
     for info in Chem.FindPotentialStereo(mol):
         if info.specified != Chem.StereoSpecified.Unspecified:
@@ -534,7 +535,24 @@ def _unspecified_stereo(mol: Chem.Mol) -> tuple[str, ...]:
             out.append(f"atom {info.centeredOn} ({atom.GetSymbol()})")
         elif info.type == Chem.StereoType.Bond_Double:
             bond = mol.GetBondWithIdx(info.centeredOn)
+            ends = (bond.GetBeginAtom(), bond.GetEndAtom())
+            if any(a.GetHybridization() == Chem.HybridizationType.SP for a in ends):
+                continue  # cumulated bond ending on a linear atom: no E/Z
             i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-            a, b = bond.GetBeginAtom().GetSymbol(), bond.GetEndAtom().GetSymbol()
-            out.append(f"bond {i}-{j} ({a}={b})")
+            out.append(f"bond {i}-{j} ({ends[0].GetSymbol()}={ends[1].GetSymbol()})")
+    if out and _n_distinct_isomers(mol, limit=2) < 2:
+        return ()  # e.g. adamantane: the potential centres never give two different molecules
     return tuple(out)
+
+
+def _n_distinct_isomers(mol: Chem.Mol, limit: int) -> int:
+    """Number of distinct stereoisomers (canonical SMILES) found, counting up to ``limit``."""
+    base = Chem.Mol(mol)
+    base.RemoveAllConformers()
+    opts = StereoEnumerationOptions(onlyUnassigned=True, maxIsomers=256)
+    seen: set[str] = set()
+    for iso in EnumerateStereoisomers(base, options=opts):
+        seen.add(Chem.MolToSmiles(Chem.RemoveHs(iso)))
+        if len(seen) >= limit:
+            break
+    return len(seen)
