@@ -81,6 +81,11 @@ class InternalCoordinates(Transform):
         self.frame_atoms = tuple(int(a) for a in rows[:3, 0])
         self.register_buffer("_atom", rows[:, 0].clone(), persistent=False)
         self.register_buffer("_ref", rows[:, 1:].clone(), persistent=False)
+        # difference vectors of the inverse: i - j (rows 1..), k - j (rows 2..), l - k (rows 3..)
+        head = torch.cat([rows[1:, 0], rows[2:, 2], rows[3:, 3]])
+        tail = torch.cat([rows[1:, 1], rows[2:, 1], rows[3:, 2]])
+        self.register_buffer("_head", head, persistent=False)
+        self.register_buffer("_tail", tail, persistent=False)
         gens = zmatrix.generations
         self._gen_sizes = [len(g) for g in gens]
         flat = [r for g in gens for r in g]
@@ -115,68 +120,70 @@ class InternalCoordinates(Transform):
 
     # ------------------------------------------------------------------ data -> latent
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        # Component-major layout [atoms, xyz, batch]: every operation below is elementwise on
+        # rows that are contiguous over the batch.
         n = self.n_atoms
-        atom, ref = self._atom, self._ref
-        xi = y[:, atom[1:]]
-        xj = y[:, ref[1:, 0]]
-        bond_vec = xi - xj
-        bonds = bond_vec.norm(dim=-1)
-        u = bond_vec[:, 1:]
-        v = y[:, ref[2:, 1]] - xj[:, 1:]
-        cross = torch.linalg.cross(u, v, dim=-1)
-        cross_norm = cross.norm(dim=-1)
-        angles = torch.atan2(cross_norm, (u * v).sum(-1))
-        log_sin = cross_norm.log() - bonds[:, 1:].log() - v.norm(dim=-1).log()
-        # torsion i-j-k-l with b0 = j - i, b1 = k - j, b2 = l - k
-        b0 = -u[:, 1:]
-        b1 = v[:, 1:]
-        b2 = y[:, ref[3:, 2]] - y[:, ref[3:, 1]]
-        n1 = torch.linalg.cross(b0, b1, dim=-1)
-        n2 = torch.linalg.cross(b1, b2, dim=-1)
-        torsions = torch.atan2(
-            b1.norm(dim=-1) * (b0 * n2).sum(-1),
-            (n1 * n2).sum(-1),
-        )
-        z = torch.cat([bonds, angles, torsions], dim=-1)
-        ladj = -(bonds[:, 1].log() + 2 * bonds[:, 2:].log().sum(-1) + log_sin[:, 1:].sum(-1))
-        del n
-        return z, ladj
+        yt = y.permute(1, 2, 0).contiguous()
+        d = yt.index_select(0, self._head) - yt.index_select(0, self._tail)
+        u, v, w = d[: n - 1], d[n - 1 : 2 * n - 3], d[2 * n - 3 :]  # i-j, k-j, l-k
+        bonds = _norm(u)
+        u2 = u[1:]
+        c = _cross(u2, v)
+        c_norm = _norm(c)
+        v_norm = _norm(v)
+        angles = torch.atan2(c_norm, _dot(u2, v))
+        # torsion i-j-k-l (IUPAC): b0 = j - i = -u, b1 = k - j = v, b2 = l - k = w, so
+        # b0 x b1 = -(u x v) = -c and phi = atan2(|b1| b0 . (b1 x b2), (b0 x b1) . (b1 x b2))
+        n2 = _cross(v[1:], w)
+        torsions = torch.atan2(-v_norm[1:] * _dot(u2[1:], n2), -_dot(c[1:], n2))
+        z = torch.cat([bonds, angles, torsions], dim=0).T.contiguous()
+        # b^2 sin(theta) = b |u x v| / |v| for rows >= 3; row 2 contributes b
+        volume = torch.cat([bonds[1:2], bonds[2:] * c_norm[1:] / v_norm[1:]], dim=0)
+        return z, -volume.log().sum(0)
 
     # ------------------------------------------------------------------ latent -> data
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         n = self.n_atoms
-        batch = x.shape[0]
-        bonds = x[:, : n - 1]
-        angles = x[:, n - 1 : 2 * n - 3]
-        torsions = x[:, 2 * n - 3 :]
+        zt = x.T.contiguous()
+        bonds, angles, torsions = zt[: n - 1], zt[n - 1 : 2 * n - 3], zt[2 * n - 3 :]
+        cos_t, sin_t = torch.cos(angles), torch.sin(angles)
+        cos_p, sin_p = torch.cos(torsions), torch.sin(torsions)
         atom, ref = self._atom, self._ref
-        pos = x.new_zeros(batch, n, 3)
-        pos[:, atom[1], 0] = bonds[:, 0]
-        j2 = ref[2, 0]
-        pos[:, atom[2], 0] = pos[:, j2, 0] + self._row2_sign * bonds[:, 1] * torch.cos(angles[:, 0])
-        pos[:, atom[2], 1] = bonds[:, 1] * torch.sin(angles[:, 0])
+        pos = x.new_zeros(n, 3, x.shape[0])
+        pos[atom[1], 0] = bonds[0]
+        pos[atom[2], 0] = pos[ref[2, 0], 0] + self._row2_sign * bonds[1] * cos_t[0]
+        pos[atom[2], 1] = bonds[1] * sin_t[0]
         for rows in torch.split(self._gen_rows, self._gen_sizes):
-            b = bonds[:, rows - 1, None]
-            theta = angles[:, rows - 2, None]
-            phi = torsions[:, rows - 3, None]
-            pj = pos[:, ref[rows, 0]]
-            pk = pos[:, ref[rows, 1]]
-            pl = pos[:, ref[rows, 2]]
+            pj, pk, pl = pos[ref[rows, 0]], pos[ref[rows, 1]], pos[ref[rows, 2]]
             e1 = pj - pk
-            e1 = e1 / e1.norm(dim=-1, keepdim=True)
-            e3 = torch.linalg.cross(pk - pl, e1, dim=-1)
-            e3 = e3 / e3.norm(dim=-1, keepdim=True)
-            e2 = torch.linalg.cross(e3, e1, dim=-1)
-            r_sin = b * torch.sin(theta)
-            pos[:, atom[rows]] = (
+            e1 = e1 / _norm(e1).unsqueeze(1)
+            e3 = _cross(pk - pl, e1)
+            e3 = e3 / _norm(e3).unsqueeze(1)
+            e2 = _cross(e3, e1)
+            b = bonds[rows - 1].unsqueeze(1)
+            r_sin = b * sin_t[rows - 2].unsqueeze(1)
+            pos[atom[rows]] = (
                 pj
-                - b * torch.cos(theta) * e1
-                + r_sin * torch.cos(phi) * e2
-                + r_sin * torch.sin(phi) * e3
+                - (b * cos_t[rows - 2].unsqueeze(1)) * e1
+                + (r_sin * cos_p[rows - 3].unsqueeze(1)) * e2
+                + (r_sin * sin_p[rows - 3].unsqueeze(1)) * e3
             )
-        ladj = (
-            bonds[:, 1].log()
-            + 2 * bonds[:, 2:].log().sum(-1)
-            + torch.sin(angles[:, 1:]).log().sum(-1)
-        )
-        return pos, ladj
+        volume = torch.cat([bonds[1:2], bonds[2:].square() * sin_t[1:]], dim=0)
+        return pos.permute(2, 0, 1).contiguous(), volume.log().sum(0)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Dot product over axis 1 of ``[M, 3, B]`` tensors -> ``[M, B]``."""
+    return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
+
+
+def _norm(a: Tensor) -> Tensor:
+    """Euclidean norm over axis 1 of ``[M, 3, B]`` -> ``[M, B]``."""
+    return _dot(a, a).sqrt()
+
+
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    """Cross product over axis 1 of ``[M, 3, B]`` tensors."""
+    ax, ay, az = a[:, 0], a[:, 1], a[:, 2]
+    bx, by, bz = b[:, 0], b[:, 1], b[:, 2]
+    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=1)

@@ -31,7 +31,7 @@ def check_rows(zm: ZMatrix, mol: Molecule) -> None:
 
 @pytest.mark.parametrize("smiles", SHAPES.values(), ids=SHAPES.keys())
 def test_builder_rules(smiles):
-    mol = Molecule.from_smiles(smiles)
+    mol = molecule(smiles)
     zm = ZMatrix.from_molecule(mol)
     assert zm == ZMatrix.from_molecule(mol)  # deterministic
     check_rows(zm, mol)
