@@ -61,6 +61,9 @@ class InternalCoordinates(Transform):
 
     Args:
         zmatrix: the Z-matrix that defines the coordinates.
+        block_size: on CPU, ``inverse`` processes batches in blocks of this many samples (each
+            block fully vectorised) so that intermediates stay in cache; results do not depend
+            on it. ``forward`` is vectorised over the whole batch.
 
     Attributes:
         n_atoms: number of atoms ``N``.
@@ -69,8 +72,11 @@ class InternalCoordinates(Transform):
         frame_atoms: atoms of rows 0, 1, 2 (origin, +x axis, xy-plane).
     """
 
-    def __init__(self, zmatrix: ZMatrix) -> None:
+    def __init__(self, zmatrix: ZMatrix, block_size: int = 1024) -> None:
         super().__init__()
+        if block_size < 1:
+            raise ValueError(f"InternalCoordinates: block_size must be >= 1, got {block_size}")
+        self.block_size = block_size
         n = zmatrix.n_atoms
         self.zmatrix = zmatrix
         self.n_atoms = n
@@ -89,7 +95,12 @@ class InternalCoordinates(Transform):
         gens = zmatrix.generations
         self._gen_sizes = [len(g) for g in gens]
         flat = [r for g in gens for r in g]
-        self.register_buffer("_gen_rows", torch.tensor(flat, dtype=torch.long), persistent=False)
+        gen_rows = torch.tensor(flat, dtype=torch.long)
+        self.register_buffer("_gen_rows", gen_rows, persistent=False)
+        self.register_buffer("_gen_atom", rows[gen_rows, 0].clone(), persistent=False)
+        self.register_buffer("_gen_j", rows[gen_rows, 1].clone(), persistent=False)
+        self.register_buffer("_gen_k", rows[gen_rows, 2].clone(), persistent=False)
+        self.register_buffer("_gen_l", rows[gen_rows, 3].clone(), persistent=False)
         self._row2_sign = 1.0 if zmatrix.rows[2][1] == zmatrix.rows[0][0] else -1.0
 
     # ------------------------------------------------------------------ validation
@@ -120,6 +131,19 @@ class InternalCoordinates(Transform):
 
     # ------------------------------------------------------------------ data -> latent
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self._blocked(self._inverse_block, y)
+
+    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self._forward_block(x)
+
+    def _blocked(self, fn, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Runs ``fn`` on batch blocks on CPU, so that its intermediates stay in cache."""
+        if inputs.device.type != "cpu" or inputs.shape[0] <= self.block_size:
+            return fn(inputs)
+        parts = [fn(block) for block in inputs.split(self.block_size)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _inverse_block(self, y: Tensor) -> tuple[Tensor, Tensor]:
         # Component-major layout [atoms, xyz, batch]: every operation below is elementwise on
         # rows that are contiguous over the batch.
         n = self.n_atoms
@@ -142,33 +166,43 @@ class InternalCoordinates(Transform):
         return z, -volume.log().sum(0)
 
     # ------------------------------------------------------------------ latent -> data
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_block(self, x: Tensor) -> tuple[Tensor, Tensor]:
         n = self.n_atoms
         zt = x.T.contiguous()
         bonds, angles, torsions = zt[: n - 1], zt[n - 1 : 2 * n - 3], zt[2 * n - 3 :]
-        cos_t, sin_t = torch.cos(angles), torch.sin(angles)
-        cos_p, sin_p = torch.cos(torsions), torch.sin(torsions)
         atom, ref = self._atom, self._ref
         pos = x.new_zeros(n, 3, x.shape[0])
+        cos0, sin0 = torch.cos(angles[0]), torch.sin(angles[0])
         pos[atom[1], 0] = bonds[0]
-        pos[atom[2], 0] = pos[ref[2, 0], 0] + self._row2_sign * bonds[1] * cos_t[0]
-        pos[atom[2], 1] = bonds[1] * sin_t[0]
-        for rows in torch.split(self._gen_rows, self._gen_sizes):
-            pj, pk, pl = pos[ref[rows, 0]], pos[ref[rows, 1]], pos[ref[rows, 2]]
+        pos[atom[2], 0] = pos[ref[2, 0], 0] + self._row2_sign * bonds[1] * cos0
+        pos[atom[2], 1] = bonds[1] * sin0
+        # Spherical coefficients of rows 3.., in generation order: each generation is a slice.
+        b = bonds.index_select(0, self._gen_rows - 1)
+        theta = angles.index_select(0, self._gen_rows - 2)
+        phi = torsions.index_select(0, self._gen_rows - 3)
+        r_sin = b * torch.sin(theta)
+        along = (-b * torch.cos(theta)).unsqueeze(1)
+        in_plane = (r_sin * torch.cos(phi)).unsqueeze(1)
+        normal = (r_sin * torch.sin(phi)).unsqueeze(1)
+        start = 0
+        for size, atoms, j, k, lref in zip(
+            self._gen_sizes,
+            self._gen_atom.split(self._gen_sizes),
+            self._gen_j.split(self._gen_sizes),
+            self._gen_k.split(self._gen_sizes),
+            self._gen_l.split(self._gen_sizes),
+            strict=True,
+        ):
+            pj, pk, pl = pos.index_select(0, j), pos.index_select(0, k), pos.index_select(0, lref)
             e1 = pj - pk
             e1 = e1 / _norm(e1).unsqueeze(1)
             e3 = _cross(pk - pl, e1)
             e3 = e3 / _norm(e3).unsqueeze(1)
             e2 = _cross(e3, e1)
-            b = bonds[rows - 1].unsqueeze(1)
-            r_sin = b * sin_t[rows - 2].unsqueeze(1)
-            pos[atom[rows]] = (
-                pj
-                - (b * cos_t[rows - 2].unsqueeze(1)) * e1
-                + (r_sin * cos_p[rows - 3].unsqueeze(1)) * e2
-                + (r_sin * sin_p[rows - 3].unsqueeze(1)) * e3
-            )
-        volume = torch.cat([bonds[1:2], bonds[2:].square() * sin_t[1:]], dim=0)
+            sl = slice(start, start + size)
+            pos.index_copy_(0, atoms, pj + along[sl] * e1 + in_plane[sl] * e2 + normal[sl] * e3)
+            start += size
+        volume = torch.cat([bonds[1:2], bonds[2:].square() * torch.sin(angles[1:])], dim=0)
         return pos.permute(2, 0, 1).contiguous(), volume.log().sum(0)
 
 
