@@ -5,6 +5,10 @@ non-bonded pairs and dielectric options) for a batch of conformers at once. Para
 from RDKit's MMFF molecule properties (:func:`~confflow.energies.mmff_params.mmff_parameters`);
 the terms are the batched functions of :mod:`confflow.energies.mmff_terms`.
 
+Bonded terms are differentiated by autograd; the non-bonded terms (most of the cost) carry an
+analytic gradient computed in the same pass. With ``compile=True`` both parts run through
+``torch.compile``, which fuses them into a few kernels.
+
 Example:
     >>> import torch
     >>> from rdkit import Chem
@@ -19,11 +23,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from rdkit import Chem
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from confflow.energies import mmff_terms
 from confflow.energies.base import Energy
@@ -41,6 +47,9 @@ MMFF_TERMS = ("bond", "angle", "stretch_bend", "oop", "torsion", "vdw", "electro
 
 _NM_TO_A = 10.0
 
+#: Eager evaluation splits the batch so that dense pair tensors stay below this many elements.
+_EAGER_PAIR_ELEMENTS = 2**22
+
 _FLOAT_BUFFERS = (
     "bond_kb",
     "bond_r0",
@@ -52,43 +61,69 @@ _FLOAT_BUFFERS = (
     "stbn_r0kj",
     "stbn_theta0",
     "oop_koop",
-    "torsion_v",
-    "pair_rstar",
-    "pair_eps",
-    "pair_qq",
 )
-_INDEX_BUFFERS = ("bond_idx", "angle_idx", "stbn_idx", "oop_idx", "torsion_idx", "pair_idx")
+_INDEX_BUFFERS = ("bond_idx", "angle_idx", "stbn_idx", "oop_idx", "torsion_idx")
+_PAIR_BUFFERS = ("pair_rstar", "pair_eps", "pair_qq")
 
 
-def _total_energy(x: Tensor, p: dict[str, Tensor], distance_dielectric: bool) -> Tensor:
-    """Sum of all MMFF terms: ``x [B, N, 3]`` in A -> ``[B]`` kcal/mol."""
-    return (
-        mmff_terms.bond_energy(x, p["bond_idx"], p["bond_kb"], p["bond_r0"])
-        + mmff_terms.angle_energy(
-            x, p["angle_idx"], p["angle_ka"], p["angle_theta0"], p["angle_linear"]
-        )
-        + mmff_terms.stretch_bend_energy(
-            x,
-            p["stbn_idx"],
-            p["stbn_kijk"],
-            p["stbn_kkji"],
-            p["stbn_r0ij"],
-            p["stbn_r0kj"],
-            p["stbn_theta0"],
-        )
-        + mmff_terms.oop_energy(x, p["oop_idx"], p["oop_koop"])
-        + mmff_terms.torsion_energy(x, p["torsion_idx"], p["torsion_v"])
-        + mmff_terms.nonbonded_energy(
-            x, p["pair_idx"], p["pair_rstar"], p["pair_eps"], p["pair_qq"], distance_dielectric
-        )
-    )
+class _Nonbonded(torch.autograd.Function):
+    """Non-bonded energy whose backward reuses the analytic gradient of the forward pass."""
+
+    @staticmethod
+    def forward(ctx, x, rstar, eps, qq, distance_dielectric, kernel):
+        energy, gradient = kernel(x, rstar, eps, qq, distance_dielectric)
+        ctx.save_for_backward(gradient)
+        return energy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_energy):
+        (gradient,) = ctx.saved_tensors
+        return grad_energy * gradient, None, None, None, None, None
+
+
+class _WithFallback:
+    """Calls a compiled function; on its first failure warns and uses the eager one for good."""
+
+    def __init__(self, fn: Callable[..., Any], compile: bool) -> None:
+        self.eager = fn
+        self.current = torch.compile(fn, dynamic=False) if compile else fn
+
+    @property
+    def compiled(self) -> bool:
+        return self.current is not self.eager
+
+    def __call__(self, *args: Any) -> Any:
+        if not self.compiled:
+            return self.eager(*args)
+        try:
+            return self.current(*args)
+        except Exception as exc:  # any compiler failure falls back to eager
+            warnings.warn(
+                f"MMFFEnergy: torch.compile failed ({type(exc).__name__}: {exc}); "
+                "falling back to eager evaluation",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.current = self.eager
+            return self.eager(*args)
+
+
+def _dense(n: int, idx: np.ndarray, values: np.ndarray, fill: float) -> Tensor:
+    """Symmetric ``[N, N, 1]`` matrix holding ``values`` at pairs ``idx``, ``fill`` elsewhere."""
+    dense = np.full((n, n), fill, dtype=np.float64)
+    dense[idx[:, 0], idx[:, 1]] = values
+    dense[idx[:, 1], idx[:, 0]] = values
+    return torch.from_numpy(dense).unsqueeze(-1)
 
 
 class MMFFEnergy(Energy):
     """MMFF94 / MMFF94s potential energy of one molecule, batched over conformers.
 
     Matches RDKit's ``MMFFGetMoleculeForceField`` with the same options: energies in kJ/mol
-    (RDKit's kcal/mol times 4.184), positions in nm (RDKit's Angstrom divided by 10).
+    (RDKit's kcal/mol times 4.184), positions in nm (RDKit's Angstrom divided by 10). The
+    energy is differentiable once with respect to positions (forces); second derivatives of
+    the non-bonded part are not available and raise an error.
 
     Args:
         mol: RDKit molecule with explicit hydrogens.
@@ -103,8 +138,8 @@ class MMFFEnergy(Energy):
             fragments, as RDKit does by default.
         conf_id: conformer used by ``nonbonded_threshold``.
         compile: evaluate through ``torch.compile`` (fused kernels; the first call per batch
-            shape and device compiles). If compilation fails the energy warns once and falls
-            back to eager evaluation.
+            size, dtype and device compiles, which takes tens of seconds). If compilation
+            fails the energy warns once and falls back to eager evaluation.
 
     Raises:
         MMFFTypingError: atoms MMFF cannot type (named) or missing parameters.
@@ -137,13 +172,18 @@ class MMFFEnergy(Energy):
         self.variant = variant
         self.distance_dielectric = dielectric_model == "distance"
         for name in _FLOAT_BUFFERS:
-            self.register_buffer(name, torch.from_numpy(np.asarray(getattr(params, name))))
+            column = torch.from_numpy(np.asarray(getattr(params, name))).reshape(-1, 1)
+            self.register_buffer(name, column)
+        self.register_buffer("torsion_v", torch.from_numpy(params.torsion_v).reshape(-1, 3))
+        self.register_buffer("angle_linear", torch.from_numpy(params.angle_linear).reshape(-1, 1))
         for name in _INDEX_BUFFERS:
-            self.register_buffer(name, torch.from_numpy(np.asarray(getattr(params, name))))
-        self.register_buffer("angle_linear", torch.from_numpy(params.angle_linear))
-        self._compiled: Callable[..., Tensor] | None = (
-            torch.compile(_total_energy, dynamic=None) if compile else None
-        )
+            self.register_buffer(name, torch.from_numpy(getattr(params, name)))
+        n, idx = params.n_atoms, params.pair_idx
+        self.register_buffer("pair_rstar", _dense(n, idx, params.pair_rstar, 1.0))
+        self.register_buffer("pair_eps", _dense(n, idx, params.pair_eps, 0.0))
+        self.register_buffer("pair_qq", _dense(n, idx, params.pair_qq, 0.0))
+        self._bonded = _WithFallback(mmff_terms.bonded_energy, compile)
+        self._nonbonded = _WithFallback(mmff_terms.nonbonded_energy_and_gradient, compile)
 
     @property
     def params(self) -> MMFFParameters:
@@ -153,28 +193,34 @@ class MMFFEnergy(Energy):
     def _tensors(self, dtype: torch.dtype) -> dict[str, Tensor]:
         tensors = {name: getattr(self, name) for name in _INDEX_BUFFERS}
         tensors["angle_linear"] = self.angle_linear
-        for name in _FLOAT_BUFFERS:
+        for name in (*_FLOAT_BUFFERS, "torsion_v", *_PAIR_BUFFERS):
             tensors[name] = getattr(self, name).to(dtype)
         return tensors
 
+    def _chunks(self, x: Tensor) -> tuple[Tensor, ...]:
+        if self._nonbonded.compiled:
+            return (x,)
+        size = max(1, _EAGER_PAIR_ELEMENTS // (self.n_atoms * self.n_atoms))
+        return x.split(size)
+
     def _energy(self, x: Tensor) -> Tensor:
-        xa = x * _NM_TO_A
         p = self._tensors(x.dtype)
-        if self._compiled is not None:
-            try:
-                return mmff_terms.KCAL_TO_KJ * self._compiled(xa, p, self.distance_dielectric)
-            except Exception as exc:  # any compiler failure falls back to eager
-                warnings.warn(
-                    f"MMFFEnergy: torch.compile failed ({type(exc).__name__}: {exc}); "
-                    "falling back to eager evaluation",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                self._compiled = None
-        return mmff_terms.KCAL_TO_KJ * _total_energy(xa, p, self.distance_dielectric)
+        out = []
+        for chunk in self._chunks(x):
+            xt = (chunk * _NM_TO_A).permute(1, 2, 0).contiguous()  # [N, 3, B] in A
+            nonbonded = _Nonbonded.apply(
+                xt,
+                p["pair_rstar"],
+                p["pair_eps"],
+                p["pair_qq"],
+                self.distance_dielectric,
+                self._nonbonded,
+            )
+            out.append(self._bonded(xt, p) + nonbonded)
+        return mmff_terms.KCAL_TO_KJ * torch.cat(out)
 
     def term_energies(self, x: Tensor) -> dict[str, Tensor]:
-        """Energy of each MMFF term separately (eager), for analysis and per-term tests.
+        """Energy of each MMFF term separately (eager, no gradient), for analysis and tests.
 
         Args:
             x: ``[B, N, 3]`` positions in nm.
@@ -183,16 +229,17 @@ class MMFFEnergy(Energy):
             ``{name: [B] energy in kJ/mol}`` for every name in :data:`MMFF_TERMS`.
         """
         self._validate(x)
-        xa = x * _NM_TO_A
         p = self._tensors(x.dtype)
+        xt = (x.detach() * _NM_TO_A).permute(1, 2, 0).contiguous()
         zero = torch.zeros_like(p["pair_qq"])
+        nonbonded = mmff_terms.nonbonded_energy_and_gradient
         kcal = {
-            "bond": mmff_terms.bond_energy(xa, p["bond_idx"], p["bond_kb"], p["bond_r0"]),
+            "bond": mmff_terms.bond_energy(xt, p["bond_idx"], p["bond_kb"], p["bond_r0"]),
             "angle": mmff_terms.angle_energy(
-                xa, p["angle_idx"], p["angle_ka"], p["angle_theta0"], p["angle_linear"]
+                xt, p["angle_idx"], p["angle_ka"], p["angle_theta0"], p["angle_linear"]
             ),
             "stretch_bend": mmff_terms.stretch_bend_energy(
-                xa,
+                xt,
                 p["stbn_idx"],
                 p["stbn_kijk"],
                 p["stbn_kkji"],
@@ -200,13 +247,11 @@ class MMFFEnergy(Energy):
                 p["stbn_r0kj"],
                 p["stbn_theta0"],
             ),
-            "oop": mmff_terms.oop_energy(xa, p["oop_idx"], p["oop_koop"]),
-            "torsion": mmff_terms.torsion_energy(xa, p["torsion_idx"], p["torsion_v"]),
-            "vdw": mmff_terms.nonbonded_energy(
-                xa, p["pair_idx"], p["pair_rstar"], p["pair_eps"], zero, False
-            ),
-            "electrostatic": mmff_terms.nonbonded_energy(
-                xa, p["pair_idx"], p["pair_rstar"], zero, p["pair_qq"], self.distance_dielectric
-            ),
+            "oop": mmff_terms.oop_energy(xt, p["oop_idx"], p["oop_koop"]),
+            "torsion": mmff_terms.torsion_energy(xt, p["torsion_idx"], p["torsion_v"]),
+            "vdw": nonbonded(xt, p["pair_rstar"], p["pair_eps"], zero, False)[0],
+            "electrostatic": nonbonded(
+                xt, p["pair_rstar"], zero, p["pair_qq"], self.distance_dielectric
+            )[0],
         }
         return {name: mmff_terms.KCAL_TO_KJ * value for name, value in kcal.items()}

@@ -1,8 +1,10 @@
 """The MMFF94 energy terms as batched torch functions (MMFF units: Angstrom, kcal/mol).
 
-Every function takes positions ``x: [B, N, 3]`` in Angstrom and index tensors of one term kind,
-and returns ``[B]`` energies in kcal/mol, summed over the terms. They are pure tensor code
-(gathers, elementwise maths and sums), so ``torch.compile`` can fuse them.
+All functions work in a *batch-last* layout: positions ``x: [N, 3, B]`` in Angstrom, so that
+gathering the atoms of a term (``index_select`` on dim 0) copies contiguous rows and every
+elementwise operation vectorises over the batch. Per-term constants have shape ``[M, 1]``.
+Each function returns ``[B]`` energies in kcal/mol, summed over its terms. They are pure
+tensor code, so ``torch.compile`` can fuse them.
 
 Functional forms (Halgren 1996; constants as in RDKit's MMFF):
 
@@ -17,6 +19,10 @@ Functional forms (Halgren 1996; constants as in RDKit's MMFF):
   ``eps (1.07 R* / (r + 0.07 R*))^7 (1.12 R*^7 / (r^7 + 0.12 R*^7) - 2)``;
 * buffered Coulomb: ``332.0716 q_i q_j / (D (r + 0.05)^n)``, ``n = 1`` (constant dielectric)
   or ``n = 2`` (distance-dependent), 1-4 pairs scaled by 0.75 (folded into ``qq``).
+
+The non-bonded terms come with their analytic gradient (:func:`nonbonded_energy_and_gradient`),
+evaluated densely over all ``N x N`` atom pairs with masked constants: a single reduction per
+atom that a compiler fuses into one kernel without scatters.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ __all__ = [
     "KCAL_TO_KJ",
     "angle_energy",
     "bond_energy",
-    "nonbonded_energy",
+    "bonded_energy",
+    "nonbonded_energy_and_gradient",
     "oop_energy",
     "stretch_bend_energy",
     "torsion_energy",
@@ -49,48 +56,63 @@ _COULOMB = 332.0716
 _BUFFER = 0.05
 
 
-def _angle_deg(x: Tensor, idx: Tensor) -> Tensor:
-    """Angle ``i-j-k`` in degrees for ``idx: [M, 3]``; returns ``[B, M]``."""
-    rji = x[:, idx[:, 0]] - x[:, idx[:, 1]]
-    rjk = x[:, idx[:, 2]] - x[:, idx[:, 1]]
-    sin = torch.linalg.cross(rji, rjk).norm(dim=-1)
-    return _DEG * torch.atan2(sin, (rji * rjk).sum(-1))
+def _gather(x: Tensor, idx: Tensor, column: int) -> Tensor:
+    """Positions ``[M, 3, B]`` of atom ``column`` of every term in ``idx: [M, k]``."""
+    return x.index_select(0, idx[:, column])
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).sum(1)
+
+
+def _norm(a: Tensor) -> Tensor:
+    return (a * a).sum(1).sqrt()
+
+
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    return torch.linalg.cross(a, b, dim=1)
+
+
+def _angle_deg(rji: Tensor, rjk: Tensor) -> Tensor:
+    """Angle between ``rji`` and ``rjk`` (``[M, 3, B]``) in degrees, ``[M, B]``."""
+    return _DEG * torch.atan2(_norm(_cross(rji, rjk)), _dot(rji, rjk))
 
 
 def bond_energy(x: Tensor, idx: Tensor, kb: Tensor, r0: Tensor) -> Tensor:
     """Quartic bond stretch.
 
     Args:
-        x: ``[B, N, 3]`` positions in A.
+        x: ``[N, 3, B]`` positions in A.
         idx: ``[M, 2]`` bonded atoms.
-        kb: ``[M]`` force constants in mdyne/A.
-        r0: ``[M]`` reference lengths in A.
+        kb: ``[M, 1]`` force constants in mdyne/A.
+        r0: ``[M, 1]`` reference lengths in A.
 
     Returns:
         ``[B]`` energies in kcal/mol.
     """
-    dr = (x[:, idx[:, 0]] - x[:, idx[:, 1]]).norm(dim=-1) - r0
-    return (0.5 * _C1 * kb * dr * dr * (1.0 + _CS * dr + _C3 * _CS * _CS * dr * dr)).sum(-1)
+    dr = _norm(_gather(x, idx, 0) - _gather(x, idx, 1)) - r0
+    return (0.5 * _C1 * kb * dr * dr * (1.0 + _CS * dr + _C3 * _CS * _CS * dr * dr)).sum(0)
 
 
 def angle_energy(x: Tensor, idx: Tensor, ka: Tensor, theta0: Tensor, linear: Tensor) -> Tensor:
     """Cubic angle bend, or ``c1 ka (1 + cos theta)`` where ``linear``.
 
     Args:
-        x: ``[B, N, 3]`` positions in A.
+        x: ``[N, 3, B]`` positions in A.
         idx: ``[M, 3]`` atoms ``(i, j, k)``, ``j`` central.
-        ka: ``[M]`` force constants in mdyne A/rad^2.
-        theta0: ``[M]`` reference angles in degrees.
-        linear: ``[M]`` bool, central atom of a linear MMFF type.
+        ka: ``[M, 1]`` force constants in mdyne A/rad^2.
+        theta0: ``[M, 1]`` reference angles in degrees.
+        linear: ``[M, 1]`` bool, central atom of a linear MMFF type.
 
     Returns:
         ``[B]`` energies in kcal/mol.
     """
-    theta = _angle_deg(x, idx)
+    xj = _gather(x, idx, 1)
+    theta = _angle_deg(_gather(x, idx, 0) - xj, _gather(x, idx, 2) - xj)
     dth = theta - theta0
     bend = 0.5 * _C2 * ka * dth * dth * (1.0 + _CB * dth)
     straight = _C1 * ka * (1.0 + torch.cos(theta / _DEG))
-    return torch.where(linear, straight, bend).sum(-1)
+    return torch.where(linear, straight, bend).sum(0)
 
 
 def stretch_bend_energy(
@@ -105,23 +127,22 @@ def stretch_bend_energy(
     """Stretch-bend coupling ``c1 (pi/180) (k_ijk dr_ij + k_kji dr_kj) dtheta``.
 
     Args:
-        x: ``[B, N, 3]`` positions in A.
+        x: ``[N, 3, B]`` positions in A.
         idx: ``[M, 3]`` atoms ``(i, j, k)``, ``j`` central.
-        kijk: ``[M]`` constants coupling ``r_ij`` with the angle, in mdyne/rad.
-        kkji: ``[M]`` constants coupling ``r_kj`` with the angle, in mdyne/rad.
-        r0ij: ``[M]`` reference lengths of ``i-j`` in A.
-        r0kj: ``[M]`` reference lengths of ``k-j`` in A.
-        theta0: ``[M]`` reference angles in degrees.
+        kijk: ``[M, 1]`` constants coupling ``r_ij`` with the angle, in mdyne/rad.
+        kkji: ``[M, 1]`` constants coupling ``r_kj`` with the angle, in mdyne/rad.
+        r0ij: ``[M, 1]`` reference lengths of ``i-j`` in A.
+        r0kj: ``[M, 1]`` reference lengths of ``k-j`` in A.
+        theta0: ``[M, 1]`` reference angles in degrees.
 
     Returns:
         ``[B]`` energies in kcal/mol.
     """
-    rji = x[:, idx[:, 0]] - x[:, idx[:, 1]]
-    rjk = x[:, idx[:, 2]] - x[:, idx[:, 1]]
-    dij = rji.norm(dim=-1) - r0ij
-    dkj = rjk.norm(dim=-1) - r0kj
-    theta = _DEG * torch.atan2(torch.linalg.cross(rji, rjk).norm(dim=-1), (rji * rjk).sum(-1))
-    return (_C1 / _DEG * (kijk * dij + kkji * dkj) * (theta - theta0)).sum(-1)
+    xj = _gather(x, idx, 1)
+    rji = _gather(x, idx, 0) - xj
+    rjk = _gather(x, idx, 2) - xj
+    stretch = kijk * (_norm(rji) - r0ij) + kkji * (_norm(rjk) - r0kj)
+    return (_C1 / _DEG * stretch * (_angle_deg(rji, rjk) - theta0)).sum(0)
 
 
 def oop_energy(x: Tensor, idx: Tensor, koop: Tensor) -> Tensor:
@@ -130,21 +151,19 @@ def oop_energy(x: Tensor, idx: Tensor, koop: Tensor) -> Tensor:
     ``chi`` is the angle between bond ``j-l`` and the plane ``i-j-k``.
 
     Args:
-        x: ``[B, N, 3]`` positions in A.
+        x: ``[N, 3, B]`` positions in A.
         idx: ``[M, 4]`` atoms ``(i, j, k, l)``, ``j`` central, ``l`` out of plane.
-        koop: ``[M]`` force constants in mdyne A/rad^2.
+        koop: ``[M, 1]`` force constants in mdyne A/rad^2.
 
     Returns:
         ``[B]`` energies in kcal/mol.
     """
-    xj = x[:, idx[:, 1]]
-    rji = x[:, idx[:, 0]] - xj
-    rjk = x[:, idx[:, 2]] - xj
-    rjl = x[:, idx[:, 3]] - xj
-    normal = torch.linalg.cross(rji, rjk)
-    sin_chi = (normal * rjl).sum(-1) / (normal.norm(dim=-1) * rjl.norm(dim=-1))
+    xj = _gather(x, idx, 1)
+    normal = _cross(_gather(x, idx, 0) - xj, _gather(x, idx, 2) - xj)
+    rjl = _gather(x, idx, 3) - xj
+    sin_chi = _dot(normal, rjl) / (_norm(normal) * _norm(rjl))
     chi = _DEG * torch.asin(sin_chi.clamp(-1.0, 1.0))
-    return (0.5 * _C2 * koop * chi * chi).sum(-1)
+    return (0.5 * _C2 * koop * chi * chi).sum(0)
 
 
 def torsion_energy(x: Tensor, idx: Tensor, v: Tensor) -> Tensor:
@@ -153,55 +172,95 @@ def torsion_energy(x: Tensor, idx: Tensor, v: Tensor) -> Tensor:
     Written as a polynomial in ``cos phi``, so no angle (and no branch cut) is needed.
 
     Args:
-        x: ``[B, N, 3]`` positions in A.
+        x: ``[N, 3, B]`` positions in A.
         idx: ``[M, 4]`` atoms ``(i, j, k, l)``.
         v: ``[M, 3]`` ``(V1, V2, V3)`` in kcal/mol.
 
     Returns:
         ``[B]`` energies in kcal/mol.
     """
-    xj = x[:, idx[:, 1]]
-    xk = x[:, idx[:, 2]]
-    t1 = torch.linalg.cross(x[:, idx[:, 0]] - xj, xk - xj)
-    t2 = torch.linalg.cross(xj - xk, x[:, idx[:, 3]] - xk)
-    c = ((t1 * t2).sum(-1) / (t1.norm(dim=-1) * t2.norm(dim=-1))).clamp(-1.0, 1.0)
+    xj = _gather(x, idx, 1)
+    xk = _gather(x, idx, 2)
+    t1 = _cross(_gather(x, idx, 0) - xj, xk - xj)
+    t2 = _cross(xj - xk, _gather(x, idx, 3) - xk)
+    c = (_dot(t1, t2) / (_norm(t1) * _norm(t2))).clamp(-1.0, 1.0)
     c2 = c * c
-    energy = (
-        v[:, 0] * (1.0 + c) + v[:, 1] * (2.0 - 2.0 * c2) + v[:, 2] * (1.0 + c * (4.0 * c2 - 3.0))
-    )
-    return 0.5 * energy.sum(-1)
+    v1, v2, v3 = v[:, 0:1], v[:, 1:2], v[:, 2:3]
+    energy = v1 * (1.0 + c) + v2 * (2.0 - 2.0 * c2) + v3 * (1.0 + c * (4.0 * c2 - 3.0))
+    return 0.5 * energy.sum(0)
 
 
-def nonbonded_energy(
-    x: Tensor,
-    idx: Tensor,
-    rstar: Tensor,
-    eps: Tensor,
-    qq: Tensor,
-    distance_dielectric: bool,
-) -> Tensor:
-    """Buffered 14-7 van der Waals plus buffered Coulomb over a pair list.
+def bonded_energy(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """Sum of the bonded terms (bond, angle, stretch-bend, out-of-plane, torsion).
 
     Args:
-        x: ``[B, N, 3]`` positions in A.
-        idx: ``[M, 2]`` pairs.
-        rstar: ``[M]`` ``R*_ij`` in A.
-        eps: ``[M]`` well depths in kcal/mol.
-        qq: ``[M]`` ``q_i q_j / D`` in e^2, 1-4 scaling included.
-        distance_dielectric: ``1/(r + 0.05)^2`` instead of ``1/(r + 0.05)``.
+        x: ``[N, 3, B]`` positions in A.
+        p: constants and index tensors named as in
+            :class:`~confflow.energies.mmff_params.MMFFParameters`, constants ``[M, 1]``.
 
     Returns:
         ``[B]`` energies in kcal/mol.
     """
-    r = (x[:, idx[:, 0]] - x[:, idx[:, 1]]).norm(dim=-1)
-    a = 1.07 * rstar / (r + 0.07 * rstar)
-    a2 = a * a
-    r2 = r * r
-    r7 = r2 * r2 * r2 * r
-    rs2 = rstar * rstar
-    rs7 = rs2 * rs2 * rs2 * rstar
-    vdw = eps * a2 * a2 * a2 * a * (1.12 * rs7 / (r7 + 0.12 * rs7) - 2.0)
-    buffered = r + _BUFFER
+    return (
+        bond_energy(x, p["bond_idx"], p["bond_kb"], p["bond_r0"])
+        + angle_energy(x, p["angle_idx"], p["angle_ka"], p["angle_theta0"], p["angle_linear"])
+        + stretch_bend_energy(
+            x,
+            p["stbn_idx"],
+            p["stbn_kijk"],
+            p["stbn_kkji"],
+            p["stbn_r0ij"],
+            p["stbn_r0kj"],
+            p["stbn_theta0"],
+        )
+        + oop_energy(x, p["oop_idx"], p["oop_koop"])
+        + torsion_energy(x, p["torsion_idx"], p["torsion_v"])
+    )
+
+
+def nonbonded_energy_and_gradient(
+    x: Tensor,
+    rstar: Tensor,
+    eps: Tensor,
+    qq: Tensor,
+    distance_dielectric: bool,
+) -> tuple[Tensor, Tensor]:
+    """Buffered 14-7 van der Waals plus buffered Coulomb, and their gradient, over all pairs.
+
+    The constants are dense symmetric ``[N, N, 1]`` matrices; pairs that do not interact have
+    ``eps = qq = 0`` (and the diagonal ``rstar = 1`` so nothing divides by zero). Every pair is
+    visited twice, so the energy is halved.
+
+    Args:
+        x: ``[N, 3, B]`` positions in A.
+        rstar: ``[N, N, 1]`` ``R*_ij`` in A.
+        eps: ``[N, N, 1]`` well depths in kcal/mol.
+        qq: ``[N, N, 1]`` ``q_i q_j / D`` in e^2, 1-4 scaling included.
+        distance_dielectric: ``1/(r + 0.05)^2`` instead of ``1/(r + 0.05)``.
+
+    Returns:
+        ``([B]`` energies in kcal/mol, ``[N, 3, B]`` gradient in kcal/mol/A).
+    """
+    n = x.shape[0]
+    eye = torch.eye(n, dtype=x.dtype, device=x.device).unsqueeze(-1)
+    d = x.unsqueeze(1) - x.unsqueeze(0)  # [N, N, 3, B]
+    r = ((d * d).sum(2) + eye).sqrt()  # diagonal r = 1 keeps it finite
+    inv_a = 1.0 / (r + 0.07 * rstar)
+    a = 1.07 * rstar * inv_a
+    a7 = a.pow(7)
+    r6 = r.pow(6)
+    rs7 = rstar.pow(7)
+    inv_b = 1.0 / (r6 * r + 0.12 * rs7)
+    b = 1.12 * rs7 * inv_b - 2.0
+    energy = eps * a7 * b
+    de_dr = -eps * a7 * (7.0 * inv_a * b + 7.84 * rs7 * r6 * inv_b * inv_b)
+    inv_c = 1.0 / (r + _BUFFER)
+    coulomb = _COULOMB * qq * inv_c
     if distance_dielectric:
-        buffered = buffered * buffered
-    return (vdw + _COULOMB * qq / buffered).sum(-1)
+        coulomb = coulomb * inv_c
+        de_dr = de_dr - 2.0 * coulomb * inv_c
+    else:
+        de_dr = de_dr - coulomb * inv_c
+    energy = 0.5 * (energy + coulomb).sum((0, 1))
+    gradient = ((de_dr / r).unsqueeze(2) * d).sum(1)
+    return energy, gradient
