@@ -271,7 +271,7 @@ def obc_from_custom_gb(force: openmm.CustomGBForce) -> OBCParameters:
 
 
 class OBCTerm(nn.Module):
-    """OBC generalized-Born energy of ``[B, N, 3]`` positions in nm, in kJ/mol."""
+    """OBC generalized-Born energy (kJ/mol) from ``[N, N, B]`` pair distances (nm), batch last."""
 
     def __init__(self, params: OBCParameters) -> None:
         super().__init__()
@@ -281,51 +281,78 @@ class OBCTerm(nn.Module):
             return torch.as_tensor(np.asarray(a, dtype=np.float64))
 
         n = len(params.charge)
-        self.register_buffer("offset_radius", buf(params.offset_radius))
-        self.register_buffer("scaled_radius", buf(params.scaled_radius))
-        self.register_buffer("radius", buf(params.offset_radius + params.offset))
+        self.register_buffer("offset_radius", buf(params.offset_radius)[:, None])
+        self.register_buffer("scaled_radius", buf(params.scaled_radius)[None, :, None])
+        self.register_buffer("radius", buf(params.offset_radius + params.offset)[:, None])
         qq = np.outer(params.charge, params.charge)
         pre = -0.5 * params.coulomb_constant
         pre *= 1 / params.solute_dielectric - 1 / params.solvent_dielectric
-        self.register_buffer("polar_qq", buf(pre * qq))
+        self.register_buffer("polar_qq", buf(pre * qq)[:, :, None])
         radius = params.offset_radius + params.offset
-        self.register_buffer(
-            "ace", buf(params.surface_factor * (radius + params.probe_radius) ** 2 * radius**6)
-        )
-        self.register_buffer("off_diagonal", ~torch.eye(n, dtype=torch.bool))
+        ace = params.surface_factor * (radius + params.probe_radius) ** 2 * radius**6
+        self.register_buffer("ace", buf(ace)[:, None])
+        self.register_buffer("off_diagonal", ~torch.eye(n, dtype=torch.bool)[:, :, None])
 
-    def forward(self, r2: Tensor, r: Tensor) -> Tensor:
-        """Energy in kJ/mol.
+    def forward(self, r2: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
+        """Energy and its derivative with respect to each squared distance.
 
         Args:
-            r2: ``[B, N, N]`` squared distances in nm^2 (zero on the diagonal).
-            r: ``[B, N, N]`` distances in nm, with any positive value on the diagonal.
+            r2: ``[N, N, B]`` squared distances in nm^2 (zero on the diagonal), batch last.
+            r: ``[N, N, B]`` distances in nm, with any positive value on the diagonal.
 
         Returns:
-            ``[B]`` OBC energies (polar plus ACE non-polar) in kJ/mol.
+            ``[B]`` OBC energies (polar plus ACE non-polar) in kJ/mol, and ``[N, N, B]``
+            partial derivatives ``dE/d(r_ij^2)`` with every ordered entry taken as independent.
         """
         p = self.p
-        dtype = r.dtype
-        or_i = self.offset_radius.to(dtype)[:, None]
-        sr_j = self.scaled_radius.to(dtype)[None, :]
+        dt = r.dtype
+        offset_radius = self.offset_radius.to(dt)
+        or_i, sr_j = offset_radius[:, None, :], self.scaled_radius.to(dt)
+        inv_r = 1.0 / r
         upper = r + sr_j
-        lower = torch.maximum(or_i, (r - sr_j).abs())
+        distance = r - sr_j
+        lower = torch.maximum(or_i, distance.abs())
         inv_u, inv_l = 1.0 / upper, 1.0 / lower
+        diff_sq = inv_u * inv_u - inv_l * inv_l
+        log_ratio = torch.log(lower * inv_u)
         h = 0.5 * (
-            inv_l
-            - inv_u
-            + 0.25 * (r - sr_j * sr_j / r) * (inv_u * inv_u - inv_l * inv_l)
-            + 0.5 * torch.log(lower * inv_u) / r
+            inv_l - inv_u + 0.25 * (r - sr_j * sr_j * inv_r) * diff_sq + 0.5 * log_ratio * inv_r
         )
+        # dh/dr at fixed L, U; dh/dU = 0 and dh/dL = 0 unless atom i is engulfed (L = sr - r).
+        dh_dr = 0.5 * (
+            0.25 * (1 + sr_j * sr_j * inv_r * inv_r) * diff_sq - 0.5 * log_ratio * inv_r * inv_r
+        )
+        engulfed = or_i < -distance
+        zero = torch.zeros_like(h)
         if p.engulfed_correction:
-            h = h + torch.where(or_i < sr_j - r, 1.0 / or_i - inv_l, torch.zeros_like(h))
-        h = torch.where((or_i < upper) & self.off_diagonal, h, torch.zeros_like(h))
-        psi = h.sum(-1) * self.offset_radius.to(dtype)
+            h = h + torch.where(engulfed, 1.0 / or_i - inv_l, zero)
+        else:
+            dh_dr = dh_dr + torch.where(engulfed, inv_l * inv_l, zero)
+        active = (or_i < upper) & self.off_diagonal
+        h = torch.where(active, h, zero)
+        dh_dr = torch.where(active, dh_dr, zero)
+
+        psi = h.sum(1) * offset_radius
         poly = psi * (p.alpha + psi * (-p.beta + psi * p.gamma))
-        born = 1.0 / (1.0 / self.offset_radius.to(dtype) - torch.tanh(poly) / self.radius.to(dtype))
-        bb = born[:, :, None] * born[:, None, :]
-        f = torch.sqrt(r2 + bb * torch.exp(-0.25 * r2 / bb))
-        energy = (self.polar_qq.to(dtype) / f).sum((-1, -2))
+        dpoly = p.alpha + psi * (-2 * p.beta + psi * 3 * p.gamma)
+        tanh = torch.tanh(poly)
+        inv_radius = 1.0 / self.radius.to(dt)
+        born = 1.0 / (1.0 / offset_radius - tanh * inv_radius)
+        dborn_dpsi = born * born * (1 - tanh * tanh) * dpoly * inv_radius
+
+        bb = born[:, None, :] * born[None, :, :]
+        expo = torch.exp(-0.25 * r2 / bb)
+        inv_f2 = 1.0 / (r2 + bb * expo)
+        pair = self.polar_qq.to(dt) * torch.sqrt(inv_f2)
+        energy = pair.sum((0, 1))
+        half_pair_f2 = -0.5 * pair * inv_f2
+        de_dr2 = half_pair_f2 * (1 - 0.25 * expo)
+        de_dbb = half_pair_f2 * expo * (1 + 0.25 * r2 / bb)
+        de_dborn = 2 * (de_dbb * born[None, :, :]).sum(1)
         if p.surface_factor != 0.0:
-            energy = energy + (self.ace.to(dtype) / born**6).sum(-1)
-        return energy
+            ace = self.ace.to(dt) / born**6
+            energy = energy + ace.sum(0)
+            de_dborn = de_dborn - 6 * ace / born
+        de_dh = (de_dborn * dborn_dpsi * offset_radius)[:, None, :]
+        de_dr2 = de_dr2 + de_dh * dh_dr * 0.5 * inv_r
+        return energy, de_dr2
