@@ -46,6 +46,9 @@ from confflow.transforms.base import Transform
 
 __all__ = ["InternalCoordinates", "internal_domain"]
 
+#: Atoms per CPU block of ``inverse`` (intermediates of about 2 MB in float32).
+_BLOCK_ATOMS = 45_000
+
 
 def internal_domain(n_atoms: int) -> Domain:
     """Layout of the ``3N-6`` internal coordinates: bonds (real), angles ``(0, pi)``, torsions."""
@@ -63,7 +66,8 @@ class InternalCoordinates(Transform):
         zmatrix: the Z-matrix that defines the coordinates.
         block_size: on CPU, ``inverse`` processes batches in blocks of this many samples (each
             block fully vectorised) so that intermediates stay in cache; results do not depend
-            on it. ``forward`` is vectorised over the whole batch.
+            on it. Default: about 45,000 atoms per block. ``forward`` is vectorised over the
+            whole batch.
 
     Attributes:
         n_atoms: number of atoms ``N``.
@@ -72,8 +76,10 @@ class InternalCoordinates(Transform):
         frame_atoms: atoms of rows 0, 1, 2 (origin, +x axis, xy-plane).
     """
 
-    def __init__(self, zmatrix: ZMatrix, block_size: int = 1024) -> None:
+    def __init__(self, zmatrix: ZMatrix, block_size: int | None = None) -> None:
         super().__init__()
+        if block_size is None:
+            block_size = max(256, _BLOCK_ATOMS // zmatrix.n_atoms)
         if block_size < 1:
             raise ValueError(f"InternalCoordinates: block_size must be >= 1, got {block_size}")
         self.block_size = block_size
@@ -121,7 +127,8 @@ class InternalCoordinates(Transform):
             raise ValueError(
                 f"{name}.inverse: expected positions [B, {self.n_atoms}, 3], got {tuple(x.shape)}"
             )
-        if not bool(torch.isfinite(x).all()):
+        if x.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
+            # one pass over x: NaN propagates into min and max, +-inf shows up in one of them
             raise ValueError(f"{name}.inverse: positions contain NaN or infinite values")
         if context is not None and (context.dim() != 2 or context.shape[0] != x.shape[0]):
             raise ValueError(

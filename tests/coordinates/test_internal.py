@@ -202,3 +202,14 @@ def test_user_zmatrix_transform_matches_its_definition():
     phi = mdtraj.compute_dihedrals(to_mdtraj(mol, x), [[3, 2, 1, 0]], opt=False)
     assert float(z[0, 2 * n - 3]) == pytest.approx(float(phi[0, 0]), abs=1e-5)
     assert_bijective(t, z)
+
+
+def test_block_size_does_not_change_results():
+    mol = molecule(ALDP)
+    zm = ZMatrix.from_molecule(mol)
+    x = mol.embed(10, seed=0)
+    z_small, ladj_small = InternalCoordinates(zm, block_size=3).inverse(x)
+    z_big, ladj_big = InternalCoordinates(zm).inverse(x)
+    assert torch.equal(z_small, z_big) and torch.equal(ladj_small, ladj_big)
+    with pytest.raises(ValueError, match="block_size must be >= 1, got 0"):
+        InternalCoordinates(zm, block_size=0)
