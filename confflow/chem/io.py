@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from rdkit import Chem, rdBase
 
+from confflow.chem.checks import as_positions
 from confflow.chem.errors import MoleculeError
-from confflow.chem.molecule import ANGSTROM_PER_NM, Molecule, _as_positions
+from confflow.chem.molecule import ANGSTROM_PER_NM, Molecule
 
 __all__ = ["from_mdtraj", "read_sdf", "to_mdtraj", "write_pdb", "write_sdf", "write_xyz"]
 
@@ -53,7 +54,7 @@ def write_sdf(
     Raises:
         MoleculeError: wrong position shape or a tag of the wrong length.
     """
-    x = _as_positions(x, molecule.n_atoms, molecule.source)
+    x = as_positions(x, molecule.n_atoms, molecule.source)
     tags = {}
     for key, values in (
         ("energies", energies),
@@ -114,7 +115,7 @@ def write_pdb(path: str | Path, molecule: Molecule, x: torch.Tensor) -> None:
 
 def write_xyz(path: str | Path, molecule: Molecule, x: torch.Tensor) -> None:
     """Writes a multi-frame XYZ file (Angstrom), one frame per conformer of ``x`` [B, N, 3] nm."""
-    x = _as_positions(x, molecule.n_atoms, molecule.source)
+    x = as_positions(x, molecule.n_atoms, molecule.source)
     lines = []
     for b, frame in enumerate(x.detach().cpu().double().numpy() * ANGSTROM_PER_NM):
         lines.append(str(molecule.n_atoms))
@@ -130,7 +131,7 @@ def to_mdtraj(molecule: Molecule, x: torch.Tensor) -> mdtraj.Trajectory:
     The topology has one residue ``MOL`` with every atom, named element + index, and the
     molecule's bonds with their orders.
     """
-    x = _as_positions(x, molecule.n_atoms, molecule.source)
+    x = as_positions(x, molecule.n_atoms, molecule.source)
     top = mdtraj.Topology()
     chain = top.add_chain()
     residue = top.add_residue("MOL", chain)

@@ -20,15 +20,31 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from rdkit import Chem, rdBase
-from rdkit.Chem import rdDetermineBonds, rdDistGeom, rdForceFieldHelpers
-from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
+from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 
+from confflow.chem.checks import (
+    as_positions,
+    assign_bond_orders,
+    checked,
+    read_text,
+    sanitize,
+)
 from confflow.chem.errors import MoleculeError, StereoWarning
+from confflow.chem.stereo import (
+    assign_stereo_from_3d,
+    enumerate_isomers,
+    has_3d,
+    unspecified_stereo,
+)
+
+if TYPE_CHECKING:
+    import mdtraj
+    import openmm
 
 __all__ = ["ANGSTROM_PER_NM", "DEFAULT_MAX_ATOMS", "KJ_PER_KCAL", "Molecule", "StereoPolicy"]
 
@@ -77,11 +93,11 @@ class Molecule:
     ) -> None:
         if stereo not in ("warn", "error", "first"):
             raise ValueError(f"{source}: stereo must be 'warn', 'error' or 'first', got {stereo!r}")
-        mol = _checked(mol, source, largest_fragment, max_atoms)
+        mol = checked(mol, source, largest_fragment, max_atoms)
         self.source = source
         self.max_atoms = max_atoms
         self.rdkit_mol = mol
-        self.unspecified_stereo = _unspecified_stereo(mol)
+        self.unspecified_stereo = unspecified_stereo(mol)
         if self.unspecified_stereo:
             listed = ", ".join(self.unspecified_stereo)
             if stereo == "error":
@@ -132,7 +148,7 @@ class Molecule:
         if not isinstance(mol, Chem.Mol):
             raise MoleculeError(f"RDKit mol: expected rdkit.Chem.Mol, got {type(mol).__name__}")
         mol = Chem.Mol(mol)
-        _stereo_from_3d(mol)
+        assign_stereo_from_3d(mol)
         return cls(mol, "RDKit mol", largest_fragment=largest_fragment, max_atoms=max_atoms)
 
     @classmethod
@@ -158,16 +174,16 @@ class Molecule:
         """
         path = Path(path)
         source = f"file '{path.name}'"
-        text = _read_text(path, source)
+        text = read_text(path, source)
         with rdBase.BlockLogs():
             mol = Chem.MolFromMolBlock(text.split("$$$$")[0], removeHs=False, sanitize=False)
         if mol is None:
             raise MoleculeError(f"{source}: not a readable MOL/SDF record")
-        if require_3d and not _has_3d(mol):
+        if require_3d and not has_3d(mol):
             raise MoleculeError(f"{source}: record has no 3-D coordinates (2-D or flat z = 0)")
-        _sanitize(mol, source)
-        if _has_3d(mol):
-            _stereo_from_3d(mol)
+        sanitize(mol, source)
+        if has_3d(mol):
+            assign_stereo_from_3d(mol)
         return cls(mol, source, largest_fragment=largest_fragment, max_atoms=max_atoms)
 
     @classmethod
@@ -190,17 +206,22 @@ class Molecule:
         """
         path = Path(path)
         source = f"file '{path.name}'"
-        text = _read_text(path, source)
+        text = read_text(path, source)
         with rdBase.BlockLogs():
             mol = Chem.MolFromPDBBlock(text, removeHs=False, sanitize=False)
         if mol is None or mol.GetNumAtoms() == 0:
             raise MoleculeError(f"{source}: no atoms could be read from the PDB")
-        mol = _assign_bond_orders(mol, source, template_smiles, charge)
+        mol = assign_bond_orders(mol, source, template_smiles, charge)
         return cls(mol, source, max_atoms=max_atoms)
 
     @classmethod
     def from_openmm(
-        cls, topology, positions, *, charge: int = 0, max_atoms: int = DEFAULT_MAX_ATOMS
+        cls,
+        topology: openmm.app.Topology,
+        positions: openmm.unit.Quantity | np.ndarray,
+        *,
+        charge: int = 0,
+        max_atoms: int = DEFAULT_MAX_ATOMS,
     ) -> Molecule:
         """Builds a molecule from an OpenMM ``Topology`` and positions (nm), in topology order.
 
@@ -223,7 +244,12 @@ class Molecule:
 
     @classmethod
     def from_mdtraj(
-        cls, topology, positions, *, charge: int = 0, max_atoms: int = DEFAULT_MAX_ATOMS
+        cls,
+        topology: mdtraj.Topology,
+        positions: np.ndarray,
+        *,
+        charge: int = 0,
+        max_atoms: int = DEFAULT_MAX_ATOMS,
     ) -> Molecule:
         """Builds a molecule from an ``mdtraj.Topology`` and positions ``[N, 3]`` in nm.
 
@@ -238,7 +264,7 @@ class Molecule:
         cls,
         atoms: Sequence[int],
         bonds: Sequence[tuple[int, int, int | None]],
-        positions,
+        positions: np.ndarray,
         source: str,
         charge: int,
         max_atoms: int,
@@ -266,10 +292,10 @@ class Molecule:
         conf.Set3D(True)
         mol.AddConformer(conf, assignId=True)
         if known:
-            _sanitize(mol, source)
-            _stereo_from_3d(mol)
+            sanitize(mol, source)
+            assign_stereo_from_3d(mol)
         else:
-            mol = _assign_bond_orders(mol, source, None, charge)
+            mol = assign_bond_orders(mol, source, None, charge)
         return cls(mol, source, max_atoms=max_atoms)
 
     # ------------------------------------------------------------------ properties
@@ -335,14 +361,10 @@ class Molecule:
         """
         if not self.unspecified_stereo:
             return [self]
-        opts = StereoEnumerationOptions(onlyUnassigned=True, maxIsomers=max_isomers, unique=True)
-        base = Chem.Mol(self.rdkit_mol)
-        base.RemoveAllConformers()
-        out = []
-        for iso in EnumerateStereoisomers(base, options=opts):
-            Chem.AssignStereochemistry(iso, cleanIt=True, force=True)
-            out.append(Molecule(iso, f"{self.source} isomer", max_atoms=self.max_atoms))
-        return out
+        return [
+            Molecule(iso, f"{self.source} isomer", max_atoms=self.max_atoms)
+            for iso in enumerate_isomers(self.rdkit_mol, max_isomers)
+        ]
 
     # ------------------------------------------------------------------ conformers
     def embed(
@@ -389,7 +411,7 @@ class Molecule:
 
     def with_positions(self, x: torch.Tensor) -> Chem.Mol:
         """A copy of the RDKit molecule with conformers ``x`` [C, N, 3] nm (stored in Angstrom)."""
-        x = _as_positions(x, self.n_atoms, self.source)
+        x = as_positions(x, self.n_atoms, self.source)
         mol = Chem.Mol(self.rdkit_mol)
         mol.RemoveAllConformers()
         for frame in x.detach().cpu().double().numpy() * ANGSTROM_PER_NM:
@@ -399,160 +421,3 @@ class Molecule:
             conf.Set3D(True)
             mol.AddConformer(conf, assignId=True)
         return mol
-
-
-# ---------------------------------------------------------------------- helpers
-def _as_positions(x: torch.Tensor, n_atoms: int, source: str) -> torch.Tensor:
-    """Checks ``x`` is ``[C, N, 3]`` (or ``[N, 3]``, promoted) and finite."""
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    if x.dim() == 2:
-        x = x.unsqueeze(0)
-    if x.dim() != 3 or tuple(x.shape[1:]) != (n_atoms, 3):
-        raise MoleculeError(
-            f"{source}: positions must be [C, {n_atoms}, 3] nm, got {tuple(x.shape)}"
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise MoleculeError(f"{source}: positions contain NaN or infinite values")
-    return x
-
-
-def _read_text(path: Path, source: str) -> str:
-    if not path.is_file():
-        raise MoleculeError(f"{source}: no such file")
-    text = path.read_text()
-    if not text.strip():
-        raise MoleculeError(f"{source}: empty input (file is empty)")
-    return text
-
-
-def _has_3d(mol: Chem.Mol) -> bool:
-    if mol.GetNumConformers() == 0:
-        return False
-    conf = mol.GetConformer()
-    return bool(conf.Is3D()) and bool(np.abs(conf.GetPositions()[:, 2]).max() > 1e-4)
-
-
-def _sanitize(mol: Chem.Mol, source: str) -> None:
-    """Sanitises in place; RDKit's complaint (element, valence, aromaticity) becomes one line."""
-    if mol.GetNumAtoms() == 0:
-        raise MoleculeError(f"{source}: empty input (no atoms)")
-    try:
-        with rdBase.BlockLogs():
-            Chem.SanitizeMol(mol)
-    except Exception as exc:  # RDKit raises several unrelated classes here
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise MoleculeError(f"{source}: rejected by RDKit: {reason}") from None
-
-
-def _stereo_from_3d(mol: Chem.Mol) -> None:
-    if _has_3d(mol):
-        Chem.AssignStereochemistryFrom3D(mol)
-
-
-def _assign_bond_orders(
-    mol: Chem.Mol, source: str, template_smiles: str | None, charge: int
-) -> Chem.Mol:
-    """Bond orders for a connectivity-only molecule with a 3-D conformer."""
-    if template_smiles is not None:
-        from rdkit.Chem import AllChem
-
-        with rdBase.BlockLogs():
-            template = Chem.MolFromSmiles(template_smiles)
-        if template is None:
-            raise MoleculeError(f"{source}: invalid template SMILES {template_smiles!r}")
-        try:
-            work = AllChem.AssignBondOrdersFromTemplate(template, mol)
-        except ValueError as exc:
-            reason = " ".join(str(exc).split())
-            raise MoleculeError(f"{source}: template does not match: {reason}") from None
-        _sanitize(work, source)
-        _stereo_from_3d(work)
-        return work
-    work = Chem.Mol(mol)
-    for atom in work.GetAtoms():
-        atom.SetNoImplicit(True)
-    try:
-        with rdBase.BlockLogs():
-            rdDetermineBonds.DetermineBondOrders(work, charge=int(charge))
-    except Exception as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise MoleculeError(f"{source}: could not assign bond orders: {reason}") from None
-    _sanitize(work, source)
-    _stereo_from_3d(work)
-    return work
-
-
-def _checked(mol: Chem.Mol, source: str, largest_fragment: bool, max_atoms: int) -> Chem.Mol:
-    """Sanitises, adds hydrogens and runs every molecule check."""
-    if mol is None or mol.GetNumAtoms() == 0:
-        raise MoleculeError(f"{source}: empty input (no atoms)")
-    mol = Chem.Mol(mol)
-    _sanitize(mol, source)
-    frags = Chem.GetMolFrags(mol, asMols=False, sanitizeFrags=False)
-    if len(frags) > 1:
-        if not largest_fragment:
-            raise MoleculeError(
-                f"{source}: {len(frags)} disconnected fragments "
-                "(pass largest_fragment=True to keep the largest, e.g. for salts)"
-            )
-        mol = _largest_fragment(mol, frags)
-    radicals = [a.GetIdx() for a in mol.GetAtoms() if a.GetNumRadicalElectrons() > 0]
-    if radicals:
-        raise MoleculeError(f"{source}: radical (unpaired electrons) at atom(s) {radicals}")
-    has_conformer = mol.GetNumConformers() > 0
-    mol = Chem.AddHs(mol, addCoords=has_conformer)
-    if mol.GetNumAtoms() > max_atoms:
-        raise MoleculeError(
-            f"{source}: {mol.GetNumAtoms()} atoms exceed the limit max_atoms={max_atoms}"
-        )
-    Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
-    return mol
-
-
-def _largest_fragment(mol: Chem.Mol, frags: Sequence[Sequence[int]]) -> Chem.Mol:
-    def size(frag: Sequence[int]) -> tuple[int, int]:
-        heavy = sum(mol.GetAtomWithIdx(i).GetAtomicNum() > 1 for i in frag)
-        return heavy, len(frag)
-
-    keep = set(max(frags, key=size))
-    rw = Chem.RWMol(mol)
-    for idx in sorted(set(range(mol.GetNumAtoms())) - keep, reverse=True):
-        rw.RemoveAtom(idx)
-    out = rw.GetMol()
-    Chem.SanitizeMol(out)
-    return out
-
-
-def _unspecified_stereo(mol: Chem.Mol) -> tuple[str, ...]:
-    """Unspecified stereo elements; empty when every assignment gives the same molecule."""
-    out = []
-    for info in Chem.FindPotentialStereo(mol):
-        if info.specified != Chem.StereoSpecified.Unspecified:
-            continue
-        if info.type == Chem.StereoType.Atom_Tetrahedral:
-            atom = mol.GetAtomWithIdx(info.centeredOn)
-            out.append(f"atom {info.centeredOn} ({atom.GetSymbol()})")
-        elif info.type == Chem.StereoType.Bond_Double:
-            bond = mol.GetBondWithIdx(info.centeredOn)
-            ends = (bond.GetBeginAtom(), bond.GetEndAtom())
-            if any(a.GetHybridization() == Chem.HybridizationType.SP for a in ends):
-                continue  # cumulated bond ending on a linear atom: no E/Z
-            i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-            out.append(f"bond {i}-{j} ({ends[0].GetSymbol()}={ends[1].GetSymbol()})")
-    if out and _n_distinct_isomers(mol, limit=2) < 2:
-        return ()  # e.g. adamantane: the potential centres never give two different molecules
-    return tuple(out)
-
-
-def _n_distinct_isomers(mol: Chem.Mol, limit: int) -> int:
-    """Number of distinct stereoisomers (canonical SMILES) found, counting up to ``limit``."""
-    base = Chem.Mol(mol)
-    base.RemoveAllConformers()
-    opts = StereoEnumerationOptions(onlyUnassigned=True, maxIsomers=256)
-    seen: set[str] = set()
-    for iso in EnumerateStereoisomers(base, options=opts):
-        seen.add(Chem.MolToSmiles(Chem.RemoveHs(iso)))
-        if len(seen) >= limit:
-            break
-    return len(seen)

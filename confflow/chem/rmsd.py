@@ -11,7 +11,8 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import rdMolAlign
 
-from confflow.chem.molecule import ANGSTROM_PER_NM, Molecule, _as_positions
+from confflow.chem.checks import as_positions
+from confflow.chem.molecule import ANGSTROM_PER_NM, Molecule
 
 __all__ = ["deduplicate", "heavy_atom_rmsd"]
 
@@ -31,8 +32,8 @@ def heavy_atom_rmsd(molecule: Molecule, x: torch.Tensor, reference: torch.Tensor
     Returns:
         ``[B]`` float64 RMSD in nm.
     """
-    x = _as_positions(x, molecule.n_atoms, molecule.source)
-    ref = _heavy(molecule, _as_positions(reference, molecule.n_atoms, molecule.source)[:1])
+    x = as_positions(x, molecule.n_atoms, molecule.source)
+    ref = _heavy(molecule, as_positions(reference, molecule.n_atoms, molecule.source)[:1])
     probe = _heavy(molecule, x)
     out = [
         rdMolAlign.GetBestRMS(probe, ref, prbId=c.GetId()) / ANGSTROM_PER_NM
@@ -63,7 +64,7 @@ def deduplicate(
     """
     if not threshold >= 0:
         raise ValueError(f"deduplicate: threshold must be >= 0 nm, got {threshold}")
-    x = _as_positions(x, molecule.n_atoms, molecule.source)
+    x = as_positions(x, molecule.n_atoms, molecule.source)
     order = range(x.shape[0]) if energies is None else torch.argsort(energies.reshape(-1)).tolist()
     heavy = _heavy(molecule, x)
     conf_ids = [c.GetId() for c in heavy.GetConformers()]
