@@ -46,14 +46,12 @@ if TYPE_CHECKING:
     import mdtraj
     import openmm
 
-__all__ = ["ANGSTROM_PER_NM", "DEFAULT_MAX_ATOMS", "KJ_PER_KCAL", "Molecule", "StereoPolicy"]
+__all__ = ["ANGSTROM_PER_NM", "DEFAULT_MAX_ATOMS", "Molecule", "StereoPolicy"]
 
 #: Largest number of atoms (hydrogens included) accepted unless the caller raises the limit.
 DEFAULT_MAX_ATOMS = 300
 #: Angstrom per nanometre.
 ANGSTROM_PER_NM = 10.0
-#: kJ per kcal (thermochemical calorie).
-KJ_PER_KCAL = 4.184
 
 #: What to do with unspecified stereo: warn (default), raise, or pick the first isomer.
 StereoPolicy = Literal["warn", "error", "first"]

@@ -20,7 +20,8 @@ import torch
 from rdkit import Chem
 from torch import Tensor
 
-from confflow.chem.molecule import Molecule, _as_positions
+from confflow.chem.checks import as_positions
+from confflow.chem.molecule import Molecule
 
 __all__ = ["StereoCheck"]
 
@@ -51,7 +52,7 @@ class StereoCheck:
         if reference is None:
             stored = molecule.positions
             reference = stored[0] if stored is not None else molecule.embed(1, seed=seed)[0]
-        ref = _as_positions(reference, molecule.n_atoms, molecule.source).double()
+        ref = as_positions(reference, molecule.n_atoms, molecule.source).double()
         centres, bonds = [], []
         for info in Chem.FindPotentialStereo(mol):
             if only_specified and info.specified != Chem.StereoSpecified.Specified:
@@ -100,7 +101,7 @@ class StereoCheck:
         Returns:
             ``[B, C + D]`` bool: centres first (in :attr:`centres` order), then double bonds.
         """
-        x = _as_positions(x, self.molecule.n_atoms, self.molecule.source)
+        x = as_positions(x, self.molecule.n_atoms, self.molecule.source)
         signs = torch.sign(self._signed(x))
         return signs != self.reference_signs.to(device=x.device, dtype=signs.dtype)
 

@@ -25,8 +25,9 @@ coordinates ``(b, theta)``; the Jacobian ``ds/dz`` is block-triangular in placem
       = \log b_2 + \sum_{n \ge 3} \left(2 \log b_n + \log \sin\theta_n\right),
 
 which ``forward`` returns; ``inverse`` returns its negative (evaluated at the input's internal
-coordinates, i.e. the density of the canonical pose). :func:`confflow.testing.
-assert_frame_ladj_matches_autograd` checks both against autograd on ``s``.
+coordinates, i.e. the density of the canonical pose).
+:func:`confflow.testing.assert_frame_ladj_matches_autograd` checks both against autograd on
+``s``.
 
 Placement is batched NeRF (natural extension reference frame): atoms are placed generation by
 generation (:attr:`ZMatrix.generations`), vectorised over samples and over the atoms of a
