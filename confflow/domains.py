@@ -145,7 +145,11 @@ class Domain:
 
     def to_dict(self) -> dict[str, list]:
         """Plain-data form for configs and checkpoints."""
-        return {"kinds": [int(k) for k in self.kinds], "low": list(self.low), "high": list(self.high)}
+        return {
+            "kinds": [int(k) for k in self.kinds],
+            "low": list(self.low),
+            "high": list(self.high),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, list]) -> Domain:

@@ -48,7 +48,8 @@ def max_abs_difference(a: Tensor, b: Tensor, domain: Domain | None = None) -> fl
     """Largest elementwise difference ``|a - b| / max(1, |b|)``; circles compared modulo 2 pi.
 
     Args:
-        a, b: tensors of the same shape ``[B, ..., D]``.
+        a: ``[B, ..., D]`` values to check.
+        b: ``[B, ..., D]`` reference values, same shape.
         domain: layout of the last axis; circular features use the wrapped angle difference.
 
     Returns:

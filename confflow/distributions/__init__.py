@@ -1,0 +1,22 @@
+"""Base densities, flows (base + transform) and toy densities with known normalisers."""
+
+from confflow.distributions.base import (
+    Distribution,
+    DomainProduct,
+    StandardNormal,
+    Uniform,
+    UniformCircle,
+)
+from confflow.distributions.flow import Flow
+from confflow.distributions.toy import GaussianMixture, TorusMixture
+
+__all__ = [
+    "Distribution",
+    "DomainProduct",
+    "Flow",
+    "GaussianMixture",
+    "StandardNormal",
+    "TorusMixture",
+    "Uniform",
+    "UniformCircle",
+]
