@@ -1,0 +1,5 @@
+"""``python -m confflow`` runs the command line."""
+
+from confflow.cli import app
+
+app()
