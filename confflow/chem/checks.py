@@ -66,7 +66,11 @@ def sanitize(mol: Chem.Mol, source: str) -> None:
 def assign_bond_orders(
     mol: Chem.Mol, source: str, template_smiles: str | None, charge: int
 ) -> Chem.Mol:
-    """Bond orders for a connectivity-only molecule with a 3-D conformer."""
+    """Bond orders for a connectivity-only molecule with a 3-D conformer.
+
+    From ``template_smiles`` when given (hydrogens may be missing: they are added later), else
+    perceived from the geometry with the total ``charge``, which needs explicit hydrogens.
+    """
     if template_smiles is not None:
         with rdBase.BlockLogs():
             template = Chem.MolFromSmiles(template_smiles)
@@ -80,6 +84,11 @@ def assign_bond_orders(
         sanitize(work, source)
         assign_stereo_from_3d(work)
         return work
+    if all(a.GetAtomicNum() != 1 for a in mol.GetAtoms()):
+        raise MoleculeError(
+            f"{source}: no hydrogen atoms; bond orders can only be perceived with explicit "
+            "hydrogens (add them, or give a template SMILES)"
+        )
     work = Chem.Mol(mol)
     for atom in work.GetAtoms():
         atom.SetNoImplicit(True)

@@ -203,3 +203,17 @@ def test_rdkit_input_takes_stereo_from_3d():
     assert mol.smiles == Chem.MolToSmiles(Chem.MolFromSmiles("C[C@@H](O)CC"))
     with pytest.raises(MoleculeError, match=r"RDKit mol: expected rdkit\.Chem\.Mol, got str"):
         Molecule.from_rdkit("CCO")
+
+
+def test_pdb_without_hydrogens(tmp_path):
+    mol = Molecule.from_smiles("CC(=O)N[C@@H](C)C(=O)NC")
+    x = mol.embed(1, seed=2)
+    heavy = Chem.RemoveHs(mol.with_positions(x))
+    path = tmp_path / "heavy.pdb"
+    Chem.MolToPDBFile(heavy, str(path))
+    with pytest.raises(MoleculeError, match=r"file 'heavy.pdb': no hydrogen atoms; bond orders"):
+        Molecule.from_pdb(path)
+    templated = Molecule.from_pdb(path, template_smiles="CC(=O)NC(C)C(=O)NC")
+    assert templated.n_atoms == 22
+    assert templated.smiles == mol.smiles
+    assert templated.elements[:10] == mol.elements[:10]

@@ -213,3 +213,18 @@ def test_block_size_does_not_change_results():
     assert torch.equal(z_small, z_big) and torch.equal(ladj_small, ladj_big)
     with pytest.raises(ValueError, match="block_size must be >= 1, got 0"):
         InternalCoordinates(zm, block_size=0)
+
+
+def test_inverse_wrapper_swaps_directions():
+    from confflow.transforms.base import Inverse
+
+    mol, t = transform_for(ALDP)
+    x = mol.embed(2, seed=0)
+    flipped = Inverse(t)
+    z, ladj = flipped.forward(x)
+    z_ref, ladj_ref = t.inverse(x)
+    assert torch.equal(z, z_ref) and torch.equal(ladj, ladj_ref)
+    back, _ = flipped.inverse(z)
+    assert float(aligned_rmsd(back, x).max()) < 1e-10
+    with pytest.raises(ValueError, match=r"expected positions \[B, 22, 3\]"):
+        flipped.forward(z)
