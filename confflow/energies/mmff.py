@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from rdkit import Chem
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from confflow.energies import mmff_terms
 from confflow.energies.base import Energy
@@ -76,8 +75,12 @@ class _Nonbonded(torch.autograd.Function):
         return energy
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_energy):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative was requested
+            raise RuntimeError(
+                "MMFFEnergy: second derivatives (create_graph=True) are not supported; "
+                "the non-bonded gradient is analytic and not differentiable again"
+            )
         (gradient,) = ctx.saved_tensors
         return grad_energy * gradient, None, None, None, None, None
 

@@ -222,17 +222,23 @@ def _check_options(
 
 
 def _untypable_atoms(mol: Chem.Mol, variant: str) -> list[str]:
-    """Atoms left with MMFF type 0, read from RDKit's verbose typing table."""
+    """Atoms left with MMFF type 0, read from RDKit's verbose typing table.
+
+    RDKit's C++ code prints that table (at high verbosity) to a standard stream, so file
+    descriptors 1 and 2 are both pointed at a temporary file while it runs.
+    """
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     with tempfile.TemporaryFile(mode="w+") as capture:
-        os.dup2(capture.fileno(), 1)
+        for fd in saved:
+            os.dup2(capture.fileno(), fd)
         try:
-            rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant, mmffVerbosity=1)
+            rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant, mmffVerbosity=2)
         finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
         capture.seek(0)
         text = capture.read()
     bad = []

@@ -169,7 +169,8 @@ def oop_energy(x: Tensor, idx: Tensor, koop: Tensor) -> Tensor:
 def torsion_energy(x: Tensor, idx: Tensor, v: Tensor) -> Tensor:
     """Three-term torsion ``0.5 (V1 (1 + cos) + V2 (1 - cos 2 phi) + V3 (1 + cos 3 phi))``.
 
-    Written as a polynomial in ``cos phi``, so no angle (and no branch cut) is needed.
+    ``phi`` comes from ``atan2``, whose gradient stays accurate in float32 for planar
+    torsions (a cosine from normalised cross products loses it to cancellation there).
 
     Args:
         x: ``[N, 3, B]`` positions in A.
@@ -181,13 +182,15 @@ def torsion_energy(x: Tensor, idx: Tensor, v: Tensor) -> Tensor:
     """
     xj = _gather(x, idx, 1)
     xk = _gather(x, idx, 2)
-    t1 = _cross(_gather(x, idx, 0) - xj, xk - xj)
-    t2 = _cross(xj - xk, _gather(x, idx, 3) - xk)
-    c = (_dot(t1, t2) / (_norm(t1) * _norm(t2))).clamp(-1.0, 1.0)
-    c2 = c * c
+    b1 = xj - _gather(x, idx, 0)
+    b2 = xk - xj
+    b3 = _gather(x, idx, 3) - xk
+    n1 = _cross(b1, b2)
+    n2 = _cross(b2, b3)
+    phi = torch.atan2(_norm(b2) * _dot(b1, n2), _dot(n1, n2))
     v1, v2, v3 = v[:, 0:1], v[:, 1:2], v[:, 2:3]
-    energy = v1 * (1.0 + c) + v2 * (2.0 - 2.0 * c2) + v3 * (1.0 + c * (4.0 * c2 - 3.0))
-    return 0.5 * energy.sum(0)
+    energy = v1 * (1.0 + torch.cos(phi)) + v2 * (1.0 - torch.cos(2.0 * phi))
+    return 0.5 * (energy + v3 * (1.0 + torch.cos(3.0 * phi))).sum(0)
 
 
 def bonded_energy(x: Tensor, p: dict[str, Tensor]) -> Tensor:
