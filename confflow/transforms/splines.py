@@ -15,9 +15,11 @@ The coordinate's :class:`~confflow.domains.Kind` sets the boundary behaviour:
 * ``CIRCLE``: ``[-pi, pi]`` with ``d_0 = d_K`` (value and slope match across the seam, so the
   map is a circle diffeomorphism; Rezende et al. 2020), followed by a learned rotation.
 
-Raw parameters per coordinate: ``K`` widths, ``K`` heights, ``K + 1`` derivatives and one
-rotation, i.e. :func:`RQSpline.params_per_dim` = ``3K + 2``. All-zero raw parameters give the
-identity map (rotation 0, uniform bins, unit derivatives).
+Raw parameters per coordinate, in this order: ``K`` widths, ``K`` heights, ``K - 1`` interior
+derivatives, then the two boundary derivatives if any coordinate is not on the real line, then
+one rotation if any coordinate is a circle (:attr:`RQSpline.params_per_dim`: ``3K - 1`` to
+``3K + 2``). All-zero raw parameters give the identity map (rotation 0, uniform bins, unit
+derivatives).
 """
 
 from __future__ import annotations
@@ -85,18 +87,19 @@ class RQSpline(nn.Module):
 
     @property
     def params_per_dim(self) -> int:
-        """Number of raw parameters per coordinate: ``3K + 2``."""
-        return 3 * self.bins + 2
+        """Number of raw parameters per coordinate (``3K - 1`` on real lines only)."""
+        return 3 * self.bins - 1 + (0 if self.all_real else 2) + int(self.any_circle)
 
     # ------------------------------------------------------------------ knots
     def _knots(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Knot positions, values and derivatives ``[B, D, K+1]`` from raw ``[B, D, 3K+2]``."""
+        """Knot positions, values and derivatives ``[B, D, K+1]`` from raw ``[B, D, P]``."""
         K = self.bins
         low, high = self._bounds(raw)
         span = high - low
         w = torch.softmax(raw[..., :K], dim=-1) * (1 - _MIN_BIN * K) + _MIN_BIN
         h = torch.softmax(raw[..., K : 2 * K], dim=-1) * (1 - _MIN_BIN * K) + _MIN_BIN
-        d = F.softplus(raw[..., 2 * K : 3 * K + 1] + _DERIV_SHIFT) + _MIN_DERIVATIVE
+        end = 3 * K - 1 + (0 if self.all_real else 2)
+        d = F.softplus(raw[..., 2 * K : end] + _DERIV_SHIFT) + _MIN_DERIVATIVE
         zero = w.new_zeros((*w.shape[:-1], 1))
         one = w.new_ones((*w.shape[:-1], 1))
         # Interior knots from cumulative sums; end knots set exactly so the map hits the bounds.
@@ -105,12 +108,13 @@ class RQSpline(nn.Module):
         xk = low[:, None] + span[:, None] * cw
         yk = low[:, None] + span[:, None] * ch
         if self.all_real:
-            d = torch.cat([one, d[..., 1:K], one], dim=-1)
+            d = torch.cat([one, d, one], dim=-1)
         else:
-            first = torch.where(self.real[:, None], one, d[..., :1])
+            # d holds the K - 1 interior derivatives, then the first and the last one.
+            first = torch.where(self.real[:, None], one, d[..., K - 1 : K])
             last = torch.where(self.circle[:, None], first, d[..., K:])
             last = torch.where(self.real[:, None], one, last)
-            d = torch.cat([first, d[..., 1:K], last], dim=-1)
+            d = torch.cat([first, d[..., : K - 1], last], dim=-1)
         return xk, yk, d
 
     @staticmethod
@@ -132,7 +136,7 @@ class RQSpline(nn.Module):
 
         Args:
             x: ``[B, D]`` inputs in the domain.
-            raw: ``[B, D, 3K+2]`` raw parameters.
+            raw: ``[B, D, P]`` raw parameters (``P = params_per_dim``).
 
         Returns:
             ``(y, ladj)``: ``y`` ``[B, D]`` and the elementwise ``log dy/dx`` ``[B, D]``.
@@ -157,7 +161,7 @@ class RQSpline(nn.Module):
 
         Args:
             y: ``[B, D]`` outputs in the domain.
-            raw: ``[B, D, 3K+2]`` raw parameters (the same as for the forward call).
+            raw: ``[B, D, P]`` raw parameters, the same as for the forward call.
 
         Returns:
             ``(x, ladj)``: ``x`` ``[B, D]`` and the elementwise ``log dx/dy`` ``[B, D]``.

@@ -11,7 +11,9 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def test_made_outputs_depend_only_on_earlier_inputs():
-    made = MADE(degrees=[1, 2, 3, 4], features=4, params_per_dim=3, hidden=(32, 32), zero_init=False)
+    made = MADE(
+        degrees=[1, 2, 3, 4], features=4, params_per_dim=3, hidden=(32, 32), zero_init=False
+    )
     x = torch.randn(4, requires_grad=True)
     jac = torch.autograd.functional.jacobian(lambda v: made(v[None])[0].sum(-1), x)
     assert torch.all(jac.triu() == 0)  # output i never sees input j >= i

@@ -12,9 +12,17 @@ from confflow.transforms import RQSpline, SplineCoupling
 CIRCLE = Domain.circle(1)
 
 
-def _raw(n: int, bins: int = 8, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
+def _raw(n: int, bins: int = 8, scale: float = 1.0, seed: int = 0, real: bool = False):
+    """Random raw parameters ``[n, 1, P]`` for a one-coordinate circle (or real-line) spline."""
     g = torch.Generator().manual_seed(seed)
-    return scale * torch.randn(n, 1, 3 * bins + 2, generator=g, dtype=torch.float64)
+    size = 3 * bins - 1 if real else 3 * bins + 2
+    return scale * torch.randn(n, 1, size, generator=g, dtype=torch.float64)
+
+
+def test_parameter_counts():
+    assert RQSpline(Domain.real(3), bins=8).params_per_dim == 23
+    assert RQSpline(Domain.interval(1, 0.0, 1.0), bins=8).params_per_dim == 25
+    assert RQSpline(Domain.real(1) + CIRCLE, bins=8).params_per_dim == 26
 
 
 def test_circular_spline_is_continuous_across_the_seam():
@@ -55,7 +63,7 @@ def test_zero_parameters_give_identity_on_every_kind():
 def test_real_spline_is_identity_in_the_tails():
     spline = RQSpline(Domain.real(1), bins=8, bound=3.0)
     x = torch.tensor([[-10.0], [-3.0], [3.5], [100.0]], dtype=torch.float64)
-    y, ladj = spline(x, _raw(4, scale=3.0))
+    y, ladj = spline(x, _raw(4, scale=3.0, real=True))
     torch.testing.assert_close(y, x, atol=0, rtol=0)
     assert (ladj == 0).all()
 
@@ -63,7 +71,7 @@ def test_real_spline_is_identity_in_the_tails():
 def test_interval_spline_maps_ends_to_ends():
     spline = RQSpline(Domain.interval(1, 0.5, 2.0), bins=8)
     x = torch.tensor([[0.5], [2.0]], dtype=torch.float64)
-    y, _ = spline(x, _raw(2, scale=2.0))
+    y, _ = spline(x, _raw(2, scale=2.0)[..., :-1])  # interval: no rotation parameter
     torch.testing.assert_close(y, x, atol=1e-14, rtol=0)
 
 
@@ -113,7 +121,7 @@ def test_circular_inverse_is_backward_stable_for_extreme_parameters(v, seed, bin
 )
 def test_real_round_trip_property(v, seed, bins, bound):
     spline = RQSpline(Domain.real(1), bins=bins, bound=bound)
-    raw = _raw(1, bins, 2.0, seed)
+    raw = _raw(1, bins, 2.0, seed, real=True)
     x = torch.tensor([[v]], dtype=torch.float64)
     y, ladj = spline(x, raw)
     x_back, ladj_back = spline.inverse(y, raw)
