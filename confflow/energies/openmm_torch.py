@@ -226,7 +226,7 @@ class OpenMMSystemEnergy(Energy):
 
     Args:
         system: a non-periodic system whose forces are all supported (module docstring).
-        compile: evaluate through ``torch.compile`` (energy and its backward fused); falls
+        compile: evaluate through ``torch.compile`` (energy and analytic gradient fused); falls
             back to eager mode, with a warning, if compilation fails.
 
     Raises:
