@@ -1,5 +1,30 @@
-"""Training of flows."""
+"""Training of flows and Boltzmann generators: losses, the Trainer, checkpoints."""
 
+from confflow.training.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_generator,
+    read_checkpoint,
+    write_checkpoint,
+)
+from confflow.training.config import TrainConfig
+from confflow.training.losses import mixed_loss, nll_loss, reverse_kl_loss
 from confflow.training.ml import fit_maximum_likelihood
+from confflow.training.trainer import Trainer, TrainingDivergedError, TrainResult, resolve_device
 
-__all__ = ["fit_maximum_likelihood"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDivergedError",
+    "fit_maximum_likelihood",
+    "load_generator",
+    "mixed_loss",
+    "nll_loss",
+    "read_checkpoint",
+    "resolve_device",
+    "reverse_kl_loss",
+    "write_checkpoint",
+]

@@ -1,0 +1,21 @@
+"""Boltzmann generators: configuration, targets and the builder."""
+
+from confflow.models.builder import (
+    BoltzmannGenerator,
+    build_boltzmann_generator,
+    coupling_stack,
+)
+from confflow.models.config import BGConfig, ConfigError, FlowConfig, TargetConfig
+from confflow.models.targets import Target, build_target
+
+__all__ = [
+    "BGConfig",
+    "BoltzmannGenerator",
+    "ConfigError",
+    "FlowConfig",
+    "Target",
+    "TargetConfig",
+    "build_boltzmann_generator",
+    "build_target",
+    "coupling_stack",
+]

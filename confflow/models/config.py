@@ -1,0 +1,140 @@
+"""Validated, plain-data configuration of a Boltzmann generator, saved with every checkpoint."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = ["BGConfig", "ConfigError", "FlowConfig", "TargetConfig"]
+
+#: Targets :func:`~confflow.models.build_target` knows.
+TARGET_KINDS = ("double-well", "aldp", "aldp-ff96", "aldp-vacuum", "smiles")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is missing, of the wrong type, or out of range."""
+
+
+def _from_mapping(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Coupling flow over the (normalised) internal coordinates or features.
+
+    Attributes:
+        layers: number of spline coupling layers (>= 2, even: each pair transforms both halves).
+        bins: rational-quadratic bins per spline (>= 2).
+        hidden: widths of each conditioner's hidden layers.
+        bound: half-width of the spline region on real-line coordinates (identity tails).
+        mask_seed: seed of the random half splits that pick the transformed coordinates.
+    """
+
+    layers: int = 8
+    bins: int = 8
+    hidden: tuple[int, ...] = (256, 256)
+    bound: float = 5.0
+    mask_seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not isinstance(self.layers, int) or self.layers < 2 or self.layers % 2:
+            raise ConfigError(f"flow.layers: must be an even integer >= 2, got {self.layers!r}")
+        if not isinstance(self.bins, int) or self.bins < 2:
+            raise ConfigError(f"flow.bins: must be an integer >= 2, got {self.bins!r}")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"flow.hidden: needs positive widths, got {self.hidden!r}")
+        if not (isinstance(self.bound, int | float) and self.bound > 0):
+            raise ConfigError(f"flow.bound: must be positive, got {self.bound!r}")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """The target density ``exp(-E(x) / kT)``.
+
+    Attributes:
+        kind: ``"double-well"`` (analytic, features), ``"aldp"``, ``"aldp-ff96"``,
+            ``"aldp-vacuum"`` (alanine dipeptide OpenMM systems in torch) or ``"smiles"``
+            (MMFF94 of a molecule).
+        params: kind-specific parameters: for ``double-well`` any of ``dim, a, b, c``;
+            for ``smiles`` ``{"smiles": ...}``; none for alanine dipeptide.
+    """
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in TARGET_KINDS:
+            raise ConfigError(
+                f"target.kind: unknown target {self.kind!r}; "
+                f"choose one of {', '.join(TARGET_KINDS)}"
+            )
+        if not isinstance(self.params, dict):
+            raise ConfigError(f"target.params: expected a mapping, got {self.params!r}")
+        allowed = {
+            "double-well": {"dim", "a", "b", "c"},
+            "smiles": {"smiles"},
+        }.get(self.kind, set())
+        unknown = sorted(set(self.params) - allowed)
+        if unknown:
+            raise ConfigError(f"target.params: unknown keys {unknown} for {self.kind!r}")
+        if self.kind == "smiles" and not isinstance(self.params.get("smiles"), str):
+            raise ConfigError("target.params: 'smiles' target needs params.smiles (a string)")
+
+    @property
+    def is_molecular(self) -> bool:
+        """True for targets over Cartesian positions ``[B, N, 3]``."""
+        return self.kind != "double-well"
+
+
+@dataclass(frozen=True)
+class BGConfig:
+    """Everything needed to rebuild a Boltzmann generator.
+
+    Attributes:
+        target: the target density.
+        temperature: K, the temperature of the target ``exp(-E / kT)``.
+        flow: the coupling flow.
+        normalization: for molecular targets, ``{"mean": [...], "std": [...]}`` of the
+            internal coordinates (bonds nm, angles and torsions rad); filled by the builder
+            from data or from MMFF minima when ``None``.
+    """
+
+    target: TargetConfig
+    temperature: float = 300.0
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    normalization: dict[str, list[float]] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target, dict):
+            object.__setattr__(self, "target", _from_mapping(TargetConfig, self.target, "target"))
+        if isinstance(self.flow, dict):
+            object.__setattr__(self, "flow", _from_mapping(FlowConfig, self.flow, "flow"))
+        t = self.temperature
+        if not (isinstance(t, int | float) and math.isfinite(t) and t > 0):
+            raise ConfigError(f"temperature: must be a positive number of kelvin, got {t!r}")
+        norm = self.normalization
+        if norm is not None:
+            if not (isinstance(norm, dict) and set(norm) == {"mean", "std"}):
+                raise ConfigError("normalization: expected {'mean': [...], 'std': [...]}")
+            if len(norm["mean"]) != len(norm["std"]):
+                raise ConfigError("normalization: mean and std differ in length")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON- and ``weights_only``-safe)."""
+        data = asdict(self)
+        data["flow"]["hidden"] = list(self.flow.hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BGConfig:
+        """Inverse of :meth:`to_dict`; raises :class:`ConfigError` on bad input."""
+        return _from_mapping(cls, data, "model")

@@ -1,0 +1,38 @@
+"""Reweighting flow samples to the Boltzmann distribution, in log space and float64.
+
+* :mod:`~confflow.reweighting.weights` — log-weights, Kish ESS, self-normalised expectations,
+  resampling, the largest-weight share;
+* :mod:`~confflow.reweighting.free_energy` — free-energy differences between macrostates with
+  bootstrap intervals, reweighting to another temperature;
+* :mod:`~confflow.reweighting.observables` — torsions and other collective variables.
+"""
+
+from confflow.reweighting.free_energy import (
+    FreeEnergyDifference,
+    free_energy_difference,
+    in_range,
+    reweight_temperature,
+)
+from confflow.reweighting.observables import torsion
+from confflow.reweighting.weights import (
+    expectation,
+    kish_ess,
+    largest_weight_share,
+    log_weights,
+    normalized_weights,
+    resample,
+)
+
+__all__ = [
+    "FreeEnergyDifference",
+    "expectation",
+    "free_energy_difference",
+    "in_range",
+    "kish_ess",
+    "largest_weight_share",
+    "log_weights",
+    "normalized_weights",
+    "resample",
+    "reweight_temperature",
+    "torsion",
+]

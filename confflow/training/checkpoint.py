@@ -1,0 +1,138 @@
+"""Checkpoints: atomic writes, safe loads (``weights_only=True``), identity checks.
+
+A checkpoint is a plain dictionary of tensors and plain data::
+
+    format, version (confflow), fingerprint (target system), model_config, train_config,
+    model (state dict), optimizer, scheduler, rng, step, and trainer counters
+
+written to a temporary file in the same folder, flushed to disk, then renamed over the
+target, so a crash (even ``kill -9``) leaves either the old or the new checkpoint, never a
+partial one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from confflow import __version__
+from confflow.models import BGConfig, BoltzmannGenerator, build_boltzmann_generator
+
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "check_compatible",
+    "load_generator",
+    "read_checkpoint",
+    "write_checkpoint",
+]
+
+#: Format tag stored in every checkpoint.
+FORMAT = "confflow-checkpoint/1"
+_REQUIRED = ("format", "version", "fingerprint", "model_config", "model")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, corrupt or not a confflow checkpoint."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A valid checkpoint written for another system or model configuration."""
+
+
+def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Writes ``payload`` (plus format and version tags) atomically to ``path``.
+
+    Args:
+        path: destination file; its folder must exist.
+        payload: plain data and tensors (loadable with ``weights_only=True``).
+    """
+    path = Path(path)
+    data = {"format": FORMAT, "version": __version__, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Loads a checkpoint with ``weights_only=True`` and checks its structure.
+
+    Raises:
+        CheckpointError: missing file, corrupt or truncated data, or missing fields.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for damaged files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: corrupt or not a confflow checkpoint ({first[:120]})"
+        ) from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not a confflow checkpoint (format tag missing)")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: corrupt, missing fields {missing}")
+    return data
+
+
+def check_compatible(data: dict[str, Any], model: BoltzmannGenerator, path: str | Path) -> None:
+    """Refuses a checkpoint of another system or another model configuration.
+
+    Raises:
+        CheckpointMismatchError: fingerprints or model configurations differ.
+    """
+    if data["fingerprint"] != model.fingerprint:
+        saved = data["model_config"].get("target", {})
+        raise CheckpointMismatchError(
+            f"checkpoint {path}: written for another system ({saved.get('kind')} "
+            f"{saved.get('params')}, fingerprint {data['fingerprint']}); this run targets "
+            f"{model.target.description} (fingerprint {model.fingerprint})"
+        )
+    ours = model.config.to_dict()
+    theirs = data["model_config"]
+    diff = sorted(k for k in ours if ours.get(k) != theirs.get(k) and k != "normalization")
+    if diff:
+        raise CheckpointMismatchError(
+            f"checkpoint {path}: model configuration differs from this run in {diff}"
+        )
+
+
+def load_generator(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[BoltzmannGenerator, dict[str, Any]]:
+    """Rebuilds the Boltzmann generator stored in a checkpoint.
+
+    Returns:
+        ``(model, data)``: the model in eval mode on ``device`` and the checkpoint contents.
+
+    Raises:
+        CheckpointError: unreadable checkpoint or a configuration that no longer builds.
+    """
+    data = read_checkpoint(path)
+    try:
+        config = BGConfig.from_dict(data["model_config"])
+        model = build_boltzmann_generator(config)
+        model.load_state_dict(data["model"])
+    except (ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild the model ({err})") from err
+    if model.fingerprint != data["fingerprint"]:
+        raise CheckpointMismatchError(
+            f"checkpoint {path}: the rebuilt system's fingerprint {model.fingerprint} differs "
+            f"from the stored {data['fingerprint']}"
+        )
+    return model.to(device).eval(), data

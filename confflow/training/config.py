@@ -1,0 +1,104 @@
+"""Validated training configuration, saved with every checkpoint."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from confflow.models.config import ConfigError
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of :class:`~confflow.training.Trainer`.
+
+    The loss is ``(1 - kl_weight) * NLL(data) + kl_weight * KL(q || p)``: ``kl_weight = 0`` is
+    maximum likelihood on samples, ``1`` is reverse KL on the energy (no data needed).
+
+    Attributes:
+        steps: optimiser steps.
+        batch_size: data samples per step (NLL term).
+        kl_batch_size: flow samples per step (reverse-KL term).
+        kl_weight: weight of the reverse-KL term, in ``[0, 1]``.
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup: linear warm-up steps before the cosine decay.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        clip: maximum gradient norm.
+        cap_threshold: reduced energies (kT) above this are capped (smooth linear-log) in the
+            reverse-KL loss.
+        cap_scale: scale of the logarithmic part of the cap (kT).
+        max_nonfinite: stop with :class:`~confflow.training.TrainingDivergedError` after this many
+            skipped steps (non-finite batch, loss or gradient).
+        val_every: steps between validations (and early-stopping checks).
+        val_batch_size: samples per validation batch.
+        patience: stop after this many validations without improvement (``0``: never).
+        checkpoint_every: steps between checkpoints (``0``: only at the end).
+        seed: seed of initialisation, mini-batches and flow samples.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:i]"``.
+        progress: show a progress bar.
+    """
+
+    steps: int = 1000
+    batch_size: int = 256
+    kl_batch_size: int = 256
+    kl_weight: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    warmup: int = 50
+    min_lr_ratio: float = 0.0
+    clip: float = 10.0
+    cap_threshold: float = 1e3
+    cap_scale: float = 1e2
+    max_nonfinite: int = 100
+    val_every: int = 100
+    val_batch_size: int = 4096
+    patience: int = 0
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "kl_batch_size", "val_every", "val_batch_size")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"train.{name}: must be a positive integer, got {v!r}")
+        for name in ("warmup", "max_nonfinite", "patience", "checkpoint_every", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"train.{name}: must be a non-negative integer, got {v!r}")
+        for name in ("lr", "clip", "cap_scale"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"train.{name}: must be a positive number, got {v!r}")
+        for name in ("kl_weight", "min_lr_ratio"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 <= v <= 1):
+                raise ConfigError(f"train.{name}: must be in [0, 1], got {v!r}")
+        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
+            raise ConfigError(f"train.weight_decay: must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.cap_threshold, int | float) and math.isfinite(self.cap_threshold)):
+            raise ConfigError(f"train.cap_threshold: must be finite, got {self.cap_threshold!r}")
+        if not (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda")):
+            raise ConfigError(
+                f"train.device: expected 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON- and ``weights_only``-safe)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; raises :class:`ConfigError` on unknown keys."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"train: expected a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"train: unknown keys {unknown}")
+        return cls(**data)
