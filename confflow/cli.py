@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from confflow import __version__
+from confflow.cli_bg import register as _register_bg
 
 app = typer.Typer(
     name="confflow",
@@ -124,3 +125,6 @@ def md(
     for key, value in result.summary.items():
         typer.echo(f"  {key:<11s} {value}")
     typer.echo(f"  trajectory  {result.trajectory}")
+
+
+_register_bg(app)
