@@ -173,14 +173,7 @@ class RunDirectory:
                 )
             self.write_metadata(complete=False, n_frames_done=0)
             return 0, 0, None
-        if not previous:
-            raise MDInputError(f"out: {self.out} holds no run to resume (no {_METADATA})")
-        stored = {key: previous.get(key) for key in self.run}
-        if stored != self.run:
-            changed = sorted(k for k in self.run if stored[k] != self.run[k])
-            raise MDInputError(
-                f"out: cannot resume {self.out}: {', '.join(changed)} differ from the stored run"
-            )
+        self.check_resumable(previous)
         committed = self._committed()
         self._remove_uncommitted(len(committed))
         if not committed:
@@ -189,6 +182,21 @@ class RunDirectory:
         with np.load(self._chunk(committed[-1], ".state"), allow_pickle=False) as data:
             state = {key: data[key] for key in data.files}
         return len(committed), frames_done, state
+
+    def check_resumable(self, previous: dict[str, Any]) -> None:
+        """Checks that the stored metadata ``previous`` describe this run.
+
+        Raises:
+            MDInputError: no stored run, or its system or settings differ.
+        """
+        if not previous:
+            raise MDInputError(f"out: {self.out} holds no run to resume (no {_METADATA})")
+        stored = {key: previous.get(key) for key in self.run}
+        if stored != self.run:
+            changed = sorted(k for k in self.run if stored[k] != self.run[k])
+            raise MDInputError(
+                f"out: cannot resume {self.out}: {', '.join(changed)} differ from the stored run"
+            )
 
     def _committed(self) -> list[int]:
         indices = []

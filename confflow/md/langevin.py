@@ -12,12 +12,12 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from confflow.energies.base import MOLAR_GAS_CONSTANT
 from confflow.md.config import MDConfig
 from confflow.md.io import Frames
 from confflow.md.systems import MDSystem
 
 __all__ = [
+    "GAS_CONSTANT",
     "LangevinDriver",
     "degrees_of_freedom",
     "frames_from_records",
@@ -27,6 +27,9 @@ __all__ = [
 ]
 
 _KJ_MOL = unit.kilojoule_per_mole
+
+#: Molar gas constant in kJ/(mol K), OpenMM's value (this package does not import torch).
+GAS_CONSTANT = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(_KJ_MOL / unit.kelvin)
 
 
 def degrees_of_freedom(system: openmm.System) -> int:
@@ -69,7 +72,7 @@ def snapshot(context: openmm.Context, dof: int) -> tuple[np.ndarray, float, floa
     state = context.getState(getEnergy=True)
     potential = state.getPotentialEnergy().value_in_unit(_KJ_MOL)
     kinetic = state.getKineticEnergy().value_in_unit(_KJ_MOL)
-    return x, potential, kinetic, 2.0 * kinetic / (dof * MOLAR_GAS_CONSTANT)
+    return x, potential, kinetic, 2.0 * kinetic / (dof * GAS_CONSTANT)
 
 
 def start_context(

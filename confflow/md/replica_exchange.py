@@ -24,10 +24,10 @@ import json
 import numpy as np
 from openmm import unit
 
-from confflow.energies.base import MOLAR_GAS_CONSTANT
 from confflow.md.config import MDConfig, ReplicaConfig
 from confflow.md.io import Frames
 from confflow.md.langevin import (
+    GAS_CONSTANT,
     degrees_of_freedom,
     frames_from_records,
     make_context,
@@ -66,7 +66,7 @@ class ReplicaExchangeDriver:
         self.temperatures = geometric_ladder(
             config.temperature, replicas.t_max, replicas.n_replicas
         )
-        self.betas = 1.0 / (MOLAR_GAS_CONSTANT * self.temperatures)
+        self.betas = 1.0 / (GAS_CONSTANT * self.temperatures)
         self.contexts = [
             make_context(md_system.system, float(t), config, config.seed + k)
             for k, t in enumerate(self.temperatures)

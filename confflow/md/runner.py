@@ -118,6 +118,7 @@ def run_md(
     directory = RunDirectory(out, md_system.topology, run)
     stored = directory.read_metadata()
     if resume and stored.get("complete") and directory.trajectory_path.exists():
+        directory.check_resumable(stored)
         return MDResult(
             directory.trajectory_path,
             directory.metadata_path,
