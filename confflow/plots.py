@@ -12,6 +12,7 @@ matplotlib's global backend.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,8 @@ def free_energy_profile(
         [_profile(s[i], w[i], edges) for i in rng.integers(0, len(s), (n_bootstrap, len(s)))]
     )
     shift = np.min(main[np.isfinite(main)])
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # bins empty in every replicate give NaN, drawn as gaps
+        warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanpercentile(np.where(np.isfinite(reps), reps, np.nan), [16, 84], axis=0)
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()

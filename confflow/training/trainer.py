@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,7 +328,13 @@ class Trainer:
             task = bar.add_task("training", total=cfg.steps, completed=self.step)
             while self.step < cfg.steps:
                 reason, logs = self._train_step()
-                self.scheduler.step()
+                with warnings.catch_warnings():
+                    # a skipped first step leaves the optimiser unstepped: the schedule still
+                    # follows the step count, which is what we want
+                    warnings.filterwarnings(
+                        "ignore", "Detected call of `lr_scheduler.step", UserWarning
+                    )
+                    self.scheduler.step()
                 self.step += 1
                 bar.update(task, advance=1)
                 if reason is not None:

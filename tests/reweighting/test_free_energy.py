@@ -1,0 +1,108 @@
+"""Free-energy differences, macrostates on circles, temperature reweighting."""
+
+import math
+
+import pytest
+import torch
+
+from confflow.energies import kT
+from confflow.reweighting import (
+    expectation,
+    free_energy_difference,
+    in_range,
+    reweight_temperature,
+    torsion,
+)
+from confflow.testing import ROUND_TRIP_TOL
+
+
+def test_exact_two_state_value():
+    # weights 1, 1 in A and 6 in B: dF = -log(6 / 2)
+    lw = torch.log(torch.tensor([1.0, 1.0, 6.0], dtype=torch.float64))
+    a = torch.tensor([True, True, False])
+    r = free_energy_difference(
+        lw, a, ~a, n_bootstrap=50, generator=torch.Generator().manual_seed(0)
+    )
+    assert r.value == pytest.approx(-math.log(3.0))
+    assert (r.n_a, r.n_b) == (2, 1)
+
+
+def test_bootstrap_interval_covers_truth_and_matches_binomial_error():
+    # unweighted samples with P(B) = 0.2: dF = log(0.8 / 0.2); sd ~ 1 / sqrt(N p (1 - p))
+    n, p = 20_000, 0.2
+    gen = torch.Generator().manual_seed(1)
+    in_b = torch.rand(n, generator=gen) < p
+    r = free_energy_difference(torch.zeros(n), ~in_b, in_b, n_bootstrap=400, generator=gen)
+    truth = math.log((1 - p) / p)
+    assert r.low < truth < r.high
+    assert r.std == pytest.approx(1 / math.sqrt(n * p * (1 - p)), rel=0.2)
+
+
+def test_block_bootstrap_widens_interval_for_correlated_samples():
+    # each state repeated in runs of 50 frames: i.i.d. bootstrap underestimates the error
+    gen = torch.Generator().manual_seed(2)
+    runs = torch.rand(400, generator=gen) < 0.3
+    in_b = runs.repeat_interleave(50)
+    lw = torch.zeros(in_b.numel())
+    iid = free_energy_difference(lw, ~in_b, in_b, n_bootstrap=200, generator=gen)
+    blocked = free_energy_difference(lw, ~in_b, in_b, n_bootstrap=200, block=50, generator=gen)
+    assert blocked.std > 4 * iid.std
+
+
+def test_in_range_wraps_on_the_circle():
+    phi = torch.tensor([3.0, -3.0, 0.0, 3.1, -3.1])
+    torch.testing.assert_close(
+        in_range(phi, 2.9, -2.9, period=2 * math.pi),
+        torch.tensor([True, True, False, True, True]),
+    )
+    torch.testing.assert_close(in_range(phi, 0.0, math.pi), phi >= 0)
+
+
+def test_temperature_reweighting_of_harmonic_oscillator():
+    # E = k x^2 / 2 sampled exactly at T0; reweighted <x^2> must be kT1 / k
+    k, t0, t1 = 100.0, 300.0, 350.0
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(400_000, generator=gen, dtype=torch.float64) * math.sqrt(kT(t0) / k)
+    lw = reweight_temperature(torch.zeros_like(x), 0.5 * k * x**2, t0, t1)
+    assert expectation(x**2, lw).item() == pytest.approx(kT(t1) / k, rel=0.01)
+
+
+def test_torsion_matches_mdtraj():
+    mdtraj = pytest.importorskip("mdtraj")
+    x = torch.randn(20, 6, 3)
+    ref = mdtraj.compute_dihedrals(mdtraj.Trajectory(x.numpy(), None), [[1, 2, 3, 5]])[:, 0]
+    # mdtraj computes in float32
+    tol = ROUND_TRIP_TOL[torch.float32]
+    torch.testing.assert_close(torsion(x, (1, 2, 3, 5)), torch.from_numpy(ref), atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"in_b": torch.zeros(4, dtype=torch.bool)}, "macrostate B is empty"),
+        ({"in_a": torch.ones(3, dtype=torch.bool)}, r"in_a must be a boolean \[N = 4\]"),
+        ({"n_bootstrap": 5}, "n_bootstrap must be >= 10"),
+        ({"confidence": 1.5}, "confidence must be in"),
+        ({"block": 9}, r"block must be in \[1, 4\]"),
+    ],
+)
+def test_free_energy_bad_input(kwargs, message):
+    args = {
+        "log_w": torch.zeros(4),
+        "in_a": torch.tensor([True, True, False, False]),
+        "in_b": torch.tensor([False, False, True, True]),
+    }
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        free_energy_difference(**args)
+
+
+def test_other_bad_input():
+    with pytest.raises(ValueError, match="need low < high"):
+        in_range(torch.zeros(2), 1.0, 0.0)
+    with pytest.raises(ValueError, match="4 distinct indices"):
+        torsion(torch.zeros(1, 4, 3), (0, 1, 1, 2))
+    with pytest.raises(ValueError, match="energy must be"):
+        reweight_temperature(torch.zeros(3), torch.zeros(2), 300.0, 310.0)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        reweight_temperature(torch.zeros(2), torch.zeros(2), 300.0, -1.0)

@@ -1,0 +1,211 @@
+"""Trainer on a double well with a known answer; NaN guard; early stopping; checkpoints.
+
+The double well ``u(x) = x0^4 - 6 x0^2 + x0 + x1^2 / 2`` has a 9 kT barrier and wells of
+unequal weight; the free-energy difference between ``x0 > 0`` and ``x0 < 0`` comes from 1-D
+quadrature (exact to 1e-10). Noise of the flow estimate: its bootstrap standard deviation.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from confflow.models import BGConfig, TargetConfig, build_boltzmann_generator
+from confflow.reweighting import free_energy_difference, kish_ess
+from confflow.training import (
+    CheckpointError,
+    CheckpointMismatchError,
+    TrainConfig,
+    Trainer,
+    TrainingDivergedError,
+    load_generator,
+    read_checkpoint,
+    write_checkpoint,
+)
+
+B, C = 6.0, 1.0
+SMALL_FLOW = {"layers": 4, "hidden": [32, 32], "bins": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small networks: threads only add overhead
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(dim: int = 2):
+    cfg = BGConfig(TargetConfig("double-well", {"dim": dim, "b": B, "c": C}), flow=SMALL_FLOW)
+    return build_boltzmann_generator(cfg)
+
+
+def _true_delta_f() -> float:
+    def u(s):
+        return s**4 - B * s**2 + C * s
+
+    left = integrate.quad(lambda s: math.exp(-u(s)), -np.inf, 0, epsrel=1e-12)[0]
+    right = integrate.quad(lambda s: math.exp(-u(s)), 0, np.inf, epsrel=1e-12)[0]
+    return -math.log(right / left)
+
+
+def _exact_samples(n: int, seed: int) -> torch.Tensor:
+    """Exact samples: x0 by inverse CDF on a fine grid, x1 standard normal."""
+    grid = torch.linspace(-4, 4, 400_001, dtype=torch.float64)
+    cdf = torch.cumsum(torch.exp(-(grid**4 - B * grid**2 + C * grid)), 0)
+    cdf = cdf / cdf[-1]
+    gen = torch.Generator().manual_seed(seed)
+    x0 = grid[torch.searchsorted(cdf, torch.rand(n, generator=gen, dtype=torch.float64))]
+    return torch.stack([x0, torch.randn(n, generator=gen, dtype=torch.float64)], 1).float()
+
+
+def _check_known_answer(model) -> None:
+    with torch.no_grad():
+        x, log_q = model.sample(20_000, torch.Generator().manual_seed(7))
+        log_w = model.log_weights(x, log_q)
+    ess = kish_ess(log_w)
+    gen = torch.Generator().manual_seed(8)
+    df = free_energy_difference(log_w, x[:, 0] < 0, x[:, 0] >= 0, generator=gen)
+    truth = _true_delta_f()
+    assert ess > 0.7, ess
+    # reweighting is consistent: the error is the bootstrap noise (3 sd) plus 0.05 kT
+    assert abs(df.value - truth) < 3 * df.std + 0.05, (df, truth)
+
+
+def test_reverse_kl_recovers_double_well():
+    model = _model()
+    cfg = TrainConfig(
+        steps=800, kl_weight=1.0, lr=3e-3, warmup=20, val_every=100, progress=False, device="cpu"
+    )
+    result = Trainer(model, cfg).fit()
+    assert result.skipped == 0
+    assert result.target_evaluations == 800 * cfg.kl_batch_size
+    assert result.metrics["ess"] > 0.7
+    _check_known_answer(model)
+
+
+def test_mixed_training_recovers_double_well():
+    model = _model()
+    data = _exact_samples(20_000, seed=1)
+    cfg = TrainConfig(
+        steps=400, kl_weight=0.5, lr=3e-3, warmup=20, val_every=100, progress=False, device="cpu"
+    )
+    result = Trainer(model, cfg, train_data=data, val_data=_exact_samples(5000, seed=2)).fit()
+    assert result.skipped == 0
+    # validation NLL close to the entropy of the target: E_p[-log p] = E_p[u] + log Z
+    target = model.energy
+    val = _exact_samples(5000, seed=2).double()
+    entropy = float(-target.log_prob(val).mean())
+    assert result.metrics["val_nll"] - entropy < 0.05
+    _check_known_answer(model)
+
+
+def test_nan_in_data_batches_is_skipped_and_logged(tmp_path):
+    data = _exact_samples(64, seed=3)
+    data[5, 1] = math.nan
+    cfg = TrainConfig(
+        steps=40, batch_size=16, lr=1e-3, val_every=20, progress=False, device="cpu", seed=4
+    )
+    model = _model()
+    result = Trainer(model, cfg, train_data=data, out_dir=tmp_path).fit()
+    # replay the mini-batch draws: the batches that contain row 5 are the skipped ones
+    gen = torch.Generator().manual_seed(4)
+    expected = sum(int((torch.randint(64, (16,), generator=gen) == 5).any()) for _ in range(40))
+    assert 0 < expected < 40
+    assert result.skipped == expected
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r for r in records if r.get("event") == "skipped"]
+    assert len(skipped) == expected
+    assert {r["reason"] for r in skipped} == {"non-finite values in the data batch"}
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert json.loads((tmp_path / "final.json").read_text())["skipped"] == expected
+
+
+def test_too_many_skipped_steps_stop_with_a_clear_message():
+    data = torch.full((32, 2), math.nan)
+    cfg = TrainConfig(steps=50, batch_size=8, max_nonfinite=3, progress=False, device="cpu")
+    with pytest.raises(TrainingDivergedError, match=r"4 steps skipped \(> max_nonfinite = 3\)"):
+        Trainer(_model(), cfg, train_data=data).fit()
+
+
+def test_early_stopping_when_validation_stalls(tmp_path):
+    data = _exact_samples(256, seed=5)
+    # a learning rate far below float32 resolution: parameters, hence val NLL, never change
+    cfg = TrainConfig(
+        steps=100,
+        lr=1e-12,
+        weight_decay=0.0,
+        val_every=10,
+        patience=2,
+        progress=False,
+        device="cpu",
+    )
+    result = Trainer(_model(), cfg, train_data=data, val_data=data, out_dir=tmp_path).fit()
+    assert result.stopped_early
+    assert result.step == 30
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 30
+
+
+def test_checkpoint_round_trip_and_identity(tmp_path):
+    model = _model()
+    cfg = TrainConfig(steps=20, kl_weight=1.0, val_every=10, progress=False, device="cpu")
+    Trainer(model, cfg, out_dir=tmp_path).fit()
+    data = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert data["step"] == 20 and data["version"] and data["train_config"]["steps"] == 20
+    loaded, _ = load_generator(tmp_path / "checkpoint.pt")
+    x = torch.randn(10, 2)
+    torch.testing.assert_close(loaded.log_prob(x), model.log_prob(x).detach())
+    # another system: a 3-D double well refuses the checkpoint
+    other = Trainer(_model(dim=3), cfg, out_dir=tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="written for another system"):
+        other.fit()
+
+
+def test_checkpoint_of_another_molecule_is_refused(tmp_path):
+    cfg = TrainConfig(steps=1, kl_weight=1.0, progress=False, device="cpu")
+    flow = {"layers": 2, "hidden": [8]}
+    ethanol = build_boltzmann_generator(
+        BGConfig(TargetConfig("smiles", {"smiles": "CCO"}), flow=flow)
+    )
+    write_checkpoint(tmp_path / "checkpoint.pt", Trainer(ethanol, cfg).state())
+    propanol = build_boltzmann_generator(
+        BGConfig(TargetConfig("smiles", {"smiles": "CCCO"}), flow=flow)
+    )
+    with pytest.raises(
+        CheckpointMismatchError, match=r"another system \(smiles \{'smiles': 'CCO'\}"
+    ):
+        Trainer(propanol, cfg, out_dir=tmp_path).fit()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "corrupt or not a confflow checkpoint"),
+        (b"garbage" * 100, "corrupt or not a confflow checkpoint"),
+        ("truncated", "corrupt or not a confflow checkpoint"),
+        ("foreign", "not a confflow checkpoint"),
+    ],
+)
+def test_corrupt_checkpoints_give_clear_errors(tmp_path, content, message):
+    path = tmp_path / "checkpoint.pt"
+    if content == "truncated":
+        write_checkpoint(path, Trainer(_model(), TrainConfig(kl_weight=1.0, device="cpu")).state())
+        path.write_bytes(path.read_bytes()[:1000])
+    elif content == "foreign":
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_generator(path)
+    with pytest.raises(CheckpointError, match="no such file"):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_trainer_input_errors():
+    with pytest.raises(ValueError, match=r"train_data: required for kl_weight = 0.0"):
+        Trainer(_model(), TrainConfig(device="cpu"))
+    with pytest.raises(ValueError, match=r"train_data: expected \[M, 2\]"):
+        Trainer(_model(), TrainConfig(device="cpu"), train_data=torch.zeros(5, 3))
