@@ -49,6 +49,10 @@ _NM_TO_A = 10.0
 #: Eager evaluation splits the batch so that dense pair tensors stay below this many elements.
 _EAGER_PAIR_ELEMENTS = 2**22
 
+#: Compiled evaluation works on blocks of this many conformers (the last one padded), so one
+#: compiled shape serves every batch size and each block's pair tensors stay in cache.
+COMPILED_BLOCK = 128
+
 _FLOAT_BUFFERS = (
     "bond_kb",
     "bond_r0",
@@ -200,16 +204,24 @@ class MMFFEnergy(Energy):
             tensors[name] = getattr(self, name).to(dtype)
         return tensors
 
-    def _chunks(self, x: Tensor) -> tuple[Tensor, ...]:
-        if self._nonbonded.compiled:
-            return (x,)
-        size = max(1, _EAGER_PAIR_ELEMENTS // (self.n_atoms * self.n_atoms))
-        return x.split(size)
+    def _chunks(self, x: Tensor) -> list[tuple[Tensor, int]]:
+        """Blocks of ``x`` and how many leading conformers of each are real (not padding)."""
+        if not self._nonbonded.compiled:
+            size = max(1, _EAGER_PAIR_ELEMENTS // (self.n_atoms * self.n_atoms))
+            return [(chunk, chunk.shape[0]) for chunk in x.split(size)]
+        blocks = []
+        for chunk in x.split(COMPILED_BLOCK):
+            real = chunk.shape[0]
+            if real < COMPILED_BLOCK:
+                pad = chunk[:1].expand(COMPILED_BLOCK - real, *chunk.shape[1:])
+                chunk = torch.cat([chunk, pad])
+            blocks.append((chunk, real))
+        return blocks
 
     def _energy(self, x: Tensor) -> Tensor:
         p = self._tensors(x.dtype)
         out = []
-        for chunk in self._chunks(x):
+        for chunk, real in self._chunks(x):
             xt = (chunk * _NM_TO_A).permute(1, 2, 0).contiguous()  # [N, 3, B] in A
             nonbonded = _Nonbonded.apply(
                 xt,
@@ -219,7 +231,7 @@ class MMFFEnergy(Energy):
                 self.distance_dielectric,
                 self._nonbonded,
             )
-            out.append(self._bonded(xt, p) + nonbonded)
+            out.append((self._bonded(xt, p) + nonbonded)[:real])
         return mmff_terms.KCAL_TO_KJ * torch.cat(out)
 
     def term_energies(self, x: Tensor) -> dict[str, Tensor]:

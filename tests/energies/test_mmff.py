@@ -294,10 +294,19 @@ def test_cuda_matches_cpu():
 
 @pytest.mark.slow
 def test_compiled_matches_eager():
+    """Compiled blocks (several, the last one padded) give the eager energies and forces."""
     mol = Chem.AddHs(Chem.MolFromSmiles("CC(=O)NC"))
     AllChem.EmbedMultipleConfs(mol, 3, randomSeed=5)
-    x = torch.as_tensor(np.stack([c.GetPositions() for c in mol.GetConformers()]) / 10.0)
+    confs = np.stack([c.GetPositions() for c in mol.GetConformers()]) / 10.0
+    rng = np.random.default_rng(2)
+    n = mmff_module.COMPILED_BLOCK + 5
+    x = torch.as_tensor(confs[rng.integers(0, 3, n)] + rng.normal(scale=0.003, size=(n, 12, 3)))
     e_eager, f_eager = MMFFEnergy(mol).energy_and_forces(x)
-    e_comp, f_comp = MMFFEnergy(mol, compile=True).energy_and_forces(x)
+    compiled = MMFFEnergy(mol, compile=True)
+    e_comp, f_comp = compiled.energy_and_forces(x)
+    assert e_comp.shape == (n,) and f_comp.shape == (n, 12, 3)
     assert torch.allclose(e_comp, e_eager, rtol=1e-10, atol=1e-8)
     assert torch.allclose(f_comp, f_eager, rtol=1e-10, atol=1e-7)
+    e_few, f_few = compiled.energy_and_forces(x[:3])
+    assert torch.allclose(e_few, e_eager[:3], rtol=1e-10, atol=1e-8)
+    assert torch.allclose(f_few, f_eager[:3], rtol=1e-10, atol=1e-7)
