@@ -16,8 +16,9 @@ batch (4096) with the compiled float64 path (the precision of the accuracy tests
 MMFF part); ``omm_ratio_vs_openmm_float32`` the same in float32, the training precision.
 
 MMFF part: if ``benchmarks/_energies_mmff.py`` exists (the only condition checked), its
-``bench_mmff(batch_sizes, device, repeats)`` runs in the same process and its rows and
-metrics (``mmff_ratio_vs_rdkit`` ...) join the table and the JSON.
+``bench_mmff(batch_sizes, device, repeats)`` runs in the same process; its rows join the table
+(ratio = RDKit loop time over torch time) and its metrics (``mmff_ratio_vs_rdkit`` ...) the
+JSON.
 
 Usage:
     python benchmarks/energies.py [--repeats 5] [--device cpu|cuda] [--threads 2]
@@ -143,6 +144,19 @@ def _load_mmff() -> Callable[[list[int], str, int], tuple[list[dict], dict[str, 
     return module.bench_mmff
 
 
+def _mmff_row(row: dict, metrics: dict[str, float]) -> dict:
+    """An MMFF row in this table's columns (ratios there are RDKit time over torch time)."""
+    atoms = metrics.get("mmff_n_atoms")
+    return {
+        "part": "mmff",
+        "system": f"MMFF94, {atoms:.0f} atoms" if atoms else "MMFF94",
+        "batch": row["batch"],
+        "method": row.get("peer", row.get("method", "")),
+        "us_per_conf": row["us_per_conf"],
+        "ratio": row.get("ratio_vs_rdkit", row.get("ratio", float("nan"))),
+    }
+
+
 def _print_table(rows: list[dict]) -> None:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     print("| " + " | ".join(columns) + " |")
@@ -170,7 +184,7 @@ def main() -> None:
     bench_mmff = None if args.skip_mmff else _load_mmff()
     if bench_mmff is not None:
         mmff_rows, mmff_metrics = bench_mmff(args.batch_sizes, args.device, args.repeats)
-        rows += [{"part": "mmff", **row} for row in mmff_rows]
+        rows += [_mmff_row(row, mmff_metrics) for row in mmff_rows]
         metrics.update(mmff_metrics)
     _print_table(rows)
     for key in ("omm_ratio_vs_openmm", "omm_ratio_vs_openmm_float32", "mmff_ratio_vs_rdkit"):
