@@ -23,7 +23,10 @@ def _from_mapping(cls, data: Any, where: str):
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except TypeError as err:  # a missing required key
+        raise ConfigError(f"{where}: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,9 @@ class BGConfig:
     normalization: dict[str, list[float]] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.target, dict):
+        if not isinstance(self.target, TargetConfig):
             object.__setattr__(self, "target", _from_mapping(TargetConfig, self.target, "target"))
-        if isinstance(self.flow, dict):
+        if not isinstance(self.flow, FlowConfig):
             object.__setattr__(self, "flow", _from_mapping(FlowConfig, self.flow, "flow"))
         t = self.temperature
         if not (isinstance(t, int | float) and math.isfinite(t) and t > 0):
