@@ -1,0 +1,154 @@
+"""The registry of named MD datasets: each a recipe with its expected size and cost.
+
+A recipe is data: the system, the :class:`~confflow.md.MDConfig` (and replica ladder, if any)
+and what a run costs. Costs are measured on one core of a 2-core x86-64 CPU with OpenMM's
+Reference platform (``aldp`` about 2,500 ns/day, ``aldp-vacuum`` about 9,000, ``aldp-ff96``
+60-90, ibuprofen with MMFF94 about 400); other machines scale accordingly.
+
+Names: see :data:`DATASETS`, plus ``smiles:<SMILES>`` for any MMFF94-typable molecule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confflow.md.config import MDConfig, MDInputError, ReplicaConfig
+
+__all__ = ["DATASETS", "DatasetRecipe", "get_recipe"]
+
+_BYTES_PER_COORD = 4  # float32 positions in the HDF5 trajectory
+_SMILES_NS_PER_DAY = 400.0
+
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """How to produce one dataset.
+
+    Attributes:
+        name: registry name, also the cache subdirectory.
+        system: a name in :data:`confflow.md.NAMED_SYSTEMS` or ``"smiles:<SMILES>"``.
+        config: MD settings (temperature, length, stride, seed).
+        replicas: replica-exchange ladder, or ``None`` for plain Langevin MD.
+        n_atoms: atoms per frame (for the size estimate).
+        ns_per_day: measured speed of one replica on one core (Reference platform).
+        description: what the dataset is for.
+    """
+
+    name: str
+    system: str
+    config: MDConfig
+    replicas: ReplicaConfig | None
+    n_atoms: int
+    ns_per_day: float
+    description: str
+
+    @property
+    def n_frames(self) -> int:
+        """Frames the recipe stores."""
+        return self.config.n_frames
+
+    @property
+    def size_mb(self) -> float:
+        """Approximate size of ``trajectory.h5`` in MB (positions plus four per-frame scalars)."""
+        return self.n_frames * (self.n_atoms * 3 + 4) * _BYTES_PER_COORD / 1e6
+
+    @property
+    def cpu_hours(self) -> float:
+        """Expected core-hours at :attr:`ns_per_day` (all replicas, equilibration included)."""
+        n_replicas = self.replicas.n_replicas if self.replicas else 1
+        ns = self.config.ns + self.config.equilibration_ps * 1e-3
+        return n_replicas * ns / self.ns_per_day * 24.0
+
+    def describe(self) -> str:
+        """One line: name, method, length, frames, size and cost."""
+        method = f"{self.replicas.n_replicas}-replica exchange" if self.replicas else "MD"
+        return (
+            f"{self.name}: {method}, {self.config.ns:g} ns at {self.config.temperature:g} K, "
+            f"{self.n_frames} frames, ~{self.size_mb:.1f} MB, ~{self.cpu_hours:.2g} core-h"
+        )
+
+
+def _aldp(name: str, system: str, ns: float, stride_ps: float, speed: float, text: str):
+    config = MDConfig(ns=ns, stride_ps=stride_ps, equilibration_ps=10.0, chunk_frames=500)
+    return DatasetRecipe(name, system, config, None, 22, speed, text)
+
+
+#: The named datasets.
+DATASETS: dict[str, DatasetRecipe] = {
+    recipe.name: recipe
+    for recipe in (
+        _aldp(
+            "aldp",
+            "aldp",
+            10.0,
+            1.0,
+            2500.0,
+            "alanine dipeptide, Amber99SB-ILDN + OBC2, 300 K: training data (phi > 0 is rare)",
+        ),
+        _aldp(
+            "aldp-small",
+            "aldp",
+            0.02,
+            0.1,
+            2500.0,
+            "fast variant of aldp for tests (20 ps, 200 frames, seconds)",
+        ),
+        DatasetRecipe(
+            "aldp-reference",
+            "aldp",
+            MDConfig(ns=100.0, stride_ps=0.5, equilibration_ps=100.0, chunk_frames=1000),
+            ReplicaConfig(n_replicas=4, t_max=1000.0, exchange_ps=0.1),
+            22,
+            2500.0,
+            "benchmark-grade aldp reference: replica exchange 300-1000 K, 300 K replica; "
+            "phi>0 vs phi<0 free energy (see datasets/README.md for its error)",
+        ),
+        _aldp(
+            "aldp-ff96",
+            "aldp-ff96",
+            1.0,
+            1.0,
+            75.0,
+            "alanine dipeptide, Amber ff96 + OBC1 (openmmtools), 300 K; long runs are GPU jobs",
+        ),
+        _aldp(
+            "aldp-ff96-small",
+            "aldp-ff96",
+            0.002,
+            0.1,
+            75.0,
+            "fast variant of aldp-ff96 for tests (2 ps, 20 frames)",
+        ),
+        _aldp(
+            "aldp-vacuum",
+            "aldp-vacuum",
+            10.0,
+            1.0,
+            9000.0,
+            "alanine dipeptide in vacuum, Amber99SB-ILDN, 300 K",
+        ),
+    )
+}
+
+
+def get_recipe(name: str) -> DatasetRecipe:
+    """The recipe called ``name``; ``smiles:<SMILES>`` gives 1 ns of MMFF94 MD at 300 K.
+
+    Raises:
+        MDInputError: unknown name.
+        MoleculeError: an invalid SMILES.
+    """
+    if name.startswith("smiles:"):
+        from confflow.chem import Molecule
+
+        n_atoms = Molecule.from_smiles(name.removeprefix("smiles:"), stereo="first").n_atoms
+        config = MDConfig(ns=1.0, stride_ps=1.0, equilibration_ps=10.0, chunk_frames=500)
+        return DatasetRecipe(
+            name, name, config, None, n_atoms, _SMILES_NS_PER_DAY, "MMFF94 MD of a SMILES, 300 K"
+        )
+    if name not in DATASETS:
+        raise MDInputError(
+            f"dataset: unknown dataset {name!r}; choose one of {', '.join(DATASETS)} "
+            "or smiles:<SMILES>"
+        )
+    return DATASETS[name]
