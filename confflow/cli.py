@@ -127,4 +127,50 @@ def md(
     typer.echo(f"  trajectory  {result.trajectory}")
 
 
+datasets_app = typer.Typer(
+    help="Named MD datasets: list the recipes, generate one into the cache.",
+    no_args_is_help=True,
+)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the named datasets with their size and cost."""
+    from confflow.datasets import DATASETS
+
+    for recipe in DATASETS.values():
+        typer.echo(recipe.describe())
+        typer.echo(f"    {recipe.description}")
+    typer.echo("smiles:<SMILES>: 1 ns of MMFF94 MD at 300 K of any molecule")
+
+
+@datasets_app.command("generate")
+def datasets_generate(
+    name: Annotated[str, typer.Argument(help="Dataset name, or smiles:<SMILES>.")],
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Cache directory (default: CONFFLOW_CACHE_DIR or user cache)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar with ns/day on stderr.")] = True,
+) -> None:
+    """Generate (or resume, or find) a dataset in the cache and print its summary."""
+    from confflow.datasets import dataset_path, generate, get_recipe, phi_free_energy
+
+    try:
+        recipe = get_recipe(name)
+        typer.echo(recipe.describe())
+        result = generate(recipe, cache, progress=progress)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from err
+    typer.echo(f"  frames      {result.n_frames}")
+    typer.echo(f"  wall time   {result.wall_s:.1f} s")
+    typer.echo(f"  trajectory  {result.trajectory}")
+    if recipe.system.startswith("aldp"):
+        est = phi_free_energy(result.trajectory)
+        typer.echo(f"  F(phi>0) - F(phi<0) = {est.delta_f:.3f} +- {est.stderr:.3f} kT")
+    typer.echo(f"  directory   {dataset_path(recipe.name, cache)}")
+
+
 _register_bg(app)
