@@ -10,6 +10,7 @@ import typer
 
 from confflow import __version__
 from confflow.cli_bg import register as _register_bg
+from confflow.cli_pipeline import register as _register_pipeline
 
 app = typer.Typer(
     name="confflow",
@@ -174,3 +175,4 @@ def datasets_generate(
 
 
 _register_bg(app)
+_register_pipeline(app)
