@@ -4,6 +4,8 @@
   that cancel.
 * :func:`assert_ladj_matches_autograd` — ``ladj`` against ``slogdet`` of the Jacobian that
   ``torch.autograd`` computes, in float64, in both directions.
+* :func:`assert_equivariant` / :func:`assert_invariant` — vector fields and densities on
+  positions ``[B, N, 3]`` under random rotations, translations and permutations.
 
 Tolerances per dtype are declared once, here, in :data:`ROUND_TRIP_TOL` and
 :data:`LADJ_TOL`.
@@ -29,12 +31,17 @@ from confflow.domains import Domain, Kind
 from confflow.transforms.base import Transform
 
 __all__ = [
+    "EQUIVARIANCE_TOL",
+    "INVARIANCE_TOL",
     "LADJ_TOL",
     "ROUND_TRIP_TOL",
     "assert_bijective",
+    "assert_equivariant",
     "assert_frame_ladj_matches_autograd",
+    "assert_invariant",
     "assert_ladj_matches_autograd",
     "max_abs_difference",
+    "random_rotation",
 ]
 
 #: Largest allowed round-trip error, relative to ``max(1, |x|)``, per dtype.
@@ -211,3 +218,118 @@ def assert_frame_ladj_matches_autograd(
         assert err <= tol, (
             f"{name}.{direction}: ladj differs from autograd by {err:.3e} > {tol:.1e}"
         )
+
+
+#: Largest allowed equivariance error of a vector field, relative to ``max(1, |f(x)|)``.
+EQUIVARIANCE_TOL: dict[torch.dtype, float] = {torch.float64: 1e-5, torch.float32: 1e-3}
+
+#: Largest allowed change of an invariant (e.g. a log-density in nats) under the group.
+INVARIANCE_TOL: dict[torch.dtype, float] = {torch.float64: 1e-4, torch.float32: 1e-2}
+
+
+def random_rotation(
+    dtype: torch.dtype = torch.float64, generator: torch.Generator | None = None
+) -> Tensor:
+    """A uniformly random proper rotation matrix ``[3, 3]`` (QR of a Gaussian matrix)."""
+    q, r = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=generator))
+    q = q * torch.sign(torch.diagonal(r))[None, :]
+    if torch.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q.to(dtype)
+
+
+def _class_permutation(classes: Tensor, generator: torch.Generator | None) -> Tensor:
+    """A random permutation of atom indices that only exchanges atoms of equal class."""
+    perm = torch.arange(classes.numel())
+    for c in torch.unique(classes):
+        idx = (classes == c).nonzero().flatten()
+        perm[idx] = idx[torch.randperm(idx.numel(), generator=generator)]
+    return perm
+
+
+def _group_actions(x: Tensor, classes, trials: int, seed: int):
+    """Yields ``(rotation [3, 3], translation [3], permutation [N])`` triples."""
+    gen = torch.Generator().manual_seed(seed)
+    n = x.shape[1]
+    cls = torch.zeros(n, dtype=torch.long) if classes is None else torch.as_tensor(classes)
+    if cls.shape != (n,):
+        raise ValueError(f"classes: expected {n} labels, got shape {tuple(cls.shape)}")
+    for _ in range(trials):
+        rot = random_rotation(x.dtype, gen).to(x.device)
+        shift = torch.randn(3, dtype=torch.float64, generator=gen).to(x)
+        perm = _class_permutation(cls, gen).to(x.device)
+        yield rot, shift, perm
+
+
+def assert_equivariant(
+    fn,
+    x: Tensor,
+    classes=None,
+    trials: int = 3,
+    atol: float | None = None,
+    seed: int = 0,
+) -> None:
+    """Checks ``fn(P x R^T + c) == P fn(x) R^T`` for random rotations, shifts and permutations.
+
+    ``fn`` maps positions to vectors (velocities, forces), so translations act on the input
+    only. Permutations exchange atoms with equal ``classes`` label; give labels under which
+    ``fn`` should be symmetric (e.g. equal atom types without bond context, or graph-equivalent
+    atoms such as the hydrogens of one methyl group).
+
+    Args:
+        fn: ``x [B, N, 3] -> [B, N, 3]``, e.g. ``lambda x: field(t, x)``.
+        x: ``[B, N, 3]`` positions.
+        classes: ``[N]`` exchangeable-atom labels; ``None`` allows any permutation.
+        trials: number of random group elements.
+        atol: tolerance relative to ``max(1, |fn(x)|)``; default :data:`EQUIVARIANCE_TOL`.
+        seed: seed of the random group elements.
+
+    Raises:
+        AssertionError: naming the trial and the largest error.
+    """
+    tol = atol if atol is not None else EQUIVARIANCE_TOL[x.dtype]
+    with torch.no_grad():
+        out = fn(x)
+        if out.shape != x.shape:
+            raise ValueError(f"fn: output shape {tuple(out.shape)} differs from {tuple(x.shape)}")
+        scale = max(1.0, float(out.abs().max()))
+        for k, (rot, shift, perm) in enumerate(_group_actions(x, classes, trials, seed)):
+            moved = fn(x[:, perm] @ rot.T + shift)
+            expected = out[:, perm] @ rot.T
+            err = float((moved - expected).abs().max()) / scale
+            assert err <= tol, (
+                f"not equivariant: trial {k} (rotation, translation, permutation) changes the "
+                f"output by {err:.3e} > {tol:.1e}"
+            )
+
+
+def assert_invariant(
+    fn,
+    x: Tensor,
+    classes=None,
+    trials: int = 3,
+    atol: float | None = None,
+    seed: int = 0,
+) -> None:
+    """Checks ``fn(P x R^T + c) == fn(x)`` for random rotations, shifts and permutations.
+
+    Args:
+        fn: ``x [B, N, 3] -> [B, ...]``, e.g. a log-density.
+        x: ``[B, N, 3]`` positions.
+        classes: ``[N]`` exchangeable-atom labels; ``None`` allows any permutation.
+        trials: number of random group elements.
+        atol: absolute tolerance; default :data:`INVARIANCE_TOL`.
+        seed: seed of the random group elements.
+
+    Raises:
+        AssertionError: naming the trial and the largest change.
+    """
+    tol = atol if atol is not None else INVARIANCE_TOL[x.dtype]
+    with torch.no_grad():
+        out = fn(x)
+        for k, (rot, shift, perm) in enumerate(_group_actions(x, classes, trials, seed)):
+            err = float((fn(x[:, perm] @ rot.T + shift) - out).abs().max())
+            assert err <= tol, (
+                f"not invariant: trial {k} (rotation, translation, permutation) changes the "
+                f"output by {err:.3e} > {tol:.1e}"
+            )

@@ -8,6 +8,7 @@ from confflow.distributions.base import (
     UniformCircle,
 )
 from confflow.distributions.flow import Flow
+from confflow.distributions.meanfree import MeanFreeNormal
 from confflow.distributions.toy import GaussianMixture, TorusMixture
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "DomainProduct",
     "Flow",
     "GaussianMixture",
+    "MeanFreeNormal",
     "StandardNormal",
     "TorusMixture",
     "Uniform",

@@ -1,0 +1,169 @@
+"""E(n)-equivariant graph network (EGNN) as a vector field on Cartesian positions.
+
+Each layer updates invariant node features ``h`` from messages that see only invariants
+(features of both atoms, squared distance, bond flag) and moves each atom along the
+differences ``x_i - x_j`` weighted by an invariant function of the message. The output
+velocity ``x_L - x_0`` is therefore equivariant to rotations and reflections, invariant to
+translations, and equivariant to permutations that leave the atom types and bonds unchanged.
+It is projected onto the centre-of-mass-free subspace.
+
+Reference: Satorras, Hoogeboom, Welling, "E(n) Equivariant Graph Neural Networks", ICML 2021.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from confflow.nn.mlp import make_activation
+from confflow.nn.time_embedding import TimeEmbedding, broadcast_time
+
+__all__ = ["EGNN", "EGNNLayer", "bond_matrix"]
+
+
+def bond_matrix(n_atoms: int, bonds: Sequence[tuple[int, int]]) -> Tensor:
+    """Symmetric ``[N, N]`` float 0/1 adjacency from bonded pairs.
+
+    Raises:
+        ValueError: an atom index outside ``[0, N)`` or a bond of an atom to itself.
+    """
+    adjacency = torch.zeros(n_atoms, n_atoms)
+    for i, j in bonds:
+        if not (0 <= i < n_atoms and 0 <= j < n_atoms) or i == j:
+            raise ValueError(f"bonds: invalid bond ({i}, {j}) for {n_atoms} atoms")
+        adjacency[i, j] = adjacency[j, i] = 1.0
+    return adjacency
+
+
+class EGNNLayer(nn.Module):
+    """One equivariant message-passing layer on a fully connected graph.
+
+    Args:
+        hidden: width of the node features and messages.
+        activation: activation name.
+        coordinate_scale: bound on each pairwise displacement weight (``tanh`` scaled).
+    """
+
+    def __init__(self, hidden: int, activation: str = "silu", coordinate_scale: float = 1.0):
+        super().__init__()
+        self.coordinate_scale = coordinate_scale
+        self.edge = nn.Sequential(
+            nn.Linear(2 * hidden + 2, hidden),
+            make_activation(activation),
+            nn.Linear(hidden, hidden),
+            make_activation(activation),
+        )
+        self.node = nn.Sequential(
+            nn.Linear(2 * hidden, hidden), make_activation(activation), nn.Linear(hidden, hidden)
+        )
+        last = nn.Linear(hidden, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.coord = nn.Sequential(nn.Linear(hidden, hidden), make_activation(activation), last)
+
+    def forward(self, h: Tensor, x: Tensor, bonds: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Updates features and positions.
+
+        Args:
+            h: ``[B, N, H]`` invariant node features.
+            x: ``[B, N, 3]`` positions (network units).
+            bonds: ``[N, N]`` 0/1 bond flags.
+            mask: ``[N, N]`` 1 off the diagonal, 0 on it.
+
+        Returns:
+            ``(h, x)`` updated, same shapes.
+        """
+        b, n, width = h.shape
+        diff = x[:, :, None, :] - x[:, None, :, :]  # [B, N, N, 3]: x_i - x_j
+        d2 = (diff * diff).sum(-1, keepdim=True)
+        edge_in = torch.cat(
+            [
+                h[:, :, None, :].expand(b, n, n, width),
+                h[:, None, :, :].expand(b, n, n, width),
+                d2,
+                bonds[None, :, :, None].expand(b, n, n, 1),
+            ],
+            dim=-1,
+        )
+        m = self.edge(edge_in) * mask[None, :, :, None]
+        weight = self.coordinate_scale * torch.tanh(self.coord(m)) * mask[None, :, :, None]
+        x = x + (diff * weight / torch.sqrt(d2 + 1.0)).sum(2) / max(n - 1, 1)
+        h = h + self.node(torch.cat([h, m.sum(2) / max(n - 1, 1)], dim=-1))
+        return h, x
+
+
+class EGNN(nn.Module):
+    """Equivariant vector field ``v(t, x)`` for ``x [B, N, 3]`` with atom types and bonds.
+
+    Args:
+        atom_types: ``[N]`` integer type per atom (e.g. element or symmetry class): invariant
+            context; atoms of equal type (and equal bond pattern) are exchangeable.
+        bonds: bonded atom pairs (invariant context); empty for none.
+        hidden: width of node features and messages.
+        layers: number of :class:`EGNNLayer` blocks.
+        frequencies: time-embedding frequencies.
+        activation: activation name.
+        length_scale: positions are divided by this (nm) inside the network and velocities
+            multiplied by it, so the network sees distances of order one.
+
+    Example:
+        >>> field = EGNN([0, 1, 1], bonds=[(0, 1), (0, 2)], hidden=8, layers=1)
+        >>> field(torch.tensor(0.5), torch.randn(4, 3, 3)).shape
+        torch.Size([4, 3, 3])
+    """
+
+    def __init__(
+        self,
+        atom_types: Sequence[int] | Tensor,
+        bonds: Sequence[tuple[int, int]] = (),
+        hidden: int = 64,
+        layers: int = 4,
+        frequencies: int = 8,
+        activation: str = "silu",
+        length_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        types = torch.as_tensor(atom_types, dtype=torch.long)
+        if types.dim() != 1 or types.numel() < 2 or int(types.min()) < 0:
+            raise ValueError(f"atom_types: need >= 2 non-negative integers, got {atom_types!r}")
+        if hidden < 1 or layers < 1 or length_scale <= 0:
+            raise ValueError(
+                f"EGNN: hidden, layers and length_scale must be positive, got "
+                f"{hidden}, {layers}, {length_scale}"
+            )
+        n = types.numel()
+        self.n_atoms = n
+        self.length_scale = float(length_scale)
+        self.register_buffer("types", types, persistent=False)
+        self.register_buffer("bonds", bond_matrix(n, bonds), persistent=False)
+        self.register_buffer("mask", 1.0 - torch.eye(n), persistent=False)
+        self.embed = nn.Embedding(int(types.max()) + 1, hidden)
+        self.time = TimeEmbedding(frequencies)
+        self.time_proj = nn.Linear(self.time.dim, hidden)
+        self.layers = nn.ModuleList(EGNNLayer(hidden, activation) for _ in range(layers))
+
+    def forward(self, t: Tensor | float, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Velocity ``[B, N, 3]`` (nm per unit time), mean-free over atoms.
+
+        Args:
+            t: scalar or ``[B]`` flow time in ``[0, 1]``.
+            x: ``[B, N, 3]`` positions in nm.
+            context: unused; accepted for the vector-field interface.
+
+        Raises:
+            ValueError: ``x`` not ``[B, N, 3]`` for this molecule.
+        """
+        if x.dim() != 3 or x.shape[1:] != (self.n_atoms, 3):
+            raise ValueError(f"x: expected [B, {self.n_atoms}, 3], got {tuple(x.shape)}")
+        b = x.shape[0]
+        tt = broadcast_time(t, b, x)
+        h = self.embed(self.types)[None] + self.time_proj(self.time(tt))[:, None, :]
+        x0 = x / self.length_scale
+        y = x0
+        bonds, mask = self.bonds.to(x.dtype), self.mask.to(x.dtype)
+        for layer in self.layers:
+            h, y = layer(h, y, bonds, mask)
+        v = y - x0
+        return (v - v.mean(dim=1, keepdim=True)) * self.length_scale
