@@ -82,7 +82,9 @@ def md(
     stride_ps: Annotated[float, typer.Option(help="Time between stored frames in ps.")] = 1.0,
     chunk_frames: Annotated[int, typer.Option(help="Frames per atomic chunk/checkpoint.")] = 100,
     equilibration_ps: Annotated[float, typer.Option(help="Unrecorded MD first, in ps.")] = 10.0,
-    platform: Annotated[str, typer.Option(help="OpenMM platform.")] = "Reference",
+    platform: Annotated[
+        str, typer.Option(help="OpenMM platform, or auto (Reference, CPU for custom forces).")
+    ] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (>= 1).")] = 1,
     replicas: Annotated[
         int, typer.Option(help="Temperature replica exchange with this many replicas (0: off).")

@@ -3,7 +3,9 @@
 :class:`LangevinDriver` owns the Context; :func:`confflow.md.runner.run_md` drives it into a
 run directory. Positions are snapped to float32 at every stored frame (a change of at most
 ~1e-7 nm, far below thermal motion) so that the stored float32 frame and its stored energy
-belong to exactly the same configuration.
+belong to exactly the same configuration. Stored potential energies always come from a
+double-precision Reference-platform evaluation of the stored frame, whatever platform
+integrates (the CPU and CUDA platforms compute energies in single or mixed precision).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from confflow.md.config import MDConfig
+from confflow.md.config import MDConfig, choose_platform
 from confflow.md.io import Frames
 from confflow.md.systems import MDSystem
 
@@ -20,6 +22,7 @@ __all__ = [
     "GAS_CONSTANT",
     "LangevinDriver",
     "degrees_of_freedom",
+    "evaluator",
     "frames_from_records",
     "make_context",
     "snapshot",
@@ -55,24 +58,42 @@ def make_context(
         config.timestep_fs * unit.femtosecond,
     )
     integrator.setRandomNumberSeed(seed)
-    platform = openmm.Platform.getPlatformByName(config.platform)
+    platform = openmm.Platform.getPlatformByName(choose_platform(config.platform, system))
     return openmm.Context(system, integrator, platform)
 
 
-def snapshot(context: openmm.Context, dof: int) -> tuple[np.ndarray, float, float, float]:
+def evaluator(system: openmm.System, platform: str) -> openmm.Context | None:
+    """A Reference Context for frame energies, or ``None`` when MD already runs on Reference."""
+    if platform == "Reference":
+        return None
+    reference = openmm.Platform.getPlatformByName("Reference")
+    return openmm.Context(system, openmm.VerletIntegrator(0.001), reference)
+
+
+def snapshot(
+    context: openmm.Context, dof: int, reference: openmm.Context | None = None
+) -> tuple[np.ndarray, float, float, float]:
     """Snaps the Context's positions to float32 and reads one frame.
+
+    Args:
+        context: the MD Context.
+        dof: kinetic degrees of freedom (:func:`degrees_of_freedom`).
+        reference: a Reference Context of the same System for the potential energy
+            (:func:`evaluator`); ``None`` uses ``context`` itself.
 
     Returns:
         ``(positions [N, 3] nm float64, potential kJ/mol, kinetic kJ/mol, temperature K)``.
     """
-    state = context.getState(getPositions=True)
+    state = context.getState(getPositions=True, getEnergy=True)
+    kinetic = state.getKineticEnergy().value_in_unit(_KJ_MOL)
     x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     x = np.asarray(x, dtype=np.float32).astype(np.float64)
     context.setPositions(x)
-    state = context.getState(getEnergy=True)
-    potential = state.getPotentialEnergy().value_in_unit(_KJ_MOL)
-    kinetic = state.getKineticEnergy().value_in_unit(_KJ_MOL)
-    return x, potential, kinetic, 2.0 * kinetic / (dof * GAS_CONSTANT)
+    energy_context = context if reference is None else reference
+    if reference is not None:
+        reference.setPositions(x)
+    potential = energy_context.getState(getEnergy=True).getPotentialEnergy()
+    return x, potential.value_in_unit(_KJ_MOL), kinetic, 2.0 * kinetic / (dof * GAS_CONSTANT)
 
 
 def start_context(
@@ -98,6 +119,7 @@ class LangevinDriver:
         self.md_system = md_system
         self.context = make_context(md_system.system, config.temperature, config, config.seed)
         self.dof = degrees_of_freedom(md_system.system)
+        self.reference = evaluator(md_system.system, self.context.getPlatform().getName())
 
     def start(self) -> None:
         """Fresh start: positions, optional minimisation, seeded velocities, equilibration."""
@@ -124,7 +146,7 @@ class LangevinDriver:
         integrator = self.context.getIntegrator()
         for _ in range(n_frames):
             integrator.step(self.config.stride_steps)
-            records.append(snapshot(self.context, self.dof))
+            records.append(snapshot(self.context, self.dof, self.reference))
         return frames_from_records(records, first_frame, self.config.stride_ps)
 
     def summary(self) -> dict[str, object]:

@@ -29,6 +29,7 @@ from confflow.md.io import Frames
 from confflow.md.langevin import (
     GAS_CONSTANT,
     degrees_of_freedom,
+    evaluator,
     frames_from_records,
     make_context,
     snapshot,
@@ -72,6 +73,7 @@ class ReplicaExchangeDriver:
             for k, t in enumerate(self.temperatures)
         ]
         self.dof = degrees_of_freedom(md_system.system)
+        self.reference = evaluator(md_system.system, self.contexts[0].getPlatform().getName())
         self.rng = np.random.default_rng(config.seed)
         self.accepted = np.zeros(len(self.contexts) - 1, dtype=np.int64)
         self.attempted = np.zeros(len(self.contexts) - 1, dtype=np.int64)
@@ -142,7 +144,7 @@ class ReplicaExchangeDriver:
                 for context in self.contexts:
                     context.getIntegrator().step(self.exchange_steps)
                 self._exchange()
-            records.append(snapshot(self.contexts[0], self.dof))
+            records.append(snapshot(self.contexts[0], self.dof, self.reference))
         return frames_from_records(records, first_frame, self.config.stride_ps)
 
     @property

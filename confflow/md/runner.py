@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from confflow.md.config import MDConfig, ReplicaConfig
+from confflow.md.config import MDConfig, ReplicaConfig, choose_platform
 from confflow.md.io import Frames, RunDirectory
 from confflow.md.langevin import LangevinDriver
 from confflow.md.replica_exchange import ReplicaExchangeDriver
@@ -61,6 +61,7 @@ def _describe(md_system: MDSystem, config: MDConfig, replicas: ReplicaConfig | N
         "forcefield": md_system.forcefield,
         "n_atoms": md_system.topology.n_atoms,
         "integrator": "openmm.LangevinMiddleIntegrator",
+        "platform": choose_platform(config.platform, md_system.system),
         "method": "replica-exchange" if replicas else "langevin",
         "config": config.as_dict(),
         "replicas": replicas.as_dict() if replicas else None,

@@ -11,6 +11,7 @@ from confflow.md import (
     MDInputError,
     MDSystem,
     ReplicaConfig,
+    ReplicaExchangeDriver,
     named_system,
     read_frames,
     run_md,
@@ -145,3 +146,43 @@ def test_fresh_start_over_a_run_and_mismatched_resume_raise(aldp, tmp_path):
         run_md(aldp, other, tmp_path / "run", resume=True)
     with pytest.raises(MDInputError, match="holds no run to resume"):
         run_md(aldp, config, tmp_path / "empty", resume=True)
+
+
+def test_replica_exchange_checkpoint_restores_contexts_swaps_and_random_state(aldp):
+    config = MDConfig(ns=0.01, stride_ps=0.2, equilibration_ps=0.0, seed=2)
+    ladder = ReplicaConfig(n_replicas=3, t_max=600.0, exchange_ps=0.1)
+    first = ReplicaExchangeDriver(aldp, config, ladder)
+    first.start()
+    first.advance(5, 0)
+    state = first.checkpoint()
+    expected = first.advance(5, 5)
+    second = ReplicaExchangeDriver(aldp, config, ladder)
+    second.restore(state)
+    resumed = second.advance(5, 5)
+    np.testing.assert_array_equal(resumed.positions, expected.positions)
+    np.testing.assert_array_equal(resumed.potential_energy, expected.potential_energy)
+    np.testing.assert_array_equal(second.accepted, first.accepted)
+    # 10 frames x 2 exchange cycles, one neighbour pair per cycle with 3 replicas
+    np.testing.assert_array_equal(second.attempted, [10, 10])
+    np.testing.assert_array_equal(first.attempted, [10, 10])
+
+
+def test_auto_platform_reference_for_standard_forces_cpu_for_custom_forces(aldp):
+    from confflow.md.config import available_platforms, choose_platform
+
+    if "CUDA" in available_platforms():
+        pytest.skip("auto picks CUDA on this machine")
+    assert choose_platform("auto", aldp.system) == "Reference"
+    assert choose_platform("auto", named_system("aldp-ff96").system) == "CPU"
+    assert choose_platform("CPU", aldp.system) == "CPU"
+
+
+def test_cpu_platform_run_stores_double_precision_energies(aldp, tmp_path):
+    config = MDConfig(ns=0.002, stride_ps=0.1, equilibration_ps=0.0, platform="CPU")
+    result = run_md(aldp, config, tmp_path / "cpu")
+    traj = mdtraj.load(str(result.trajectory))
+    recomputed = _reference_energies(aldp.system, traj.xyz)
+    np.testing.assert_allclose(
+        recomputed, read_frames(result.trajectory).potential_energy, atol=1e-3, rtol=0
+    )
+    assert json.loads(result.metadata.read_text())["platform"] == "CPU"
