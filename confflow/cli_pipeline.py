@@ -62,12 +62,19 @@ def pipeline(
     from rich.console import Console
     from rich.table import Table
 
-    from confflow.pipeline import PipelineError, open_cluster, run_pipeline, summary_rows
+    from confflow.pipeline import (
+        PipelineError,
+        open_cluster,
+        read_inputs,
+        run_pipeline,
+        summary_rows,
+    )
 
     overrides = {"n_conformers": conformers, "md_ps": md_ps, "steps": steps}
     overrides |= {"n_samples": samples, "device": device, "seed": seed}
     try:
         settings = _settings(config, overrides)
+        read_inputs(input_file)  # bad input fails before any cluster starts
         with open_cluster(cluster, scheduler=scheduler, jobqueue=jobqueue, workers=workers) as h:
             typer.echo(f"cluster    {h.description}")
             typer.echo(f"dashboard  {h.dashboard or 'none'}")

@@ -96,12 +96,12 @@ class SlurmSettings:
             "local_directory": self.local_directory,
             "log_directory": self.log_directory,
             "interface": self.interface,
-            "dashboard_address": ":0",
+            "scheduler_options": {"dashboard_address": ":0"},
         }
         if self.python is not None:
             kwargs["python"] = self.python
         if self.scheduler_host is not None:
-            kwargs["scheduler_options"] = {"host": self.scheduler_host}
+            kwargs["scheduler_options"]["host"] = self.scheduler_host
         return kwargs
 
 

@@ -106,7 +106,7 @@ def read_inputs(path: str | Path) -> list[MoleculeInput]:
                 pass
             items = _read_sdf(path)
         else:
-            items = _read_smiles(path.read_text())
+            items = _read_smiles(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not a text file"
         raise PipelineError(f"input {path}: cannot read ({reason})") from err

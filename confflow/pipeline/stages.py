@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
 import socket
 import time
@@ -105,6 +106,7 @@ def _stage(name: str) -> Callable[[StageBody], Callable[[State, PipelineConfig],
                     "key": state["key"],
                     "seconds": seconds,
                     "host": socket.gethostname(),
+                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                     "metrics": metrics,
                     "files": describe_files(root, files),
                 },
