@@ -166,4 +166,3 @@ def test_jobqueue_file_errors(tmp_path):
     (tmp_path / "none.yaml").write_text("other: 1\n")
     with pytest.raises(PipelineError, match="missing the 'slurm' section"):
         load_jobqueue(tmp_path / "none.yaml")
-

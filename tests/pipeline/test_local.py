@@ -56,7 +56,8 @@ def test_four_molecules_one_invalid_then_idempotent_rerun(tmp_path, cluster, tin
         assert 1 / tiny.n_samples <= row["ess"] <= 1
         assert all(row[f"t_{stage}"] > 0 for stage in ("featurize", "train", "sample"))
         mol, x, tags = read_sdf(out / "molecules" / name / "ensemble.sdf")
-        assert x.shape[0] == row["n_samples"] == tiny.n_samples
+        assert x.shape == (tiny.n_samples, mol.n_atoms, 3)
+        assert row["n_samples"] == tiny.n_samples
         assert torch.isclose(tags["weight"].sum(), torch.tensor(1.0, dtype=torch.float64))
         assert torch.isfinite(tags["energy_kJ_per_mol"]).all()
     csv_lines = (out / "manifest.csv").read_text().splitlines()
