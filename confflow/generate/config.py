@@ -1,0 +1,126 @@
+"""Validated settings of one ``confflow generate`` run, and the errors of the pipeline."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["ENERGIES", "GenerateConfig", "GenerateError"]
+
+#: Force fields ``--energy`` accepts, mapped to the MMFF variant names of confflow.energies.
+ENERGIES: dict[str, Literal["MMFF94", "MMFF94s"]] = {"mmff94": "MMFF94", "mmff94s": "MMFF94s"}
+
+
+class GenerateError(ValueError):
+    """An input or setting ``confflow generate`` cannot use; the message names it and the cause."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Everything that defines a run; saved in the JSON report.
+
+    Attributes:
+        smiles: the input molecule.
+        out: SDF file of the ensemble; the report is ``<stem>.json`` beside it and the run
+            folder (checkpoints, MD data, plots) ``<stem>_run/``.
+        temperature: K.
+        n: flow samples drawn (before stereo filtering and clustering).
+        seed: seed of every random stage (ETKDG, MD, training, sampling, bootstrap).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"`` for training and sampling.
+        budget: seconds of training (maximum likelihood and refinement together).
+        md_ns: ns of MMFF replica-exchange MD per replica as training data (0: seed
+            conformers only, jittered by a short MMFF minimisation of each).
+        replicas: temperatures of the replica-exchange ladder (1: plain Langevin MD).
+        t_max: K, highest temperature of the ladder.
+        energy: ``"mmff94"`` or ``"mmff94s"``.
+        unique: heavy-atom RMSD in nm that merges samples into one conformer (``None``: write
+            every sample).
+        checkpoint: trained model to reuse (skips training), or ``None``.
+        largest_fragment: keep the largest fragment of a salt or mixture.
+        plots: write PNG diagnostics into the run folder.
+        bootstrap: bootstrap replicates of the cluster free energies.
+        progress: progress bars on stderr.
+    """
+
+    smiles: str
+    out: Path
+    temperature: float = 300.0
+    n: int = 2000
+    seed: int = 0
+    device: str = "auto"
+    budget: float = 120.0
+    md_ns: float = 0.1
+    replicas: int = 4
+    t_max: float = 600.0
+    energy: str = "mmff94"
+    unique: float | None = None
+    checkpoint: Path | None = None
+    largest_fragment: bool = False
+    plots: bool = False
+    bootstrap: int = 200
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        checks = (
+            ("temperature", self.temperature, 0.0),
+            ("budget", self.budget, 0.0),
+            ("t_max", self.t_max, 0.0),
+        )
+        for name, value, low in checks:
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > low):
+                raise GenerateError(f"--{name.replace('_', '-')}: must be positive, got {value!r}")
+        if (
+            not (isinstance(self.md_ns, int | float) and math.isfinite(self.md_ns))
+            or self.md_ns < 0
+        ):
+            raise GenerateError(f"--md-ns: must be >= 0, got {self.md_ns!r}")
+        for name in ("n", "replicas", "bootstrap"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise GenerateError(f"--{name}: must be a positive integer, got {value!r}")
+        if self.seed < 0:
+            raise GenerateError(f"--seed: must be >= 0, got {self.seed}")
+        if self.energy not in ENERGIES:
+            raise GenerateError(
+                f"--energy: unknown force field {self.energy!r}; choose one of "
+                f"{', '.join(ENERGIES)}"
+            )
+        if self.unique is not None and not self.unique > 0:
+            raise GenerateError(f"--unique: RMSD must be positive, got {self.unique!r}")
+        if self.replicas > 1 and not self.t_max > self.temperature:
+            raise GenerateError(
+                f"--t-max: {self.t_max} K must exceed --temperature {self.temperature} K"
+            )
+        if self.out.suffix.lower() != ".sdf":
+            raise GenerateError(f"--out {self.out}: must end in .sdf")
+        if not (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda")):
+            raise GenerateError(
+                f"--device: expected 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}"
+            )
+
+    @property
+    def report_path(self) -> Path:
+        """The JSON report beside the SDF."""
+        return self.out.with_suffix(".json")
+
+    @property
+    def run_dir(self) -> Path:
+        """Folder of intermediate results: MD data, checkpoints, plots."""
+        return self.out.with_name(self.out.stem + "_run")
+
+    @property
+    def variant(self) -> Literal["MMFF94", "MMFF94s"]:
+        """The MMFF variant name of :attr:`energy`."""
+        return ENERGIES[self.energy]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (paths as strings)."""
+        data = asdict(self)
+        data["out"] = str(self.out)
+        data["checkpoint"] = None if self.checkpoint is None else str(self.checkpoint)
+        return data

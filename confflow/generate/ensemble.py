@@ -1,0 +1,218 @@
+"""Stages 4-6: sample with exact log-likelihoods, drop changed stereo, reweight, cluster.
+
+Samples are rounded to the precision of an SDF file (1e-4 Angstrom) *before* their energy and
+``log q`` are evaluated, so the numbers written next to a conformer are those of the written
+coordinates. Energies are float64 MMFF (kJ/mol); ``log_w = -E / kT - log q`` in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from rdkit import Chem
+from torch import Tensor
+
+from confflow.chem import Molecule
+from confflow.coordinates import StereoCheck, kabsch_align
+from confflow.energies import kT
+from confflow.models import BoltzmannGenerator
+from confflow.reweighting import free_energy_difference, kish_ess, normalized_weights
+
+__all__ = ["Clusters", "Ensemble", "cluster", "sample_ensemble"]
+
+#: Grid of SDF coordinates in nm (4 decimals of Angstrom).
+SDF_GRID_NM = 1e-5
+#: Largest number of heavy-atom automorphisms tried by the symmetry-aware RMSD.
+MAX_AUTOMORPHISMS = 64
+
+
+@dataclass
+class Ensemble:
+    """Flow samples that kept the input stereo, with energies and log-weights.
+
+    Attributes:
+        x: ``[B, N, 3]`` float64 positions in nm (on the SDF grid).
+        energy: ``[B]`` float64 potential energies in kJ/mol.
+        log_q: ``[B]`` float64 model log-densities (nats).
+        log_w: ``[B]`` float64 log-weights ``-E / kT - log q``.
+        drawn: samples drawn from the flow.
+        nonfinite: samples dropped for non-finite positions, energy or ``log q``.
+        stereo_rejected: samples dropped because a stereo element differs from the input.
+    """
+
+    x: Tensor
+    energy: Tensor
+    log_q: Tensor
+    log_w: Tensor
+    drawn: int
+    nonfinite: int
+    stereo_rejected: int
+
+    @property
+    def weights(self) -> Tensor:
+        """``[B]`` normalised importance weights (sum to 1)."""
+        return normalized_weights(self.log_w)
+
+    @property
+    def ess(self) -> float:
+        """Kish effective sample size as a fraction of the kept samples."""
+        return kish_ess(self.log_w)
+
+
+def sample_ensemble(
+    model: BoltzmannGenerator,
+    stereo: StereoCheck,
+    n: int,
+    seed: int,
+    batch: int = 1000,
+) -> Ensemble:
+    """Draws ``n`` samples and keeps the finite ones with the input's stereochemistry.
+
+    Args:
+        model: trained generator (its device is used).
+        stereo: stereo check against the input.
+        n: samples to draw.
+        seed: sampling seed.
+        batch: samples per batch.
+
+    Returns:
+        The :class:`Ensemble`.
+
+    Raises:
+        ValueError: no sample survived (all non-finite or of another stereoisomer).
+    """
+    device = next(model.flow.parameters()).device
+    gen = torch.Generator(device).manual_seed(seed)
+    kept_x, kept_e, kept_q = [], [], []
+    nonfinite = rejected = 0
+    beta = 1.0 / kT(model.temperature)
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            x, _ = model.sample(min(batch, n - start), gen)
+            x = torch.round(x.double().cpu() / SDF_GRID_NM) * SDF_GRID_NM
+            ok = torch.isfinite(x.flatten(1)).all(1)
+            bad = ~ok
+            ok[ok.clone()] &= ~stereo.flag(x[ok])
+            rejected += int((~ok).sum()) - int(bad.sum())
+            x = x[ok]
+            log_q = model.log_prob(x.to(device, torch.float32)).double().cpu()
+            energy = model.energy.energy(x.to(device)).double().cpu()
+            finite = torch.isfinite(log_q) & torch.isfinite(energy)
+            nonfinite += int(bad.sum()) + int((~finite).sum())
+            kept_x.append(x[finite])
+            kept_e.append(energy[finite])
+            kept_q.append(log_q[finite])
+    x, energy, log_q = torch.cat(kept_x), torch.cat(kept_e), torch.cat(kept_q)
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"sampling: none of {n} samples is usable ({nonfinite} non-finite, "
+            f"{rejected} with changed stereo)"
+        )
+    log_w = -energy * beta - log_q
+    return Ensemble(x, energy, log_q, log_w, n, nonfinite, rejected)
+
+
+@dataclass
+class Clusters:
+    """Conformers from RMSD clustering, with Boltzmann populations and free energies.
+
+    Attributes:
+        representatives: ``[K]`` indices (into the ensemble) of each cluster's lowest-energy
+            member, clusters ordered by decreasing population.
+        labels: ``[B]`` cluster of every sample (index into ``representatives``).
+        population: ``[K]`` float64 reweighted populations (sum to 1).
+        free_energy: ``[K]`` float64 ``F_k - F_0`` in kT relative to the most populated cluster.
+        free_energy_std: ``[K]`` float64 bootstrap standard deviations (kT; 0 for cluster 0).
+    """
+
+    representatives: Tensor
+    labels: Tensor
+    population: Tensor
+    free_energy: Tensor
+    free_energy_std: Tensor
+
+
+def _automorphisms(molecule: Molecule) -> Tensor:
+    """``[P, H]`` permutations of the heavy atoms that map the graph onto itself."""
+    heavy = Chem.RemoveHs(molecule.rdkit_mol, sanitize=False)
+    matches = heavy.GetSubstructMatches(
+        heavy, uniquify=False, useChirality=False, maxMatches=MAX_AUTOMORPHISMS
+    )
+    return torch.tensor(matches or [tuple(range(heavy.GetNumAtoms()))], dtype=torch.long)
+
+
+def _rmsd_to(x: Tensor, reference: Tensor, perms: Tensor) -> Tensor:
+    """``[B]`` smallest RMSD over heavy-atom automorphisms after optimal superposition."""
+    best = torch.full((x.shape[0],), math.inf, dtype=x.dtype)
+    for perm in perms:
+        ref = reference[perm]
+        aligned = kabsch_align(x, ref)
+        rmsd = ((aligned - ref) ** 2).sum(-1).mean(-1).sqrt()
+        best = torch.minimum(best, rmsd)
+    return best
+
+
+def cluster(
+    molecule: Molecule,
+    ensemble: Ensemble,
+    threshold: float,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> Clusters:
+    """Leader clustering by symmetry-aware heavy-atom RMSD, lowest energy first.
+
+    The lowest-energy unassigned sample founds a cluster and takes every unassigned sample
+    within ``threshold`` of it; repeat until all are assigned. Populations are sums of the
+    normalised weights; free energies ``-ln(p_k / p_0)`` with bootstrap errors from
+    :func:`~confflow.reweighting.free_energy_difference`.
+
+    Args:
+        molecule: the molecule.
+        ensemble: the reweighted samples.
+        threshold: heavy-atom RMSD in nm.
+        n_bootstrap: bootstrap replicates (>= 10).
+        seed: bootstrap seed.
+
+    Returns:
+        The :class:`Clusters`.
+    """
+    if not threshold > 0:
+        raise ValueError(f"cluster: threshold must be a positive RMSD in nm, got {threshold}")
+    heavy = torch.tensor(molecule.heavy_atoms, dtype=torch.long)
+    xh = ensemble.x[:, heavy]
+    perms = _automorphisms(molecule)
+    labels = torch.full((xh.shape[0],), -1, dtype=torch.long)
+    founders = []
+    order = torch.argsort(ensemble.energy)
+    for b in order.tolist():
+        if labels[b] >= 0:
+            continue
+        free = (labels < 0).nonzero().squeeze(1)
+        close = _rmsd_to(xh[free], xh[b], perms) <= threshold
+        labels[free[close]] = len(founders)
+        labels[b] = len(founders)
+        founders.append(b)
+    weights = ensemble.weights
+    population = torch.zeros(len(founders), dtype=torch.float64).index_add_(0, labels, weights)
+    rank = torch.argsort(population, descending=True)
+    relabel = torch.empty_like(rank)
+    relabel[rank] = torch.arange(len(rank))
+    labels = relabel[labels]
+    population = population[rank]
+    representatives = torch.tensor(founders, dtype=torch.long)[rank]
+    gen = torch.Generator().manual_seed(seed)
+    top = labels == 0
+    free_energy = torch.zeros(len(rank), dtype=torch.float64)
+    free_energy_std = torch.zeros(len(rank), dtype=torch.float64)
+    for k in range(1, len(rank)):
+        members = labels == k
+        if not bool(torch.isfinite(ensemble.log_w[members]).any()) or population[k] == 0:
+            free_energy[k] = free_energy_std[k] = math.inf
+            continue
+        result = free_energy_difference(
+            ensemble.log_w, top, members, n_bootstrap=n_bootstrap, generator=gen
+        )
+        free_energy[k], free_energy_std[k] = result.value, result.std
+    return Clusters(representatives, labels, population, free_energy, free_energy_std)
