@@ -97,13 +97,13 @@ def snapshot(
 
 
 def start_context(
-    context: openmm.Context, x: np.ndarray, temperature: float, config: MDConfig
+    context: openmm.Context, x: np.ndarray, temperature: float, config: MDConfig, seed: int
 ) -> None:
     """Sets ``x`` [N, 3] nm, minimises if asked, draws velocities at ``temperature`` K."""
     context.setPositions(x)
     if config.minimize:
         openmm.LocalEnergyMinimizer.minimize(context, 1.0, 5000)
-    context.setVelocitiesToTemperature(temperature * unit.kelvin, config.seed)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
 
 
 class LangevinDriver:
@@ -123,7 +123,10 @@ class LangevinDriver:
 
     def start(self) -> None:
         """Fresh start: positions, optional minimisation, seeded velocities, equilibration."""
-        start_context(self.context, self.md_system.positions, self.config.temperature, self.config)
+        config = self.config
+        start_context(
+            self.context, self.md_system.positions, config.temperature, config, config.seed
+        )
         if self.config.equilibration_steps:
             self.context.getIntegrator().step(self.config.equilibration_steps)
 

@@ -81,8 +81,9 @@ class ReplicaExchangeDriver:
 
     def start(self) -> None:
         """Fresh start: every replica from the same minimised structure, own velocities."""
-        for context, t in zip(self.contexts, self.temperatures, strict=True):
-            start_context(context, self.md_system.positions, float(t), self.config)
+        for k, (context, t) in enumerate(zip(self.contexts, self.temperatures, strict=True)):
+            x = self.md_system.positions
+            start_context(context, x, float(t), self.config, self.config.seed + k)
         if self.config.equilibration_steps:
             for context in self.contexts:
                 context.getIntegrator().step(self.config.equilibration_steps)

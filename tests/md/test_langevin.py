@@ -68,10 +68,8 @@ def test_same_seed_same_trajectory_and_resume_of_a_complete_run(aldp, tmp_path):
     assert again.n_frames == 20 and again.wall_s == 0.0
 
 
-def test_replica_exchange_on_aldp_reports_acceptance_and_visits_phi_positive(aldp, tmp_path):
-    # Measured first visits of phi > 0 by the 300 K replica with this ladder, seeds 1-3:
-    # 30 ps, none in 60 ps, 51 ps (see datasets/README.md); seed 1 keeps the test at 40 ps.
-    config = MDConfig(ns=0.04, stride_ps=0.5, chunk_frames=40, equilibration_ps=0.0, seed=1)
+def test_replica_exchange_run_reports_acceptance_and_writes_the_300k_replica(aldp, tmp_path):
+    config = MDConfig(ns=0.01, stride_ps=0.5, chunk_frames=10, equilibration_ps=0.0, seed=1)
     ladder = ReplicaConfig(n_replicas=4, t_max=1000.0, exchange_ps=0.1)
     result = run_md(aldp, config, tmp_path / "re", replicas=ladder)
     rates = np.array(result.summary["swap_acceptance"])
@@ -79,13 +77,30 @@ def test_replica_exchange_on_aldp_reports_acceptance_and_visits_phi_positive(ald
     np.testing.assert_allclose(
         result.summary["temperatures_K"], 300 * (1000 / 300) ** (np.arange(4) / 3)
     )
-    traj = mdtraj.load(str(result.trajectory))
-    phi = mdtraj.compute_phi(traj)[1][:, 0]
-    assert (phi > 0).any(), "the 300 K replica never visited phi > 0"
-    # frames come from the 300 K replica
-    assert 250 < read_frames(result.trajectory).temperature.mean() < 350
+    assert mdtraj.load(str(result.trajectory)).n_frames == 20
     meta = json.loads(result.metadata.read_text())
-    assert meta["method"] == "replica-exchange" and meta["summary"]["swap_attempts"][0] > 0
+    assert meta["method"] == "replica-exchange" and meta["summary"]["swap_attempts"] == [50] * 3
+
+
+def test_replica_exchange_on_aldp_visits_phi_positive_at_300k(aldp):
+    # Run in 10 ps blocks until the 300 K replica reaches phi > 0 (p ~ 0.02 there; plain MD at
+    # 300 K crossed zero times in 2 x 5 ns). Measured first visits: see datasets/README.md.
+    config = MDConfig(ns=1.0, stride_ps=0.5, equilibration_ps=0.0, seed=1)
+    driver = ReplicaExchangeDriver(aldp, config, ReplicaConfig(4, 1000.0, 0.1))
+    driver.start()
+    visited_at = None
+    for block in range(30):  # at most 300 ps
+        frames = driver.advance(20, 20 * block)
+        traj = mdtraj.Trajectory(frames.positions, aldp.topology)
+        phi = mdtraj.compute_phi(traj)[1][:, 0]
+        if (phi > 0).any():
+            visited_at = frames.time[np.argmax(phi > 0)]
+            break
+    assert visited_at is not None, "the 300 K replica did not visit phi > 0 within 300 ps"
+    rates = driver.acceptance_rates
+    assert np.all((rates > 0) & (rates < 1)), rates
+    # the 300 K replica keeps its temperature after swaps (velocities are rescaled)
+    assert 200 < frames.temperature.mean() < 400
 
 
 def test_degrees_of_freedom_count_constraints_and_cm_motion():
