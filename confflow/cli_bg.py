@@ -93,6 +93,7 @@ def sample(
     import numpy as np
     import torch
 
+    from confflow.energies import kT
     from confflow.reweighting import kish_ess, largest_weight_share
     from confflow.training import load_generator, resolve_device
 
@@ -104,21 +105,17 @@ def sample(
     except ValueError as err:
         raise _fail(str(err), 2) from err
     gen = torch.Generator(dev).manual_seed(seed)
-    xs, energies, log_qs = [], [], []
+    xs, energies, log_qs, log_ws = [], [], [], []
     with torch.no_grad():
         for start in range(0, n, batch):
             x, log_q = model.sample(min(batch, n - start), gen)
-            ok = torch.isfinite(x.flatten(1)).all(1) & torch.isfinite(log_q)
-            e = torch.full_like(log_q, math.inf, dtype=torch.float64)
-            if bool(ok.any()):
-                e[ok] = model.energy.energy(x[ok]).double()
+            log_w = model.log_weights(x, log_q)
             xs.append(x.cpu().double())
-            energies.append(e.cpu())
             log_qs.append(log_q.cpu().double())
-    x, energy, log_q = torch.cat(xs), torch.cat(energies), torch.cat(log_qs)
-    from confflow.energies import kT
-
-    log_w = -energy / kT(model.temperature) - log_q
+            log_ws.append(log_w.cpu())
+            energies.append((-log_w - log_q.double()).cpu() * kT(model.temperature))
+    x, energy = torch.cat(xs), torch.cat(energies)
+    log_q, log_w = torch.cat(log_qs), torch.cat(log_ws)
     try:
         np.savez(
             out,
@@ -135,6 +132,7 @@ def sample(
     typer.echo(f"{n} samples of {model.target.description} -> {out}")
     typer.echo(f"  ESS                 {100 * kish_ess(log_w):.2f} %")
     typer.echo(f"  largest weight      {largest_weight_share(log_w):.3g}")
+    typer.echo(f"  zero-weight samples {int(torch.isinf(log_w).sum())} (non-finite energy)")
 
 
 def _cv(spec: str, x, kind: str):

@@ -22,7 +22,6 @@ from confflow.distributions import DomainProduct, Flow
 from confflow.domains import Domain
 from confflow.models.config import BGConfig, FlowConfig
 from confflow.models.targets import Target, build_target
-from confflow.reweighting import log_weights
 from confflow.transforms import Compose, SplineCoupling, Transform
 
 __all__ = ["BoltzmannGenerator", "build_boltzmann_generator", "coupling_stack"]
@@ -99,9 +98,27 @@ class BoltzmannGenerator(nn.Module):
         return self.energy.reduced(x, self.temperature)
 
     def log_weights(self, x: Tensor, log_q: Tensor) -> Tensor:
-        """Float64 log-weights ``-u(x) - log q(x)`` ``[B]`` of flow samples."""
+        """Float64 log-weights ``-u(x) - log q(x)`` ``[B]`` of flow samples.
+
+        Samples that are not finite, or whose energy is NaN (e.g. coinciding atoms), get
+        weight zero (``-inf``); :meth:`invalid` counts them.
+        """
         with torch.no_grad():
-            return log_weights(self.reduced_energy(x), log_q)
+            u = self._reduced_or_inf(x, log_q)
+            log_w = -u - log_q.detach().to(torch.float64)
+            return torch.where(torch.isinf(u), -torch.inf, log_w)
+
+    def invalid(self, x: Tensor, log_q: Tensor) -> Tensor:
+        """Boolean ``[B]``: samples that cannot be weighted (non-finite or NaN energy)."""
+        with torch.no_grad():
+            return torch.isinf(self._reduced_or_inf(x, log_q))
+
+    def _reduced_or_inf(self, x: Tensor, log_q: Tensor) -> Tensor:
+        ok = torch.isfinite(x.flatten(1)).all(1) & torch.isfinite(log_q)
+        u = torch.full(log_q.shape, torch.inf, dtype=torch.float64, device=log_q.device)
+        if bool(ok.any()):
+            u[ok] = self.reduced_energy(x[ok]).detach().to(torch.float64)
+        return torch.nan_to_num(u, nan=torch.inf, posinf=torch.inf, neginf=-torch.inf)
 
 
 def _molecular_transform(

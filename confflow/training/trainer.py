@@ -61,9 +61,11 @@ class TrainResult:
         step: steps completed.
         skipped: steps skipped by the non-finite guard.
         stopped_early: early stopping ended the run.
+        out_of_time: the wall-clock budget of :meth:`Trainer.fit` ended the run.
         resumed_from: step of the checkpoint the run resumed from (``None``: fresh start).
         metrics: last validation metrics (``val_nll`` nats, ``ess`` fraction, ...).
-        target_evaluations: energy evaluations spent by training (reverse-KL samples).
+        target_evaluations: energy evaluations spent by training (reverse-KL samples) and
+            validation (ESS estimates).
         seconds: wall time of this process's part of the run.
     """
 
@@ -71,6 +73,7 @@ class TrainResult:
     skipped: int
     stopped_early: bool
     resumed_from: int | None
+    out_of_time: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     target_evaluations: int = 0
     seconds: float = 0.0
@@ -232,7 +235,8 @@ class Trainer:
         Returns:
             ``val_nll`` (nats, when there is validation data) and, from ``val_batch_size``
             fresh flow samples seeded by the step (so resumed runs agree): ``ess`` (fraction),
-            ``largest_weight`` and ``kl`` (``E_q[u + log q]``, nats).
+            ``largest_weight``, ``kl`` (``E_q[u + log q]`` over weighted samples, nats) and
+            ``invalid`` (fraction of samples whose energy is not finite).
         """
         self.model.eval()
         out: dict[str, float] = {}
@@ -244,14 +248,14 @@ class Trainer:
             out["val_nll"] = total / self.val_data.shape[0]
         gen = torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + self.step)
         x, log_q = self.model.sample(n, gen)
-        finite = torch.isfinite(x.flatten(1)).all(1) & torch.isfinite(log_q)
-        if bool(finite.any()):
-            u = torch.full_like(log_q, math.inf, dtype=torch.float64)
-            u[finite] = self.model.reduced_energy(x[finite]).double()
-            log_w = -u - log_q.double()
+        log_w = self.model.log_weights(x, log_q)
+        self.evaluations += int(torch.isfinite(log_q).sum())
+        if bool(torch.isfinite(log_w).any()):
             out["ess"] = kish_ess(log_w)
             out["largest_weight"] = largest_weight_share(log_w)
-            out["kl"] = float((u[finite] + log_q.double()[finite]).mean())
+            finite = torch.isfinite(log_w)
+            out["kl"] = float(-log_w[finite].mean())
+            out["invalid"] = float((~finite).double().mean())
         self.model.train()
         return out
 
@@ -295,11 +299,13 @@ class Trainer:
         return None, logs
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, resume: bool = True) -> TrainResult:
-        """Runs (or resumes) training until ``config.steps`` or early stopping.
+    def fit(self, resume: bool = True, max_seconds: float | None = None) -> TrainResult:
+        """Runs (or resumes) training until ``config.steps``, early stopping or the budget.
 
         Args:
             resume: continue from ``out_dir/checkpoint.pt`` when it exists.
+            max_seconds: wall-clock budget of this call; when spent, the run validates,
+                checkpoints and stops (``out_of_time`` in the result).
 
         Returns:
             The :class:`TrainResult`.
@@ -322,7 +328,7 @@ class Trainer:
         elif self.out_dir is not None:
             (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
         self.model.train()
-        stopped_early = False
+        stopped_early = out_of_time = False
         show = cfg.progress and sys.stderr.isatty()
         with Progress(disable=not show, transient=True) as bar:
             task = bar.add_task("training", total=cfg.steps, completed=self.step)
@@ -348,7 +354,9 @@ class Trainer:
                 elif self.step % self.log_every == 0:
                     lr = self.scheduler.get_last_lr()[0]
                     self._log({"step": self.step, "lr": lr, **logs})
-                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                    out_of_time = True
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps or out_of_time:
                     self.metrics = self.validate()
                     self._log({"step": self.step, "event": "validation", **self.metrics})
                     monitored = self._monitor(self.metrics)
@@ -364,8 +372,9 @@ class Trainer:
                     or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
                 ):
                     self._checkpoint()
-                if stopped_early:
-                    self._log({"step": self.step, "event": "early_stop"})
+                if stopped_early or out_of_time:
+                    event = "early_stop" if stopped_early else "out_of_time"
+                    self._log({"step": self.step, "event": event})
                     break
         self.model.eval()
         result = TrainResult(
@@ -373,6 +382,7 @@ class Trainer:
             skipped=self.skipped,
             stopped_early=stopped_early,
             resumed_from=resumed_from,
+            out_of_time=out_of_time,
             metrics=dict(self.metrics),
             target_evaluations=self.evaluations,
             seconds=time.perf_counter() - start,

@@ -82,7 +82,7 @@ def test_reverse_kl_recovers_double_well():
     )
     result = Trainer(model, cfg).fit()
     assert result.skipped == 0
-    assert result.target_evaluations == 800 * cfg.kl_batch_size
+    assert result.target_evaluations == 800 * cfg.kl_batch_size + 8 * cfg.val_batch_size
     assert result.metrics["ess"] > 0.7
     _check_known_answer(model)
 
