@@ -128,7 +128,7 @@ def test_etkdg_and_distorted_conformers_match_rdkit(variant):
     picked = mols[:: max(1, len(mols) // 200)][:200]
     assert len(picked) == 200
     for mol in picked:
-        confs = _conformers(mol, rng, n_etkdg=2, n_distort=2)
+        confs = _conformers(mol, rng, n_etkdg=1, n_distort=3)
         assert confs.shape[0] == 5
         e_t, g_t = _torch_eval(MMFFEnergy(mol, variant=variant), confs)
         e_r, g_r = _rdkit_eval(_rdkit_ff(mol, variant), confs)

@@ -37,15 +37,14 @@ def _suite(variant: str = "MMFF94") -> list[Chem.Mol]:
 
 
 def _openmm_eval(
-    system: openmm.System, pos_nm: np.ndarray, platform: str = "Reference", groups=None
+    system: openmm.System, pos_nm: np.ndarray, platform: str = "Reference"
 ) -> tuple[float, np.ndarray]:
     """Energy in kJ/mol and forces [N, 3] in kJ/mol/nm of one configuration."""
     context = openmm.Context(
         system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform)
     )
     context.setPositions(pos_nm)
-    kwargs = {} if groups is None else {"groups": groups}
-    state = context.getState(getEnergy=True, getForces=True, **kwargs)
+    state = context.getState(getEnergy=True, getForces=True)
     energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
     return energy, np.asarray(forces)
@@ -73,7 +72,7 @@ def _check(mol, system, pos_a, variant="MMFF94", distance=False):
 @needs_suite
 def test_system_matches_rdkit_on_suite_molecules():
     rng = np.random.default_rng(0)
-    mols = _suite()[::7]
+    mols = _suite()[::12]
     assert len(mols) >= 50
     for mol in mols:
         system = mmff_openmm_system(mol)
@@ -96,12 +95,18 @@ def test_mmff94s_and_distance_dielectric_match_rdkit():
 def test_force_groups_match_torch_terms():
     for mol in _suite()[::60]:
         pos = mol.GetConformer().GetPositions() / 10.0
-        system = mmff_openmm_system(mol)
+        context = openmm.Context(
+            mmff_openmm_system(mol),
+            openmm.VerletIntegrator(0.001),
+            openmm.Platform.getPlatformByName("Reference"),
+        )
+        context.setPositions(pos)
         terms = MMFFEnergy(mol).term_energies(torch.as_tensor(pos[None]))
         expected = {name: float(terms[name][0]) for name in MMFF_FORCE_GROUPS if name in terms}
         expected["nonbonded"] = float(terms["vdw"][0] + terms["electrostatic"][0])
         for name, group in MMFF_FORCE_GROUPS.items():
-            energy, _ = _openmm_eval(system, pos, groups={group})
+            state = context.getState(getEnergy=True, groups={group})
+            energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
             assert abs(energy - expected[name]) <= 1e-6 * max(1.0, abs(energy)) + 1e-8, name
 
 
