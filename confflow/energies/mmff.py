@@ -39,7 +39,7 @@ from confflow.energies.mmff_params import (
     mmff_parameters,
 )
 
-__all__ = ["MMFF_TERMS", "MMFFEnergy"]
+__all__ = ["COMPILED_BLOCK", "MMFF_TERMS", "MMFFEnergy"]
 
 #: Names of the MMFF terms, as returned by :meth:`MMFFEnergy.term_energies`.
 MMFF_TERMS = ("bond", "angle", "stretch_bend", "oop", "torsion", "vdw", "electrostatic")
@@ -144,9 +144,10 @@ class MMFFEnergy(Energy):
         ignore_interfragment_interactions: leave out non-bonded pairs between disconnected
             fragments, as RDKit does by default.
         conf_id: conformer used by ``nonbonded_threshold``.
-        compile: evaluate through ``torch.compile`` (fused kernels; the first call per batch
-            size, dtype and device compiles, which takes tens of seconds). If compilation
-            fails the energy warns once and falls back to eager evaluation.
+        compile: evaluate through ``torch.compile`` (fused kernels) in blocks of
+            :data:`COMPILED_BLOCK` conformers, the last block padded, so the first call per
+            dtype and device compiles (tens of seconds) and no batch size recompiles. If
+            compilation fails the energy warns once and falls back to eager evaluation.
 
     Raises:
         MMFFTypingError: atoms MMFF cannot type (named) or missing parameters.
