@@ -368,6 +368,7 @@ class Trainer:
                     stopped_early = 0 < cfg.patience <= self.since_best
                 if (
                     stopped_early
+                    or out_of_time
                     or self.step == cfg.steps
                     or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
                 ):

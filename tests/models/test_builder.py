@@ -108,3 +108,15 @@ def test_data_of_the_wrong_shape():
             BGConfig(TargetConfig("smiles", {"smiles": "CCO"}), flow=FLOW),
             data=torch.zeros(4, 8, 3),
         )
+
+
+def test_samples_that_cannot_be_weighted_get_zero_weight():
+    model = build_boltzmann_generator(BGConfig(TargetConfig("double-well", {"dim": 2}), flow=FLOW))
+    x = torch.tensor([[0.5, 0.0], [math.nan, 0.0], [0.1, 0.2]])
+    log_q = torch.tensor([-1.0, -1.0, math.nan])
+    log_w = model.log_weights(x, log_q)
+    assert log_w.dtype == torch.float64
+    assert torch.isfinite(log_w[0]) and log_w[1:].eq(-math.inf).all()
+    assert model.invalid(x, log_q).tolist() == [False, True, True]
+    expected = -model.reduced_energy(x[:1]).double() + 1.0
+    torch.testing.assert_close(log_w[:1], expected)

@@ -209,3 +209,11 @@ def test_trainer_input_errors():
         Trainer(_model(), TrainConfig(device="cpu"))
     with pytest.raises(ValueError, match=r"train_data: expected \[M, 2\]"):
         Trainer(_model(), TrainConfig(device="cpu"), train_data=torch.zeros(5, 3))
+
+
+def test_wall_clock_budget_stops_and_checkpoints(tmp_path):
+    cfg = TrainConfig(steps=1000, kl_weight=1.0, val_every=500, progress=False, device="cpu")
+    result = Trainer(_model(), cfg, out_dir=tmp_path).fit(max_seconds=0.0)
+    assert result.out_of_time and result.step == 1
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
+    assert '"event": "out_of_time"' in (tmp_path / "metrics.jsonl").read_text()
