@@ -46,7 +46,7 @@ MMFF_TERMS = ("bond", "angle", "stretch_bend", "oop", "torsion", "vdw", "electro
 
 _NM_TO_A = 10.0
 
-#: Eager evaluation splits the batch so that dense pair tensors stay below this many elements.
+#: Eager evaluation splits the batch so that pair tensors stay below this many elements.
 _EAGER_PAIR_ELEMENTS = 2**22
 
 #: Compiled evaluation works on blocks of this many conformers (the last one padded), so one
@@ -65,7 +65,7 @@ _FLOAT_BUFFERS = (
     "stbn_theta0",
     "oop_koop",
 )
-_INDEX_BUFFERS = ("bond_idx", "angle_idx", "stbn_idx", "oop_idx", "torsion_idx")
+_INDEX_BUFFERS = ("bond_idx", "angle_idx", "stbn_idx", "oop_idx", "torsion_idx", "pair_idx")
 _PAIR_BUFFERS = ("pair_rstar", "pair_eps", "pair_qq")
 
 
@@ -73,8 +73,8 @@ class _Nonbonded(torch.autograd.Function):
     """Non-bonded energy whose backward reuses the analytic gradient of the forward pass."""
 
     @staticmethod
-    def forward(ctx, x, rstar, eps, qq, distance_dielectric, kernel):
-        energy, gradient = kernel(x, rstar, eps, qq, distance_dielectric)
+    def forward(ctx, x, idx, rstar, eps, qq, distance_dielectric, kernel):
+        energy, gradient = kernel(x, idx, rstar, eps, qq, distance_dielectric)
         ctx.save_for_backward(gradient)
         return energy
 
@@ -86,7 +86,7 @@ class _Nonbonded(torch.autograd.Function):
                 "the non-bonded gradient is analytic and not differentiable again"
             )
         (gradient,) = ctx.saved_tensors
-        return grad_energy * gradient, None, None, None, None, None
+        return grad_energy * gradient, None, None, None, None, None, None
 
 
 class _WithFallback:
@@ -114,14 +114,6 @@ class _WithFallback:
             )
             self.current = self.eager
             return self.eager(*args)
-
-
-def _dense(n: int, idx: np.ndarray, values: np.ndarray, fill: float) -> Tensor:
-    """Symmetric ``[N, N, 1]`` matrix holding ``values`` at pairs ``idx``, ``fill`` elsewhere."""
-    dense = np.full((n, n), fill, dtype=np.float64)
-    dense[idx[:, 0], idx[:, 1]] = values
-    dense[idx[:, 1], idx[:, 0]] = values
-    return torch.from_numpy(dense).unsqueeze(-1)
 
 
 class MMFFEnergy(Energy):
@@ -186,10 +178,9 @@ class MMFFEnergy(Energy):
         self.register_buffer("angle_linear", torch.from_numpy(params.angle_linear).reshape(-1, 1))
         for name in _INDEX_BUFFERS:
             self.register_buffer(name, torch.from_numpy(getattr(params, name)))
-        n, idx = params.n_atoms, params.pair_idx
-        self.register_buffer("pair_rstar", _dense(n, idx, params.pair_rstar, 1.0))
-        self.register_buffer("pair_eps", _dense(n, idx, params.pair_eps, 0.0))
-        self.register_buffer("pair_qq", _dense(n, idx, params.pair_qq, 0.0))
+        for name in _PAIR_BUFFERS:
+            column = torch.from_numpy(np.asarray(getattr(params, name))).reshape(-1, 1)
+            self.register_buffer(name, column)
         self._bonded = _WithFallback(mmff_terms.bonded_energy, compile)
         self._nonbonded = _WithFallback(mmff_terms.nonbonded_energy_and_gradient, compile)
 
@@ -208,7 +199,7 @@ class MMFFEnergy(Energy):
     def _chunks(self, x: Tensor) -> list[tuple[Tensor, int]]:
         """Blocks of ``x`` and how many leading conformers of each are real (not padding)."""
         if not self._nonbonded.compiled:
-            size = max(1, _EAGER_PAIR_ELEMENTS // (self.n_atoms * self.n_atoms))
+            size = max(1, _EAGER_PAIR_ELEMENTS // (3 * max(1, self.pair_idx.shape[0])))
             return [(chunk, chunk.shape[0]) for chunk in x.split(size)]
         blocks = []
         for chunk in x.split(COMPILED_BLOCK):
@@ -226,6 +217,7 @@ class MMFFEnergy(Energy):
             xt = (chunk * _NM_TO_A).permute(1, 2, 0).contiguous()  # [N, 3, B] in A
             nonbonded = _Nonbonded.apply(
                 xt,
+                p["pair_idx"],
                 p["pair_rstar"],
                 p["pair_eps"],
                 p["pair_qq"],
@@ -265,9 +257,9 @@ class MMFFEnergy(Energy):
             ),
             "oop": mmff_terms.oop_energy(xt, p["oop_idx"], p["oop_koop"]),
             "torsion": mmff_terms.torsion_energy(xt, p["torsion_idx"], p["torsion_v"]),
-            "vdw": nonbonded(xt, p["pair_rstar"], p["pair_eps"], zero, False)[0],
+            "vdw": nonbonded(xt, p["pair_idx"], p["pair_rstar"], p["pair_eps"], zero, False)[0],
             "electrostatic": nonbonded(
-                xt, p["pair_rstar"], zero, p["pair_qq"], self.distance_dielectric
+                xt, p["pair_idx"], p["pair_rstar"], zero, p["pair_qq"], self.distance_dielectric
             )[0],
         }
         return {name: mmff_terms.KCAL_TO_KJ * value for name, value in kcal.items()}

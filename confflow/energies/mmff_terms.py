@@ -21,8 +21,7 @@ Functional forms (Halgren 1996; constants as in RDKit's MMFF):
   or ``n = 2`` (distance-dependent), 1-4 pairs scaled by 0.75 (folded into ``qq``).
 
 The non-bonded terms come with their analytic gradient (:func:`nonbonded_energy_and_gradient`),
-evaluated densely over all ``N x N`` atom pairs with masked constants: a single reduction per
-atom that a compiler fuses into one kernel without scatters.
+computed in the same pass over the pair list.
 """
 
 from __future__ import annotations
@@ -223,34 +222,32 @@ def bonded_energy(x: Tensor, p: dict[str, Tensor]) -> Tensor:
 
 def nonbonded_energy_and_gradient(
     x: Tensor,
+    idx: Tensor,
     rstar: Tensor,
     eps: Tensor,
     qq: Tensor,
     distance_dielectric: bool,
 ) -> tuple[Tensor, Tensor]:
-    """Buffered 14-7 van der Waals plus buffered Coulomb, and their gradient, over all pairs.
+    """Buffered 14-7 van der Waals plus buffered Coulomb over a pair list, with the gradient.
 
-    The constants are dense symmetric ``[N, N, 1]`` matrices; pairs that do not interact have
-    ``eps = qq = 0`` (and the diagonal ``rstar = 1`` so nothing divides by zero). Every pair is
-    visited twice, so the energy is halved.
+    The gradient is analytic: each pair's force is added to both atoms with ``index_add``.
 
     Args:
         x: ``[N, 3, B]`` positions in A.
-        rstar: ``[N, N, 1]`` ``R*_ij`` in A.
-        eps: ``[N, N, 1]`` well depths in kcal/mol.
-        qq: ``[N, N, 1]`` ``q_i q_j / D`` in e^2, 1-4 scaling included.
+        idx: ``[M, 2]`` interacting pairs.
+        rstar: ``[M, 1]`` ``R*_ij`` in A.
+        eps: ``[M, 1]`` well depths in kcal/mol.
+        qq: ``[M, 1]`` ``q_i q_j / D`` in e^2, 1-4 scaling included.
         distance_dielectric: ``1/(r + 0.05)^2`` instead of ``1/(r + 0.05)``.
 
     Returns:
         ``([B]`` energies in kcal/mol, ``[N, 3, B]`` gradient in kcal/mol/A).
     """
-    n = x.shape[0]
-    eye = torch.eye(n, dtype=x.dtype, device=x.device).unsqueeze(-1)
-    d = x.unsqueeze(1) - x.unsqueeze(0)  # [N, N, 3, B]
-    r = ((d * d).sum(2) + eye).sqrt()  # diagonal r = 1 keeps it finite
+    first, second = idx[:, 0], idx[:, 1]
+    d = x.index_select(0, first) - x.index_select(0, second)  # [M, 3, B]
+    r = _norm(d)
     inv_a = 1.0 / (r + 0.07 * rstar)
-    a = 1.07 * rstar * inv_a
-    a7 = a.pow(7)
+    a7 = (1.07 * rstar * inv_a).pow(7)
     r6 = r.pow(6)
     rs7 = rstar.pow(7)
     inv_b = 1.0 / (r6 * r + 0.12 * rs7)
@@ -264,6 +261,6 @@ def nonbonded_energy_and_gradient(
         de_dr = de_dr - 2.0 * coulomb * inv_c
     else:
         de_dr = de_dr - coulomb * inv_c
-    energy = 0.5 * (energy + coulomb).sum((0, 1))
-    gradient = ((de_dr / r).unsqueeze(2) * d).sum(1)
-    return energy, gradient
+    force = (de_dr / r).unsqueeze(1) * d
+    gradient = torch.zeros_like(x).index_add(0, first, force).index_add(0, second, -force)
+    return (energy + coulomb).sum(0), gradient
