@@ -121,6 +121,20 @@ def _stage(name: str) -> Callable[[StageBody], Callable[[State, PipelineConfig],
     return wrap
 
 
+def _owned_dir(root: Path, name: str, key: str) -> Path:
+    """``root/name``, emptied unless it was written for the same ``key`` (settings, molecule).
+
+    Keeps a killed run's checkpoints for its retry, and drops those of other settings.
+    """
+    path, stamp = root / name, root / "stages" / f"{name}.dir-key"
+    if path.exists() and (not stamp.exists() or stamp.read_text() != key):
+        shutil.rmtree(path)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(key)
+    return path
+
+
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.savez(handle, **arrays)
@@ -156,7 +170,7 @@ def reference(root: Path, state: State, config: PipelineConfig) -> tuple[dict, l
         from confflow.md import MDConfig, run_md
         from confflow.md.systems import smiles_system
 
-        md_dir = root / "md"
+        md_dir = _owned_dir(root, "md", state["key"])
         complete = (md_dir / "metadata.json").exists()
         if md_dir.exists() and not complete:
             shutil.rmtree(md_dir)  # a killed run without metadata: start over
@@ -207,7 +221,8 @@ def train(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[
         device=config.device,
         progress=False,
     )
-    result = Trainer(model, train_config, train_x, val_x, root / "train").fit(resume=True)
+    out_dir = _owned_dir(root, "train", state["key"])
+    result = Trainer(model, train_config, train_x, val_x, out_dir).fit(resume=True)
     metrics = {f"train_{k}": v for k, v in result.metrics.items() if math.isfinite(v)}
     metrics["train_steps"] = result.step
     metrics["train_resumed_from"] = result.resumed_from
