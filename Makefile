@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/confflow demo
+	$(BIN)/confflow generate "CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O" --out out/ibuprofen.sdf --unique 0.5
 
 test: $(STAMP)
 	$(BIN)/ruff check .

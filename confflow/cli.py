@@ -10,6 +10,7 @@ import typer
 
 from confflow import __version__
 from confflow.cli_bg import register as _register_bg
+from confflow.cli_generate import register as _register_generate
 from confflow.cli_pipeline import register as _register_pipeline
 
 app = typer.Typer(
@@ -178,3 +179,4 @@ def datasets_generate(
 
 _register_bg(app)
 _register_pipeline(app)
+_register_generate(app)

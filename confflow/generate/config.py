@@ -51,7 +51,7 @@ class GenerateConfig:
     seed: int = 0
     device: str = "auto"
     budget: float = 120.0
-    md_ns: float = 0.1
+    md_ns: float = 0.05
     replicas: int = 4
     t_max: float = 600.0
     energy: str = "mmff94"
@@ -82,7 +82,8 @@ class GenerateConfig:
         for name in ("n", "replicas", "bootstrap"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GenerateError(f"--{name}: must be a positive integer, got {value!r}")
+                flag = "-n" if name == "n" else f"--{name}"
+                raise GenerateError(f"{flag}: must be a positive integer, got {value!r}")
         if self.seed < 0:
             raise GenerateError(f"--seed: must be >= 0, got {self.seed}")
         if self.energy not in ENERGIES:

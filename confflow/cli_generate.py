@@ -1,0 +1,92 @@
+"""The ``generate`` command: a SMILES in, a Boltzmann-weighted conformer ensemble out.
+
+A thin layer over :func:`confflow.generate.run_generate`. Bad input (molecule, options, output
+path, checkpoint) exits with status 2 and a one-line message on stderr; Ctrl-C exits with 130
+and keeps the trained model if training had finished.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["generate", "register"]
+
+
+def generate(
+    smiles: Annotated[str, typer.Argument(help="The molecule as a SMILES string.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="SDF of the ensemble; the report is OUT.json.")
+    ] = Path("ensemble.sdf"),
+    temperature: Annotated[float, typer.Option(help="Temperature in K.")] = 300.0,
+    n: Annotated[int, typer.Option("-n", help="Flow samples to draw.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed of every stage.")] = 0,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda[:i]'.")] = "auto",
+    budget: Annotated[float, typer.Option(help="Seconds of training (ML + refinement).")] = 120.0,
+    md_ns: Annotated[
+        float, typer.Option("--md-ns", help="ns of replica-exchange MD per replica (0: none).")
+    ] = 0.05,
+    replicas: Annotated[int, typer.Option(help="Replica-exchange temperatures (1: plain MD).")] = 4,
+    energy: Annotated[str, typer.Option(help="Force field: mmff94 or mmff94s.")] = "mmff94",
+    unique: Annotated[
+        float | None,
+        typer.Option(help="Cluster into conformers at this heavy-atom RMSD (Angstrom)."),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Reuse this trained model (skips MD and training).")
+    ] = None,
+    largest_fragment: Annotated[
+        bool, typer.Option("--largest-fragment", help="Keep the largest fragment of a salt.")
+    ] = False,
+    plots: Annotated[bool, typer.Option("--plots", help="Write PNG diagnostics.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+) -> None:
+    """Boltzmann-weighted conformers of a molecule from a trained Boltzmann generator."""
+    from confflow.generate import GenerateConfig, GenerateError, run_generate
+
+    try:
+        config = GenerateConfig(
+            smiles=smiles,
+            out=out,
+            temperature=temperature,
+            n=n,
+            seed=seed,
+            device=device,
+            budget=budget,
+            md_ns=md_ns,
+            replicas=replicas,
+            energy=energy,
+            unique=None if unique is None else unique / 10.0,
+            checkpoint=checkpoint,
+            largest_fragment=largest_fragment,
+            plots=plots,
+            progress=not quiet,
+        )
+        log = (lambda _: None) if quiet else (lambda line: typer.echo(line, err=True))
+        result = run_generate(config, log=log)
+    except GenerateError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from err
+    except KeyboardInterrupt as err:
+        kept = config.run_dir / "model.pt"
+        note = f"; trained model kept in {kept}" if kept.exists() else ""
+        typer.echo(f"error: interrupted{note}", err=True)
+        raise typer.Exit(code=130) from err
+    if not quiet:
+        typer.echo(f"confflow generate: {smiles} at {temperature:g} K")
+        typer.echo(f"  ESS                {100 * result.ess:.1f} %")
+        typer.echo(f"  stereo rejections  {result.stereo_rejected}")
+        typer.echo(f"  wall time          {result.wall_s:.1f} s")
+    typer.echo(f"  ensemble           {result.sdf} ({result.n_written} conformers)")
+    typer.echo(f"  report             {result.report}")
+    typer.echo(f"  model              {result.checkpoint}")
+
+
+def register(app: typer.Typer) -> None:
+    """Adds ``generate`` to the ``confflow`` app."""
+    app.command()(generate)
