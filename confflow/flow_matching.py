@@ -312,7 +312,7 @@ def fit_flow_matching(
         opt.step()
         sched.step()
         step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if callback is not None:
             callback(step, losses[-1])
         if step % config.checkpoint_every == 0:
