@@ -3,6 +3,8 @@
 import dataclasses
 import json
 
+import pytest
+
 from confflow.pipeline import STAGES
 
 
@@ -21,12 +23,20 @@ def _run(root, smiles, config):
     return state
 
 
-def test_failure_passes_through_later_stages(tmp_path, tiny):
-    state = _run(tmp_path / "m", "not-a-smiles", tiny)
+@pytest.mark.parametrize(
+    ("smiles", "reason"),
+    [
+        ("not-a-smiles", "MoleculeError: SMILES 'not-a-smiles': invalid SMILES"),
+        ("C[Se]C", "MoleculeError: SMILES 'C[Se]C': MMFF94 has no parameters"),
+    ],
+)
+def test_failure_is_recorded_and_passes_through_later_stages(tmp_path, tiny, smiles, reason):
+    state = _run(tmp_path / "m", smiles, tiny)
     assert state["status"] == "failed"
     assert state["failed_stage"] == "featurize"
-    assert state["error"].startswith("MoleculeError: SMILES 'not-a-smiles': invalid SMILES")
+    assert state["error"].startswith(reason)
     assert list(state["timings"]) == ["featurize"]
+    assert not (tmp_path / "m" / "seeds.npz").exists()
 
 
 def test_new_settings_retrain_from_scratch_and_same_settings_reuse(tmp_path, tiny):
