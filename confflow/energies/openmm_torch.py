@@ -228,6 +228,8 @@ class OpenMMSystemEnergy(Energy):
         system: a non-periodic system whose forces are all supported (module docstring).
         compile: evaluate through ``torch.compile`` (energy and analytic gradient fused); falls
             back to eager mode, with a warning, if compilation fails.
+        block_size: conformers evaluated per block (batches are split; 1024 measured fastest
+            for alanine dipeptide on a 2-core CPU, 1.5x faster than one block of 4096).
 
     Raises:
         UnsupportedForceError: listing every unsupported force or setting.
@@ -236,8 +238,13 @@ class OpenMMSystemEnergy(Energy):
     Shapes: ``energy(x)`` maps ``[B, N, 3]`` positions in nm to ``[B]`` energies in kJ/mol.
     """
 
-    def __init__(self, system: openmm.System, compile: bool = False) -> None:
+    def __init__(
+        self, system: openmm.System, compile: bool = False, block_size: int = 1024
+    ) -> None:
         super().__init__()
+        if block_size < 1:
+            raise ValueError(f"block_size: must be >= 1, got {block_size}")
+        self.block_size = block_size
         self.n_atoms = system.getNumParticles()
         problems: list[str] = []
         if any(system.isVirtualSite(i) for i in range(self.n_atoms)):
@@ -308,6 +315,24 @@ class OpenMMSystemEnergy(Energy):
         return energy, grad.permute(2, 0, 1)
 
     def _compute(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Energies and gradients in blocks of :attr:`block_size` conformers.
+
+        Blocks keep the ``[N, N, block]`` pair tensors cache-sized; with ``compile=True`` the
+        last block is padded with copies of its last conformer, so one compiled shape serves
+        every batch size.
+        """
+        energies, grads = [], []
+        for block in x.split(self.block_size):
+            n = block.shape[0]
+            if self._compiled is not None and n < self.block_size:
+                pad = block[-1:].expand(self.block_size - n, -1, -1)
+                block = torch.cat([block, pad])
+            energy, grad = self._evaluate(block)
+            energies.append(energy[:n])
+            grads.append(grad[:n])
+        return torch.cat(energies), torch.cat(grads)
+
+    def _evaluate(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self._compiled is not None:
             try:
                 return self._compiled(x)
@@ -316,7 +341,7 @@ class OpenMMSystemEnergy(Energy):
                     f"OpenMMSystemEnergy: torch.compile failed ({type(err).__name__}: {err}); "
                     "using eager mode",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
                 self._compiled = None
         return self._energy_and_gradient(x)

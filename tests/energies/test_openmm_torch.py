@@ -182,3 +182,16 @@ def test_wrong_shape_is_rejected():
     energy = OpenMMSystemEnergy(alanine_dipeptide("aldp-vacuum").system)
     with pytest.raises(ValueError, match=r"expected positions of shape \[B, 22, 3\]"):
         energy(torch.zeros(2, 21, 3))
+
+
+def test_blocks_give_the_same_result_as_one_batch():
+    ref = alanine_dipeptide("aldp")
+    x = torch.as_tensor(
+        ref.positions[None] + 0.01 * np.random.default_rng(4).standard_normal((10, 22, 3))
+    )
+    e_one, f_one = OpenMMSystemEnergy(ref.system).energy_and_forces(x)
+    e_blocks, f_blocks = OpenMMSystemEnergy(ref.system, block_size=4).energy_and_forces(x)
+    assert torch.allclose(e_blocks, e_one, rtol=1e-13, atol=1e-10)
+    assert torch.allclose(f_blocks, f_one, rtol=1e-13, atol=1e-10)
+    with pytest.raises(ValueError, match="block_size: must be >= 1"):
+        OpenMMSystemEnergy(ref.system, block_size=0)
