@@ -20,7 +20,7 @@ from confflow.energies import kT
 from confflow.models import BoltzmannGenerator
 from confflow.reweighting import free_energy_difference, kish_ess, normalized_weights
 
-__all__ = ["Clusters", "Ensemble", "cluster", "sample_ensemble"]
+__all__ = ["Clusters", "Ensemble", "cluster", "rdkit_stereo_kept", "sample_ensemble"]
 
 #: Grid of SDF coordinates in nm (4 decimals of Angstrom).
 SDF_GRID_NM = 1e-5
@@ -39,7 +39,9 @@ class Ensemble:
         log_w: ``[B]`` float64 log-weights ``-E / kT - log q``.
         drawn: samples drawn from the flow.
         nonfinite: samples dropped for non-finite positions, energy or ``log q``.
-        stereo_rejected: samples dropped because a stereo element differs from the input.
+        stereo_rejected: samples dropped because a stereo element differs from the input
+            (signed volumes of :class:`~confflow.coordinates.StereoCheck`, then RDKit's
+            perception from 3D, which also rejects degenerate, near-planar centres).
     """
 
     x: Tensor
@@ -59,6 +61,30 @@ class Ensemble:
     def ess(self) -> float:
         """Kish effective sample size as a fraction of the kept samples."""
         return kish_ess(self.log_w)
+
+
+def _reference_smiles(molecule: Molecule) -> str:
+    return Chem.MolToSmiles(Chem.RemoveHs(molecule.rdkit_mol))
+
+
+def rdkit_stereo_kept(molecule: Molecule, x: Tensor) -> Tensor:
+    """``[B]`` bool: RDKit perceives the input's stereochemistry in each conformer.
+
+    Stereo is assigned from the 3D positions and the canonical isomeric SMILES compared with
+    the input's, so every tetrahedral centre (all four neighbours) and double bond counts.
+
+    Args:
+        molecule: the molecule (its stereo is the reference).
+        x: ``[B, N, 3]`` positions in nm.
+    """
+    want = _reference_smiles(molecule)
+    mol = molecule.with_positions(x)
+    out = []
+    for conf in mol.GetConformers():
+        one = Chem.Mol(mol, confId=conf.GetId())
+        Chem.AssignStereochemistryFrom3D(one)
+        out.append(Chem.MolToSmiles(Chem.RemoveHs(one, sanitize=False)) == want)
+    return torch.tensor(out, dtype=torch.bool)
 
 
 def sample_ensemble(
@@ -95,6 +121,7 @@ def sample_ensemble(
             ok = torch.isfinite(x.flatten(1)).all(1)
             bad = ~ok
             ok[ok.clone()] &= ~stereo.flag(x[ok])
+            ok[ok.clone()] &= rdkit_stereo_kept(stereo.molecule, x[ok])
             rejected += int((~ok).sum()) - int(bad.sum())
             x = x[ok]
             log_q = model.log_prob(x.to(device, torch.float32)).double().cpu()

@@ -233,14 +233,17 @@ def load_model(path: Path, molecule: Molecule, config: GenerateConfig) -> Boltzm
     """
     try:
         data = read_checkpoint(path)
-        norm = data["model_config"]["normalization"]
-        model = build_model(molecule, config, norm)
-    except (CheckpointError, KeyError, TypeError, ValueError) as err:
-        raise GenerateError(f"--checkpoint {path}: not a generate checkpoint ({err})") from err
-    if data["fingerprint"] != model.fingerprint:
+    except CheckpointError as err:
+        raise GenerateError(f"--checkpoint {path}: {err}") from err
+    expected = _fingerprint(molecule, config.variant)
+    if data["fingerprint"] != expected:
         raise GenerateError(
             f"--checkpoint {path}: trained for another molecule or force field "
-            f"(fingerprint {data['fingerprint']}, this run {model.fingerprint})"
+            f"(fingerprint {data['fingerprint']}, this run {expected})"
         )
+    try:
+        model = build_model(molecule, config, data["model_config"]["normalization"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise GenerateError(f"--checkpoint {path}: not a generate checkpoint ({err})") from err
     model.load_state_dict(data["model"])
     return model.eval()

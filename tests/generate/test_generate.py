@@ -1,0 +1,115 @@
+"""End-to-end tests of ``confflow generate`` on small molecules with tiny budgets.
+
+One run (2-butanol: a stereocentre, two rotatable torsions) is shared by the checks of its
+outputs; the SDF is read back with RDKit and its energies re-evaluated with RDKit's MMFF94.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import rdForceFieldHelpers
+
+from confflow.generate import GenerateConfig, GenerateError, run_generate
+from confflow.generate.molecule import load_molecule, rotatable_torsions
+
+SMILES = "C[C@H](O)CCC"
+KJ_PER_KCAL = 4.184
+
+
+def _config(out, **kw) -> GenerateConfig:
+    settings = {"budget": 4.0, "md_ns": 0.004, "n": 300, "progress": False, "device": "cpu"}
+    return GenerateConfig(SMILES, out, **{**settings, **kw})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "pentanol.sdf"
+    torch.set_num_threads(1)
+    return run_generate(_config(out))
+
+
+def test_every_record_is_readable_and_tagged(run):
+    records = list(Chem.SDMolSupplier(str(run.sdf), removeHs=False))
+    assert len(records) == run.n_written > 0
+    assert all(r is not None for r in records)
+    for name in ("energy_kJ_mol", "log_q", "log_w", "weight"):
+        assert all(r.HasProp(name) for r in records), name
+
+
+def test_energies_match_rdkit_mmff(run):
+    for rec in list(Chem.SDMolSupplier(str(run.sdf), removeHs=False))[:50]:
+        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(rec)
+        ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(rec, props)
+        expected = ff.CalcEnergy()
+        assert float(rec.GetProp("energy_kJ_mol")) / KJ_PER_KCAL == pytest.approx(
+            expected, abs=1e-3
+        )
+
+
+def test_weights_are_normalised_and_match_log_weights(run):
+    records = list(Chem.SDMolSupplier(str(run.sdf), removeHs=False))
+    w = torch.tensor([float(r.GetProp("weight")) for r in records], dtype=torch.float64)
+    log_w = torch.tensor([float(r.GetProp("log_w")) for r in records], dtype=torch.float64)
+    assert float(w.sum()) == pytest.approx(1.0, abs=1e-9)
+    torch.testing.assert_close(w, torch.softmax(log_w, 0), rtol=1e-9, atol=1e-12)
+
+
+def test_log_w_is_minus_reduced_energy_minus_log_q(run):
+    rec = next(iter(Chem.SDMolSupplier(str(run.sdf), removeHs=False)))
+    kt = 8.314462618e-3 * 300.0
+    expected = -float(rec.GetProp("energy_kJ_mol")) / kt - float(rec.GetProp("log_q"))
+    assert float(rec.GetProp("log_w")) == pytest.approx(expected, rel=1e-12, abs=1e-9)
+
+
+def test_written_conformers_keep_the_input_stereo(run):
+    want = Chem.FindMolChiralCenters(Chem.MolFromSmiles(SMILES), useLegacyImplementation=False)
+    for rec in Chem.SDMolSupplier(str(run.sdf), removeHs=False):
+        Chem.AssignStereochemistryFrom3D(rec)
+        got = Chem.FindMolChiralCenters(rec, useLegacyImplementation=False)
+        assert got == want
+
+
+def test_report_contents(run):
+    report = json.loads(run.report.read_text())
+    for key in ("ess", "target_evaluations", "wall_s", "stereo_rejected", "config", "versions"):
+        assert key in report, key
+    assert set(report["timings_s"]) >= {"molecule", "seeds", "md", "training", "sampling"}
+    assert 0 < report["ess"] <= 1
+    assert report["samples_kept"] + report["stereo_rejected"] + report["nonfinite_rejected"] == 300
+    assert report["target_evaluations"] >= 300
+    assert report["config"]["smiles"] == SMILES
+    assert report["records_written"] == run.n_written
+
+
+def test_checkpoint_reuse_skips_training_and_clusters(run, tmp_path):
+    out = tmp_path / "again.sdf"
+    again = run_generate(_config(out, checkpoint=run.checkpoint, unique=0.05, bootstrap=20))
+    report = again.report_data
+    assert report["training"]["skipped"] is True
+    assert "md" not in report["timings_s"]
+    clusters = report["clusters"]
+    assert len(clusters) == again.n_written >= 1
+    assert sum(c["population"] for c in clusters) == pytest.approx(1.0, abs=1e-9)
+    assert clusters[0]["free_energy_kT"] == 0.0
+    pops = [c["population"] for c in clusters]
+    for c in clusters[1:]:
+        if c["population"] > 0:
+            assert c["free_energy_kT"] == pytest.approx(
+                -math.log(c["population"] / pops[0]), abs=1e-9
+            )
+    assert sum(c["size"] for c in clusters) == report["samples_kept"]
+
+
+def test_checkpoint_of_another_molecule_is_refused(run, tmp_path):
+    config = GenerateConfig("CCCCO", tmp_path / "x.sdf", checkpoint=run.checkpoint, n=10)
+    with pytest.raises(GenerateError, match="another molecule or force field"):
+        run_generate(config)
+
+
+def test_rotatable_torsions_of_pentanol():
+    assert rotatable_torsions(load_molecule(SMILES)) == [(0, 1, 3, 4), (1, 3, 4, 5)]
