@@ -50,9 +50,11 @@ def pipeline(
     config: Annotated[
         Path | None, typer.Option(help="YAML file of stage settings (PipelineConfig fields).")
     ] = None,
-    conformers: Annotated[int | None, typer.Option(help="Seed conformers per molecule.")] = None,
-    md_ps: Annotated[float | None, typer.Option(help="Reference MD per molecule in ps.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps per molecule.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seed conformers per molecule.")] = None,
+    md_ns: Annotated[
+        float | None, typer.Option(help="Reference MD per molecule and replica in ns (0: none).")
+    ] = None,
+    budget: Annotated[float | None, typer.Option(help="Training seconds per molecule.")] = None,
     samples: Annotated[int | None, typer.Option(help="Flow samples per molecule.")] = None,
     device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
@@ -70,7 +72,7 @@ def pipeline(
         summary_rows,
     )
 
-    overrides = {"n_conformers": conformers, "md_ps": md_ps, "steps": steps}
+    overrides = {"n_seeds": seeds, "md_ns": md_ns, "budget": budget}
     overrides |= {"n_samples": samples, "device": device, "seed": seed}
     try:
         settings = _settings(config, overrides)

@@ -8,7 +8,7 @@ the molecules that are complete and redoes the rest.
 Usage:
     python pipelines/conformers.py molecules.smi --out runs/library
     python pipelines/conformers.py molecules.smi --out runs/library \
-        --cluster slurm --jobqueue slurm/jobqueue.yaml --steps 2000
+        --cluster slurm --jobqueue slurm/jobqueue.yaml --budget 600
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler")
     parser.add_argument("--jobqueue", type=Path, help="SLURM settings (slurm/jobqueue.yaml)")
     parser.add_argument("--workers", type=int, help="local worker processes")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps per molecule")
+    parser.add_argument("--budget", type=float, default=120.0, help="training s per molecule")
     parser.add_argument("--samples", type=int, default=2000, help="flow samples per molecule")
-    parser.add_argument("--md-ps", type=float, default=0.0, help="reference MD per molecule")
+    parser.add_argument("--md-ns", type=float, default=0.05, help="MD per molecule and replica")
     args = parser.parse_args(argv)
     try:
-        config = PipelineConfig(steps=args.steps, n_samples=args.samples, md_ps=args.md_ps)
+        config = PipelineConfig(budget=args.budget, n_samples=args.samples, md_ns=args.md_ns)
         read_inputs(args.input)
         with open_cluster(
             args.cluster, scheduler=args.scheduler, jobqueue=args.jobqueue, workers=args.workers

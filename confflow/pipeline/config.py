@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
+
+from confflow.generate import GenerateConfig
 
 __all__ = ["PipelineConfig", "PipelineError"]
 
@@ -19,79 +21,75 @@ class PipelineError(ValueError):
 class PipelineConfig:
     """What each stage does for one molecule (the same for every molecule of a run).
 
+    The molecular settings are those of ``confflow generate`` (:class:`GenerateConfig`),
+    whose stage functions the pipeline runs as Dask tasks.
+
     Attributes:
-        n_conformers: ETKDG seed conformers, MMFF94-minimised (featurize stage).
-        md_ps: reference MD length in ps per molecule (OpenMM, MMFF94); ``0`` skips MD and
-            trains on the seed conformers.
-        md_stride_ps: time between stored MD frames in ps.
-        temperature: K, of the target ``exp(-E / kT)`` and of the MD.
-        layers: spline coupling layers of the flow (even, >= 2).
-        bins: spline bins.
-        hidden: widths of the conditioners' hidden layers.
-        steps: optimiser steps of training.
-        batch_size: data samples per step (NLL term).
-        kl_batch_size: flow samples per step (reverse-KL term).
-        kl_weight: weight of reverse KL in the loss, in ``[0, 1]``.
-        lr: peak learning rate.
-        n_samples: flow samples drawn and reweighted per molecule.
-        seed: seed of conformers, MD, training and sampling.
-        device: training and sampling device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        n_seeds: ETKDG seed conformers, MMFF94-minimised (featurize stage).
+        md_ns: ns of MMFF replica-exchange MD per replica as training data (0: seeds only).
+        replicas: temperatures of the replica-exchange ladder (1: plain Langevin MD).
+        t_max: K, highest temperature of the ladder.
+        temperature: K, of the target ``exp(-E / kT)``.
+        energy: ``"mmff94"`` or ``"mmff94s"``.
+        budget: seconds of training per molecule.
+        n_samples: flow samples drawn per molecule (before the stereo filter).
+        seed: seed of every random stage.
+        device: training and sampling device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
+        largest_fragment: keep the largest fragment of a salt or mixture.
         threads: torch threads per task (match the cores of one Dask worker thread).
-        retries: Dask retries of a task whose worker died or raised unexpectedly.
+        retries: Dask retries of a task that raised unexpectedly (a task whose worker died is
+            rescheduled by Dask in any case).
     """
 
-    n_conformers: int = 32
-    md_ps: float = 0.0
-    md_stride_ps: float = 0.1
+    n_seeds: int = 16
+    md_ns: float = 0.05
+    replicas: int = 4
+    t_max: float = 600.0
     temperature: float = 300.0
-    layers: int = 8
-    bins: int = 8
-    hidden: tuple[int, ...] = (128, 128)
-    steps: int = 1000
-    batch_size: int = 128
-    kl_batch_size: int = 128
-    kl_weight: float = 0.5
-    lr: float = 1e-3
+    energy: str = "mmff94"
+    budget: float = 120.0
     n_samples: int = 2000
     seed: int = 0
     device: str = "auto"
+    largest_fragment: bool = False
     threads: int = 1
     retries: int = 2
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        positive = ("n_conformers", "steps", "batch_size", "kl_batch_size", "n_samples", "threads")
-        for name in positive:
+        for name in ("n_seeds", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise PipelineError(f"{name}: must be a positive integer, got {value!r}")
-        for name in ("seed", "retries"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise PipelineError(f"{name}: must be a non-negative integer, got {value!r}")
-        for name in ("md_ps", "md_stride_ps", "temperature", "lr"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise PipelineError(f"{name}: must be a finite number >= 0, got {value!r}")
-        for name in ("md_stride_ps", "temperature", "lr"):
-            if getattr(self, name) == 0:
-                raise PipelineError(f"{name}: must be positive, got 0")
-        if not (isinstance(self.kl_weight, int | float) and 0 <= self.kl_weight <= 1):
-            raise PipelineError(f"kl_weight: must be in [0, 1], got {self.kl_weight!r}")
-        if not isinstance(self.layers, int) or self.layers < 2 or self.layers % 2:
-            raise PipelineError(f"layers: must be an even integer >= 2, got {self.layers!r}")
-        if not isinstance(self.bins, int) or self.bins < 2:
-            raise PipelineError(f"bins: must be an integer >= 2, got {self.bins!r}")
-        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise PipelineError(f"hidden: needs positive integer widths, got {self.hidden!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise PipelineError(f"device: expected 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
+            raise PipelineError(f"retries: must be a non-negative integer, got {self.retries!r}")
+        try:
+            self.generate_config("C", Path("check.sdf"))
+        except ValueError as err:
+            flag, _, reason = str(err).partition(":")
+            name = {"-n": "n_samples"}.get(flag, flag.lstrip("-").replace("-", "_"))
+            raise PipelineError(f"{name}:{reason}") from err
+
+    def generate_config(self, smiles: str, out: Path) -> GenerateConfig:
+        """The :class:`GenerateConfig` of one molecule (``out``: its ``.sdf`` path)."""
+        return GenerateConfig(
+            smiles=smiles,
+            out=out,
+            temperature=self.temperature,
+            n=self.n_samples,
+            seed=self.seed,
+            device=self.device,
+            budget=self.budget,
+            md_ns=self.md_ns,
+            replicas=self.replicas,
+            t_max=self.t_max,
+            energy=self.energy,
+            largest_fragment=self.largest_fragment,
+            progress=False,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe data."""
-        data = asdict(self)
-        data["hidden"] = list(self.hidden)
-        return data
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "config") -> PipelineConfig:

@@ -36,7 +36,7 @@ MANIFEST_COLUMNS = [
     "ess",
     "ess_samples",
     "largest_weight",
-    "n_samples",
+    "n_kept",
     "energy_min",
     *(f"t_{stage}" for stage in STAGES),
     "dir",
@@ -79,7 +79,7 @@ def _record(item: MoleculeInput, root: Path, state: dict[str, Any], reused: bool
         "failed_stage": state.get("failed_stage"),
         "error": state.get("error"),
     }
-    for key in ("ess", "ess_samples", "largest_weight", "n_samples", "energy_min"):
+    for key in ("ess", "ess_samples", "largest_weight", "n_kept", "energy_min"):
         record[key] = metrics.get(key)
     for stage in STAGES:
         record[f"t_{stage}"] = state.get("timings", {}).get(stage)

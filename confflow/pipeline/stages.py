@@ -1,5 +1,8 @@
 """The per-molecule stages of a pipeline, each one a Dask task.
 
+The stage bodies call the stage functions of ``confflow generate`` (:mod:`confflow.generate`),
+so a molecule's ensemble is the one ``confflow generate`` would write with the same settings.
+
 A stage takes the molecule's *state* (a small dict passed from task to task) and returns the
 next state. Its outputs live in the molecule's folder and are written atomically; a marker
 ``stages/<stage>.json`` with the sizes and SHA-256 of the outputs is written last, so a stage
@@ -10,11 +13,11 @@ training) sets ``status = "failed"`` with the stage and reason; later stages pas
 Folder of one molecule::
 
     seeds.npz            ETKDG + MMFF94-minimised conformers x [C, N, 3] nm, energy [C] kJ/mol
-    md/                  reference MD run (only with md_ps > 0)
+    md/                  reference MD run (only with md_ns > 0)
     reference.npz        training positions x [M, N, 3] nm
-    train/               Trainer folder (checkpoint.pt, final.json, metrics.jsonl)
-    samples.npz          flow samples x (nm), energy (kJ/mol), log_q, log_w (nats)
-    ensemble.sdf         finite samples (Angstrom) with energy, log q and normalised weight
+    train/model.pt       the trained generator (as ``confflow generate`` saves it)
+    samples.npz          kept flow samples x (nm), energy (kJ/mol), log_q, log_w (nats)
+    ensemble.sdf         the samples (Angstrom) with energy, log q, log w and normalised weight
     metrics.json         ESS, largest weight, energies
     result.json          the molecule's record, with the checksums of every output
 """
@@ -22,7 +25,6 @@ Folder of one molecule::
 from __future__ import annotations
 
 import functools
-import math
 import os
 import shutil
 import socket
@@ -58,7 +60,7 @@ __all__ = [
 RESULT_FILES = [
     "seeds.npz",
     "reference.npz",
-    "train/checkpoint.pt",
+    "train/model.pt",
     "samples.npz",
     "ensemble.sdf",
     "metrics.json",
@@ -124,7 +126,8 @@ def _stage(name: str) -> Callable[[StageBody], Callable[[State, PipelineConfig],
 def _owned_dir(root: Path, name: str, key: str) -> Path:
     """``root/name``, emptied unless it was written for the same ``key`` (settings, molecule).
 
-    Keeps a killed run's checkpoints for its retry, and drops those of other settings.
+    Keeps a killed run's partial results (MD chunks) for its retry, drops those of other
+    settings.
     """
     path, stamp = root / name, root / "stages" / f"{name}.dir-key"
     if path.exists() and (not stamp.exists() or stamp.read_text() != key):
@@ -140,145 +143,120 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
         np.savez(handle, **arrays)
 
 
+def _molecule(state: State, config: PipelineConfig) -> tuple[Any, Any]:
+    """The molecule (parsed as ``confflow generate`` does) and its :class:`GenerateConfig`."""
+    from confflow.generate.molecule import load_molecule
+
+    generate = config.generate_config(state["smiles"], Path(state["dir"]) / "ensemble.sdf")
+    return load_molecule(state["smiles"], config.largest_fragment), generate
+
+
 @_stage("featurize")
 def featurize(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
-    """Parses and validates the SMILES, seeds MMFF94-minimised conformers, checks MMFF94."""
-    from confflow.chem import Molecule
+    """Parses and checks the molecule, seeds MMFF94-minimised conformers, checks MMFF94."""
     from confflow.energies.mmff import MMFFEnergy
+    from confflow.generate.data import seed_conformers
+    from confflow.generate.molecule import rotatable_torsions
 
-    molecule = Molecule.from_smiles(state["smiles"], stereo="first")
-    x = molecule.embed(config.n_conformers, seed=config.seed, num_threads=1, mmff=True)
-    energy = MMFFEnergy(molecule.rdkit_mol).double().energy(x).detach()
-    if not bool(torch.isfinite(energy).all()):
+    molecule, generate = _molecule(state, config)
+    x = seed_conformers(molecule, config.n_seeds, config.seed + 1)
+    energy = MMFFEnergy(molecule.rdkit_mol, variant=generate.variant).double()
+    energies = energy.energy(x).detach()
+    if not bool(torch.isfinite(energies).all()):
         raise ValueError(f"{molecule.source}: non-finite MMFF94 energy of a seed conformer")
-    _save_npz(root / "seeds.npz", x=x.numpy(), energy=energy.numpy())
+    order = torch.argsort(energies)  # lowest energy first: it starts the MD
+    _save_npz(root / "seeds.npz", x=x[order].numpy(), energy=energies[order].numpy())
     metrics = {"canonical_smiles": molecule.smiles, "n_atoms": molecule.n_atoms}
-    metrics["seed_energy_min"] = float(energy.min())
+    metrics["rotatable_torsions"] = len(rotatable_torsions(molecule))
+    metrics["seed_energy_min"] = float(energies.min())
     return metrics, ["seeds.npz"]
 
 
 @_stage("reference")
 def reference(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
-    """Training data: seed conformers, or a short MD run (MMFF94, OpenMM) when ``md_ps > 0``."""
-    if config.md_ps == 0:
-        with np.load(root / "seeds.npz") as seeds:
-            x = seeds["x"]
-        source = "seeds"
-    else:
-        import mdtraj
+    """Training data: the seeds, or MMFF (replica-exchange) MD when ``md_ns > 0``."""
+    with np.load(root / "seeds.npz") as seeds:
+        x = torch.from_numpy(seeds["x"])
+    source = "seeds"
+    if config.md_ns > 0:
+        from confflow.generate.data import md_samples
 
-        from confflow.md import MDConfig, run_md
-        from confflow.md.systems import smiles_system
-
+        molecule, generate = _molecule(state, config)
         md_dir = _owned_dir(root, "md", state["key"])
-        complete = (md_dir / "metadata.json").exists()
-        if md_dir.exists() and not complete:
-            shutil.rmtree(md_dir)  # a killed run without metadata: start over
-        md_config = MDConfig(
-            temperature=config.temperature,
-            ns=config.md_ps / 1000,
-            stride_ps=config.md_stride_ps,
-            chunk_frames=1000,
-            equilibration_ps=min(10.0, config.md_ps),
-            seed=config.seed + 1,
-        )
-        system = smiles_system(state["smiles"], seed=config.seed + 1)
-        result = run_md(system, md_config, md_dir, resume=complete)
-        x = mdtraj.load(str(result.trajectory)).xyz.astype(np.float64)
-        source = "md"
-    _save_npz(root / "reference.npz", x=x)
+        if md_dir.exists() and not (md_dir / "metadata.json").exists():
+            shutil.rmtree(md_dir)  # killed before its first chunk: start over
+        x, source = md_samples(molecule, x[0], generate, md_dir), "md"
+    _save_npz(root / "reference.npz", x=x.numpy())
     return {"reference": source, "n_reference": len(x)}, ["reference.npz"]
 
 
 @_stage("train")
 def train(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
-    """Trains the Boltzmann generator (resuming its checkpoint after a killed worker)."""
-    from confflow.models import BGConfig, FlowConfig, TargetConfig, build_boltzmann_generator
-    from confflow.training import TrainConfig, Trainer
+    """Trains the Boltzmann generator of ``confflow generate`` within ``budget`` seconds."""
+    from confflow.generate.model import build_model, normalization_from, save_model, train_model
+    from confflow.training import resolve_device
 
+    molecule, generate = _molecule(state, config)
     with np.load(root / "reference.npz") as ref:
-        data = torch.from_numpy(ref["x"]).float()
-    n_val = len(data) // 5 if len(data) >= 10 else 0
-    train_x, val_x = data[: len(data) - n_val], (data[len(data) - n_val :] if n_val else None)
-    bg_config = BGConfig(
-        TargetConfig("smiles", {"smiles": state["smiles"]}),
-        temperature=config.temperature,
-        flow=FlowConfig(layers=config.layers, bins=config.bins, hidden=config.hidden),
-    )
+        data = torch.from_numpy(ref["x"])
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = build_boltzmann_generator(bg_config, data=train_x)
-    train_config = TrainConfig(
-        steps=config.steps,
-        batch_size=config.batch_size,
-        kl_batch_size=config.kl_batch_size,
-        kl_weight=config.kl_weight,
-        lr=config.lr,
-        warmup=min(50, config.steps // 10),
-        val_every=max(1, config.steps // 5),
-        val_batch_size=min(1024, config.n_samples),
-        checkpoint_every=max(1, config.steps // 10),
-        seed=config.seed,
-        device=config.device,
-        progress=False,
-    )
-    out_dir = _owned_dir(root, "train", state["key"])
-    result = Trainer(model, train_config, train_x, val_x, out_dir).fit(resume=True)
-    metrics = {f"train_{k}": v for k, v in result.metrics.items() if math.isfinite(v)}
-    metrics["train_steps"] = result.step
-    metrics["train_resumed_from"] = result.resumed_from
-    return metrics, ["train/checkpoint.pt"]
+    model = build_model(molecule, generate, normalization_from(molecule, data)).to(device)
+    path = _owned_dir(root, "train", state["key"]) / "model.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = train_model(model, data, generate, lambda m: save_model(path, m, generate))
+    save_model(path, model, generate)
+    metrics = {
+        "train_nll_steps": summary.nll_steps,
+        "train_refine_steps": summary.refine_steps,
+        "train_best_ess": summary.best_ess,
+        "train_device": str(device),
+    }
+    return metrics, ["train/model.pt"]
 
 
 @_stage("sample")
 def sample(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
-    """Draws ``n_samples`` with energies (kJ/mol), ``log q`` and log-weights (nats)."""
-    from confflow.energies import kT
-    from confflow.training import load_generator, resolve_device
+    """Draws ``n_samples``, keeps the finite ones with the input's stereo, log-weights them."""
+    from confflow.coordinates import StereoCheck
+    from confflow.generate.ensemble import sample_ensemble
+    from confflow.generate.model import load_model
+    from confflow.training import resolve_device
 
-    device = resolve_device(config.device)
-    model, _ = load_generator(root / "train" / "checkpoint.pt", device)
-    gen = torch.Generator(device).manual_seed(config.seed + 7)
-    xs, energies, log_qs = [], [], []
-    with torch.no_grad():
-        for start in range(0, config.n_samples, 1024):
-            x, log_q = model.sample(min(1024, config.n_samples - start), gen)
-            ok = torch.isfinite(x.flatten(1)).all(1) & torch.isfinite(log_q)
-            energy = torch.full_like(log_q, math.inf, dtype=torch.float64)
-            if bool(ok.any()):
-                energy[ok] = model.energy.energy(x[ok]).double()
-            xs.append(x.cpu().double())
-            energies.append(energy.cpu())
-            log_qs.append(log_q.cpu().double())
-    x, energy, log_q = torch.cat(xs), torch.cat(energies), torch.cat(log_qs)
-    log_w = -energy / kT(model.temperature) - log_q
-    log_w = torch.where(torch.isnan(log_w), -math.inf, log_w)
+    molecule, generate = _molecule(state, config)
+    model = load_model(root / "train" / "model.pt", molecule, generate)
+    model = model.to(resolve_device(config.device))
+    stereo = StereoCheck(molecule, seed=config.seed + 1)
+    ensemble = sample_ensemble(model, stereo, config.n_samples, config.seed + 2)
     _save_npz(
         root / "samples.npz",
-        x=x.numpy(),
-        energy=energy.numpy(),
-        log_q=log_q.numpy(),
-        log_w=log_w.numpy(),
+        x=ensemble.x.numpy(),
+        energy=ensemble.energy.numpy(),
+        log_q=ensemble.log_q.numpy(),
+        log_w=ensemble.log_w.numpy(),
     )
-    return {"n_samples": len(x), "n_finite": int(torch.isfinite(log_w).sum())}, ["samples.npz"]
+    metrics = {
+        "n_drawn": ensemble.drawn,
+        "n_kept": int(ensemble.x.shape[0]),
+        "nonfinite_rejected": ensemble.nonfinite,
+        "stereo_rejected": ensemble.stereo_rejected,
+    }
+    return metrics, ["samples.npz"]
 
 
 @_stage("reweight")
 def reweight(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
-    """ESS and normalised weights; the weighted ensemble as SDF (finite samples only)."""
-    from confflow.chem import Molecule, write_sdf
+    """ESS and normalised weights; the weighted ensemble as SDF (tags as ``confflow generate``)."""
+    from confflow.generate.writers import write_ensemble_sdf
     from confflow.reweighting import expectation, kish_ess, largest_weight_share
 
+    molecule, _ = _molecule(state, config)
     with np.load(root / "samples.npz") as data:
         x, energy = torch.from_numpy(data["x"]), torch.from_numpy(data["energy"])
         log_q, log_w = torch.from_numpy(data["log_q"]), torch.from_numpy(data["log_w"])
-    finite = torch.isfinite(log_w)
-    if not bool(finite.any()):
-        raise ValueError("reweight: no flow sample has a finite energy and log-density")
-    x, energy, log_q, log_w = x[finite], energy[finite], log_q[finite], log_w[finite]
     weights = torch.exp(log_w - torch.logsumexp(log_w, 0))
-    molecule = Molecule.from_smiles(state["smiles"], stereo="first")
-    with atomic_path(root / "ensemble.sdf") as tmp:
-        write_sdf(tmp, molecule, x, energies=energy, log_likelihoods=log_q, weights=weights)
+    tags = {"energy_kJ_mol": energy, "log_q": log_q, "log_w": log_w, "weight": weights}
+    write_ensemble_sdf(root / "ensemble.sdf", molecule, x, tags)
     metrics = {
         "ess": kish_ess(log_w),
         "ess_samples": kish_ess(log_w) * len(log_w),

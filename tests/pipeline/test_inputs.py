@@ -66,12 +66,14 @@ def test_directory_as_input(tmp_path):
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [
-        ("steps", 0, "steps: must be a positive integer"),
-        ("layers", 3, "layers: must be an even integer"),
-        ("kl_weight", 1.5, r"kl_weight: must be in \[0, 1\]"),
-        ("md_ps", -1.0, "md_ps: must be a finite number >= 0"),
-        ("device", "tpu", "device: expected 'auto', 'cpu' or 'cuda'"),
-        ("hidden", (16, 0), "hidden: needs positive integer widths"),
+        ("n_seeds", 0, "n_seeds: must be a positive integer"),
+        ("n_samples", 0, "n_samples: must be a positive integer"),
+        ("budget", 0.0, "budget: must be positive"),
+        ("md_ns", -1.0, "md_ns: must be >= 0"),
+        ("t_max", 250.0, "t_max: 250.0 K must exceed"),
+        ("device", "tpu", "device: expected 'auto', 'cpu' or 'cuda"),
+        ("energy", "gaff", "energy: unknown force field 'gaff'"),
+        ("retries", -1, "retries: must be a non-negative integer"),
     ],
 )
 def test_config_rejects_bad_values(field, value, match):
@@ -80,11 +82,11 @@ def test_config_rejects_bad_values(field, value, match):
 
 
 def test_config_unknown_key_and_fingerprint():
-    with pytest.raises(PipelineError, match=r"settings: unknown keys \['stepz'\]"):
-        PipelineConfig.from_dict({"stepz": 3}, where="settings")
+    with pytest.raises(PipelineError, match=r"settings: unknown keys \['budgett'\]"):
+        PipelineConfig.from_dict({"budgett": 3}, where="settings")
     base = PipelineConfig()
     assert base.fingerprint("CCO") == PipelineConfig(retries=5, threads=2).fingerprint("CCO")
-    assert base.fingerprint("CCO") != PipelineConfig(steps=10).fingerprint("CCO")
+    assert base.fingerprint("CCO") != PipelineConfig(budget=10).fingerprint("CCO")
     assert base.fingerprint("CCO") != base.fingerprint("CCC")
     assert PipelineConfig.from_dict(base.to_dict()) == base
 

@@ -20,7 +20,7 @@ def _executing(dask_worker) -> list[str]:
 
 @pytest.mark.slow
 def test_killed_worker_tasks_are_retried(tmp_path, tiny):
-    config = dataclasses.replace(tiny, steps=20)  # training (with its imports) takes seconds
+    config = dataclasses.replace(tiny, budget=3.0)  # training runs for seconds
     smi = write_lines(tmp_path / "in.smi", ["CCO ethanol", "COC dme", "CC(C)O isopropanol"])
     out = tmp_path / "out"
     result = {}
