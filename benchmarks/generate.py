@@ -41,6 +41,21 @@ def stereo_kept(sdf: Path, reference: dict[int, str]) -> tuple[int, int]:
     return kept, total
 
 
+def summarize(rows: list[dict], device: str) -> dict:
+    """The flat JSON summary of the per-molecule rows."""
+    done = [r for r in rows if r["completed"]]
+    written = sum(r["written"] for r in done)
+    summary = {
+        "molecules": len(rows),
+        "completed_fraction": len(done) / len(rows),
+        "median_ess": statistics.median(r["ess"] for r in done) if done else float("nan"),
+        "median_seconds": statistics.median(r["seconds"] for r in done) if done else float("nan"),
+        "stereo_kept_fraction": sum(r["kept"] for r in done) / written if written else float("nan"),
+        "device": device,
+    }
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the flat summary here")
@@ -89,16 +104,9 @@ def main() -> None:
                 f"kept {kept}/{total}",
                 flush=True,
             )
-    done = [r for r in rows if r["completed"]]
-    written = sum(r["written"] for r in done)
-    summary = {
-        "molecules": len(rows),
-        "completed_fraction": len(done) / len(rows),
-        "median_ess": statistics.median(r["ess"] for r in done) if done else float("nan"),
-        "median_seconds": statistics.median(r["seconds"] for r in done) if done else float("nan"),
-        "stereo_kept_fraction": sum(r["kept"] for r in done) / written if written else float("nan"),
-        "device": args.device,
-    }
+            if args.json is not None:
+                args.json.write_text(json.dumps(summarize(rows, args.device), indent=2) + "\n")
+    summary = summarize(rows, args.device)
     print("\n| molecule | rotatable | ESS % | time s | stereo rejected | kept/written |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -47,6 +47,7 @@ def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
     assert not (tmp_path / "ensemble.sdf").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_after_training_keeps_the_model_and_checkpoint_skips_training(tmp_path):
     out = tmp_path / "ethyl.sdf"
     args = ["CCOC(C)=O", "--out", str(out), "--budget", "3", "--md-ns", "0.004"]
