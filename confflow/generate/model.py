@@ -151,7 +151,7 @@ def train_model(
     n_val = max(1, data.shape[0] // 10)
     val, train = data[perm[:n_val]].float(), data[perm[n_val:]].float()
     batch = min(256, train.shape[0])
-    common = {"seed": config.seed, "device": config.device, "progress": False}
+    common = {"seed": config.seed, "device": config.device, "progress": config.progress}
     common["checkpoint_every"] = 0
     nll_config = TrainConfig(
         steps=20, batch_size=batch, lr=2e-3, warmup=20, val_every=10**9, val_batch_size=512

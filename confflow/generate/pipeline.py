@@ -52,7 +52,7 @@ class GenerateResult:
         stereo_rejected: samples dropped for changed stereochemistry.
         wall_s: total wall time in s.
         timings: seconds per stage.
-        report: the report's contents.
+        report_data: the report's contents.
     """
 
     sdf: Path
@@ -92,7 +92,7 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     return value
 
 
-def _outputs(config: GenerateConfig, ensemble: Ensemble, clusters: Clusters | None) -> dict:
+def _outputs(ensemble: Ensemble, clusters: Clusters | None) -> dict:
     """SD tags for the written records: every sample, or one representative per cluster."""
     if clusters is None:
         idx = torch.arange(ensemble.x.shape[0])
@@ -116,7 +116,9 @@ def _outputs(config: GenerateConfig, ensemble: Ensemble, clusters: Clusters | No
     return {"x": ensemble.x[idx], "tags": tags}
 
 
-def run_generate(config: GenerateConfig, log: Callable[[str], None] = lambda _: None):
+def run_generate(
+    config: GenerateConfig, log: Callable[[str], None] = lambda _: None
+) -> GenerateResult:
     """Runs the whole pipeline.
 
     Args:
@@ -185,7 +187,7 @@ def run_generate(config: GenerateConfig, log: Callable[[str], None] = lambda _: 
             lambda: cluster(molecule, ensemble, config.unique, config.bootstrap, config.seed),
         )
         log(f"clustering: {len(clusters.representatives)} conformers")
-    out = _outputs(config, ensemble, clusters)
+    out = _outputs(ensemble, clusters)
     _timed(timings, "writing", lambda: write_ensemble_sdf(config.out, molecule, **out))
     if config.plots:
         torsions = rotatable_torsions(molecule)
