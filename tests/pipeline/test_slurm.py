@@ -8,7 +8,9 @@ install or start SLURM (not root, no apt).
 import json
 import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -98,3 +100,40 @@ def test_sbatch_rejection_is_a_clear_error(slurm, tmp_path):
         open_cluster("slurm", jobqueue=_jobqueue(tmp_path, partition="no-such-partition")),
     ):
         pass
+
+
+@pytest.mark.slow
+def test_job_array_template_runs_confflow_generate(slurm, tmp_path):
+    smi = write_lines(tmp_path / "in.smi", ["CCO ethanol", "COC"])
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    submit = [
+        "sbatch",
+        "--wait",
+        "--array=1-2",
+        "-p",
+        "debug",
+        "-c",
+        "1",
+        "--mem=1G",
+        "--gres=gpu:1",
+        "-o",
+        str(tmp_path / "job-%A_%a.out"),
+        str(REPO / "slurm" / "generate-array.sbatch"),
+        str(smi),
+        str(out),
+        "--budget",
+        "1",
+        "--md-ns",
+        "0",
+        "-n",
+        "32",
+        "--device",
+        "cpu",
+    ]
+    done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+    logs = "\n".join(p.read_text() for p in tmp_path.glob("job-*.out"))
+    assert done.returncode == 0, done.stderr + logs
+    for name in ("ethanol", "mol-2"):
+        report = json.loads((out / f"{name}.json").read_text())
+        assert report["samples_kept"] > 0 and (out / f"{name}.sdf").exists()
