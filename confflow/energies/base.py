@@ -16,7 +16,7 @@ __all__ = ["MOLAR_GAS_CONSTANT", "Energy", "kT"]
 MOLAR_GAS_CONSTANT = 8.314462618e-3
 
 
-def kT(temperature: float) -> float:
+def kT(temperature: float) -> float:  # noqa: N802 (physics notation)
     """Thermal energy ``R T`` in kJ/mol at ``temperature`` in kelvin."""
     if not temperature > 0:
         raise ValueError(f"temperature must be positive (kelvin), got {temperature}")
