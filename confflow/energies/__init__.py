@@ -1,5 +1,47 @@
-"""Energies: ``energy(x [B, N, 3] nm) -> [B] kJ/mol`` targets for Boltzmann generators."""
+"""Energies: ``energy(x [B, N, 3] nm) -> [B] kJ/mol`` targets for Boltzmann generators.
 
+* :class:`MMFFEnergy` — MMFF94/MMFF94s in torch, parameters from RDKit.
+* :class:`OpenMMSystemEnergy` — torch-native evaluation of a non-periodic ``openmm.System``.
+* :class:`OpenMMBridge` / :class:`OpenMMEnergy` — OpenMM itself (any System), batched.
+* :func:`mmff_openmm_system` — MMFF94 as an ``openmm.System`` for molecular dynamics.
+* :class:`CappedEnergy` / :func:`linlog_cap` — smooth energy cap for training.
+* :class:`DoubleWell`, :class:`GaussianMixture` — analytic targets with known normalisers.
+"""
+
+from confflow.energies.analytic import DoubleWell, GaussianMixture
 from confflow.energies.base import MOLAR_GAS_CONSTANT, Energy, kT
+from confflow.energies.bridge import OpenMMBridge, OpenMMEnergy, available_platforms
+from confflow.energies.cap import CappedEnergy, linlog_cap
+from confflow.energies.mmff import MMFF_TERMS, MMFFEnergy
+from confflow.energies.mmff_openmm import mmff_openmm_system
+from confflow.energies.mmff_params import MMFFTypingError
+from confflow.energies.openmm_gb import UnsupportedCustomGBError
+from confflow.energies.openmm_torch import OpenMMSystemEnergy, UnsupportedForceError
+from confflow.energies.systems import (
+    ALANINE_DIPEPTIDE_SYSTEMS,
+    ReferenceSystem,
+    alanine_dipeptide,
+)
 
-__all__ = ["MOLAR_GAS_CONSTANT", "Energy", "kT"]
+__all__ = [
+    "ALANINE_DIPEPTIDE_SYSTEMS",
+    "MMFF_TERMS",
+    "MOLAR_GAS_CONSTANT",
+    "CappedEnergy",
+    "DoubleWell",
+    "Energy",
+    "GaussianMixture",
+    "MMFFEnergy",
+    "MMFFTypingError",
+    "OpenMMBridge",
+    "OpenMMEnergy",
+    "OpenMMSystemEnergy",
+    "ReferenceSystem",
+    "UnsupportedCustomGBError",
+    "UnsupportedForceError",
+    "alanine_dipeptide",
+    "available_platforms",
+    "kT",
+    "linlog_cap",
+    "mmff_openmm_system",
+]
