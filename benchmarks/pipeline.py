@@ -86,6 +86,7 @@ def main() -> None:
                     seconds, mean_ess = one_pass(client, inputs, config, gpus)
                     times[n].append(seconds)
                     ess[n].append(mean_ess)
+                    print(f"{n} worker(s): {seconds:.1f} s, mean ESS {100 * mean_ess:.1f} %")
             for client in clients.values():
                 client.close()
         finally:
