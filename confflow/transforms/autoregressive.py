@@ -19,6 +19,7 @@ from torch import Tensor
 from confflow.domains import Domain, Kind
 from confflow.nn import MADE, DomainEmbedding
 from confflow.transforms.base import Transform
+from confflow.transforms.elementwise import conditional_affine
 from confflow.transforms.splines import RQSpline
 
 __all__ = ["IAF", "MAF"]
@@ -83,11 +84,7 @@ class _MaskedAutoregressive(Transform):
         """Elementwise map latent -> data (or back); returns values and ``ladj`` ``[B, D]``."""
         if self.spline is not None:
             return self.spline.inverse(v, raw) if inverse else self.spline(v, raw)
-        shift, log_scale = raw.unbind(-1)
-        log_scale = self.scale_bound * torch.tanh(log_scale / self.scale_bound)
-        if inverse:
-            return (v - shift) * torch.exp(-log_scale), -log_scale
-        return v * torch.exp(log_scale) + shift, log_scale
+        return conditional_affine(v, raw, inverse, self.scale_bound)
 
     def _one_pass(self, v: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         out, ladj = self._map(v, self._params(v, context), inverse)

@@ -16,6 +16,7 @@ from torch import Tensor
 from confflow.domains import Domain, Kind
 from confflow.nn import MLP, DomainEmbedding
 from confflow.transforms.base import Transform
+from confflow.transforms.elementwise import conditional_affine
 from confflow.transforms.splines import RQSpline
 
 __all__ = ["AffineCoupling", "SplineCoupling", "coupling_masks"]
@@ -161,11 +162,7 @@ class AffineCoupling(_Coupling):
         self.scale_bound = scale_bound
 
     def _elementwise(self, v: Tensor, raw: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        shift, log_scale = raw.unbind(-1)
-        log_scale = self.scale_bound * torch.tanh(log_scale / self.scale_bound)
-        if inverse:
-            return (v - shift) * torch.exp(-log_scale), -log_scale
-        return v * torch.exp(log_scale) + shift, log_scale
+        return conditional_affine(v, raw, inverse, self.scale_bound)
 
 
 class SplineCoupling(_Coupling):

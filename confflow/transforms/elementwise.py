@@ -11,7 +11,30 @@ from torch import Tensor, nn
 from confflow.domains import Domain
 from confflow.transforms.base import Inverse, Transform
 
-__all__ = ["ElementwiseAffine", "Logit", "Sigmoid"]
+__all__ = ["ElementwiseAffine", "Logit", "Sigmoid", "conditional_affine"]
+
+
+def conditional_affine(
+    v: Tensor, raw: Tensor, inverse: bool, scale_bound: float = 3.0
+) -> tuple[Tensor, Tensor]:
+    """Affine map with conditioner outputs: ``y = x * exp(s) + t``, ``s = c * tanh(raw_s / c)``.
+
+    The soft clamp ``c = scale_bound`` of the log-scale keeps training stable.
+
+    Args:
+        v: ``[B, D]`` inputs (latent side, or data side when ``inverse``).
+        raw: ``[B, D, 2]`` raw shift and log-scale from a conditioner.
+        inverse: map data -> latent instead of latent -> data.
+        scale_bound: the bound ``c`` of the log-scale.
+
+    Returns:
+        ``(out, ladj)``, both ``[B, D]``; ``ladj`` is the elementwise log-derivative.
+    """
+    shift, log_scale = raw.unbind(-1)
+    log_scale = scale_bound * torch.tanh(log_scale / scale_bound)
+    if inverse:
+        return (v - shift) * torch.exp(-log_scale), -log_scale
+    return v * torch.exp(log_scale) + shift, log_scale
 
 
 class ElementwiseAffine(Transform):
