@@ -120,6 +120,19 @@ def _blockwise_logdet(fn, inputs: Tensor) -> Tensor:
     return torch.linalg.slogdet(blocks)[1]
 
 
+def _float64_round_trip(
+    t: Transform, x: Tensor, context: Tensor | None
+) -> tuple[Transform, Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+    """A float64 copy of ``t``, float64 ``x`` and context, ``y = forward(x)`` and both log-dets."""
+    t64 = copy.deepcopy(t).to(torch.float64)
+    x64 = x.detach().to(torch.float64)
+    c64 = None if context is None else context.detach().to(torch.float64)
+    with torch.no_grad():
+        y64, ladj_f = t64.forward(x64, c64)
+        _, ladj_i = t64.inverse(y64, c64)
+    return t64, x64, c64, y64, ladj_f, ladj_i
+
+
 def assert_ladj_matches_autograd(
     t: Transform, x: Tensor, context: Tensor | None = None, atol: float | None = None
 ) -> None:
@@ -138,12 +151,7 @@ def assert_ladj_matches_autograd(
     """
     tol = atol if atol is not None else LADJ_TOL[torch.float64]
     name = type(t).__name__
-    t64 = copy.deepcopy(t).to(torch.float64)
-    x64 = x.detach().to(torch.float64)
-    c64 = None if context is None else context.detach().to(torch.float64)
-    with torch.no_grad():
-        y64, ladj_f = t64.forward(x64, c64)
-        _, ladj_i = t64.inverse(y64, c64)
+    t64, x64, c64, y64, ladj_f, ladj_i = _float64_round_trip(t, x, context)
     for direction, start, ladj in (("forward", x64, ladj_f), ("inverse", y64, ladj_i)):
         method = getattr(t64, direction)
         ref = _blockwise_logdet(lambda v, m=method: m(v, c64)[0], start)
@@ -187,12 +195,7 @@ def assert_frame_ladj_matches_autograd(
     """
     tol = atol if atol is not None else LADJ_TOL[torch.float64]
     name = type(t).__name__
-    t64 = copy.deepcopy(t).to(torch.float64)
-    z64 = z.detach().to(torch.float64)
-    c64 = None if context is None else context.detach().to(torch.float64)
-    with torch.no_grad():
-        x64, ladj_f = t64.forward(z64, c64)
-        _, ladj_i = t64.inverse(x64, c64)
+    t64, z64, c64, x64, ladj_f, ladj_i = _float64_round_trip(t, z, context)
     batch, n_atoms = x64.shape[0], x64.shape[1]
     keep = _frame_components(n_atoms, frame_atoms)
     fixed = x64.reshape(batch, -1).clone()
