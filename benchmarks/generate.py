@@ -4,7 +4,8 @@ For every molecule of ``datasets/molecules/druglike.smi`` (2-8 rotatable bonds, 
 without stereocentres, neutral and charged) the pipeline runs with default settings and we
 record the ESS of the reweighted flow samples, the wall time, the stereo rejections and
 whether every written conformer keeps the input stereochemistry (checked independently with
-RDKit's CIP labels from 3D). Prints a table; ``--json`` writes the flat summary.
+RDKit's CIP labels from 3D). ``--model torsional`` runs the torsional generator instead of the
+default Cartesian one. Prints a table; ``--json`` writes the flat summary.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def stereo_kept(sdf: Path, reference: dict[int, str]) -> tuple[int, int]:
     return kept, total
 
 
-def summarize(rows: list[dict], device: str) -> dict:
+def summarize(rows: list[dict], device: str, model: str) -> dict:
     """The flat JSON summary of the per-molecule rows."""
     done = [r for r in rows if r["completed"]]
     written = sum(r["written"] for r in done)
@@ -52,6 +53,7 @@ def summarize(rows: list[dict], device: str) -> dict:
         "median_seconds": statistics.median(r["seconds"] for r in done) if done else float("nan"),
         "stereo_kept_fraction": sum(r["kept"] for r in done) / written if written else float("nan"),
         "device": device,
+        "model": model,
     }
     return summary
 
@@ -63,6 +65,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N molecules")
     parser.add_argument("--budget", type=float, default=None, help="override the budget (s)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--model", default="cartesian", help="generator: cartesian (default) or torsional"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lines = [line.split() for line in MOLECULES.read_text().splitlines() if line.strip()]
@@ -72,7 +77,12 @@ def main() -> None:
         for smiles, name in lines:
             extra = {} if args.budget is None else {"budget": args.budget}
             config = GenerateConfig(
-                smiles, Path(tmp) / f"{name}.sdf", device=args.device, progress=False, **extra
+                smiles,
+                Path(tmp) / f"{name}.sdf",
+                device=args.device,
+                model=args.model,
+                progress=False,
+                **extra,
             )
             start = time.perf_counter()
             try:
@@ -105,8 +115,10 @@ def main() -> None:
                 flush=True,
             )
             if args.json is not None:
-                args.json.write_text(json.dumps(summarize(rows, args.device), indent=2) + "\n")
-    summary = summarize(rows, args.device)
+                args.json.write_text(
+                    json.dumps(summarize(rows, args.device, args.model), indent=2) + "\n"
+                )
+    summary = summarize(rows, args.device, args.model)
     print("\n| molecule | rotatable | ESS % | time s | stereo rejected | kept/written |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -30,6 +30,10 @@ def generate(
     ] = 0.05,
     replicas: Annotated[int, typer.Option(help="Replica-exchange temperatures (1: plain MD).")] = 4,
     energy: Annotated[str, typer.Option(help="Force field: mmff94 or mmff94s.")] = "mmff94",
+    model: Annotated[
+        str,
+        typer.Option(help="'cartesian' (all internal coordinates) or 'torsional' (rigid rotor)."),
+    ] = "cartesian",
     unique: Annotated[
         float | None,
         typer.Option(help="Cluster into conformers at this heavy-atom RMSD (Angstrom)."),
@@ -58,6 +62,7 @@ def generate(
             md_ns=md_ns,
             replicas=replicas,
             energy=energy,
+            model=model,
             unique=None if unique is None else unique / 10.0,
             checkpoint=checkpoint,
             largest_fragment=largest_fragment,

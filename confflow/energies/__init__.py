@@ -5,6 +5,7 @@
 * :class:`OpenMMBridge` / :class:`OpenMMEnergy` — OpenMM itself (any System), batched.
 * :func:`mmff_openmm_system` — MMFF94 as an ``openmm.System`` for molecular dynamics.
 * :class:`CappedEnergy` / :func:`linlog_cap` — smooth energy cap for training.
+* :class:`TorsionalEnergy` — a Cartesian energy over free torsions at fixed local structure.
 * :class:`DoubleWell`, :class:`GaussianMixture` — analytic targets with known normalisers.
 """
 
@@ -22,6 +23,7 @@ from confflow.energies.systems import (
     ReferenceSystem,
     alanine_dipeptide,
 )
+from confflow.energies.torsional import TorsionalEnergy
 
 __all__ = [
     "ALANINE_DIPEPTIDE_SYSTEMS",
@@ -37,6 +39,7 @@ __all__ = [
     "OpenMMEnergy",
     "OpenMMSystemEnergy",
     "ReferenceSystem",
+    "TorsionalEnergy",
     "UnsupportedCustomGBError",
     "UnsupportedForceError",
     "alanine_dipeptide",

@@ -7,10 +7,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ENERGIES", "GenerateConfig", "GenerateError"]
+__all__ = ["ENERGIES", "MODELS", "GenerateConfig", "GenerateError"]
 
 #: Force fields ``--energy`` accepts, mapped to the MMFF variant names of confflow.energies.
 ENERGIES: dict[str, Literal["MMFF94", "MMFF94s"]] = {"mmff94": "MMFF94", "mmff94s": "MMFF94s"}
+#: Models ``--model`` accepts (see :mod:`confflow.generate.model`).
+MODELS = ("torsional", "cartesian")
 
 
 class GenerateError(ValueError):
@@ -35,6 +37,8 @@ class GenerateConfig:
         replicas: temperatures of the replica-exchange ladder (1: plain Langevin MD).
         t_max: K, highest temperature of the ladder.
         energy: ``"mmff94"`` or ``"mmff94s"``.
+        model: ``"cartesian"`` (all internal coordinates) or ``"torsional"`` (free torsions
+            at the lowest-energy seed's local structure; see :mod:`confflow.generate.model`).
         unique: heavy-atom RMSD in nm that merges samples into one conformer (``None``: write
             every sample).
         checkpoint: trained model to reuse (skips training), or ``None``.
@@ -55,6 +59,7 @@ class GenerateConfig:
     replicas: int = 4
     t_max: float = 600.0
     energy: str = "mmff94"
+    model: str = "cartesian"
     unique: float | None = None
     checkpoint: Path | None = None
     largest_fragment: bool = False
@@ -90,6 +95,10 @@ class GenerateConfig:
             raise GenerateError(
                 f"--energy: unknown force field {self.energy!r}; choose one of "
                 f"{', '.join(ENERGIES)}"
+            )
+        if self.model not in MODELS:
+            raise GenerateError(
+                f"--model: unknown model {self.model!r}; choose one of {', '.join(MODELS)}"
             )
         if self.unique is not None and not self.unique > 0:
             raise GenerateError(f"--unique: RMSD must be positive, got {self.unique!r}")

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from confflow.chem import Molecule, to_mdtraj
-from confflow.energies.mmff_openmm import mmff_openmm_system
+from confflow.energies import MMFFEnergy, mmff_openmm_system
 from confflow.generate.config import GenerateConfig
 from confflow.md import MDConfig, MDSystem, ReplicaConfig, read_frames, run_md
 
@@ -18,18 +18,22 @@ __all__ = ["md_samples", "seed_conformers"]
 STRIDE_PS = 0.2
 
 
-def seed_conformers(molecule: Molecule, n: int, seed: int) -> Tensor:
-    """ETKDGv3 conformers minimised with RDKit's MMFF94.
+def seed_conformers(molecule: Molecule, n: int, seed: int, variant: str = "MMFF94") -> Tensor:
+    """ETKDGv3 conformers minimised with RDKit's MMFF94, lowest ``variant`` energy first.
 
     Args:
         molecule: the molecule.
         n: number of conformers.
         seed: ETKDG seed.
+        variant: ``"MMFF94"`` or ``"MMFF94s"``, the energy that orders them.
 
     Returns:
         ``[n, N, 3]`` float64 positions in nm.
     """
-    return molecule.embed(n, seed=seed, num_threads=1, mmff=True)
+    x = molecule.embed(n, seed=seed, num_threads=1, mmff=True)
+    with torch.no_grad():
+        energy = MMFFEnergy(molecule.rdkit_mol, variant=variant).double().energy(x)
+    return x[torch.argsort(energy)]
 
 
 def md_samples(molecule: Molecule, start: Tensor, config: GenerateConfig, out: Path) -> Tensor:

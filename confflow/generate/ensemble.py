@@ -1,8 +1,10 @@
 """Stages 4-6: sample with exact log-likelihoods, drop changed stereo, reweight, cluster.
 
-Samples are rounded to the precision of an SDF file (1e-4 Angstrom) *before* their energy and
-``log q`` are evaluated, so the numbers written next to a conformer are those of the written
-coordinates. Energies are float64 MMFF (kJ/mol); ``log_w = -E / kT - log q`` in float64.
+Torsional models sample torsions; they are embedded into positions first, and ``log q`` is the
+density of the written conformer's torsions (rad^-K). Samples are rounded to the precision of
+an SDF file (1e-4 Angstrom) *before* their energy and ``log q`` are evaluated, so the
+numbers written next to a conformer are those of the written coordinates. Energies are float64
+MMFF (kJ/mol); ``log_w = -E / kT - log q`` in float64.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import Tensor
 
 from confflow.chem import Molecule
 from confflow.coordinates import StereoCheck, kabsch_align
-from confflow.energies import kT
+from confflow.energies import Energy, TorsionalEnergy, kT
 from confflow.models import BoltzmannGenerator
 from confflow.reweighting import free_energy_difference, kish_ess, normalized_weights
 
@@ -87,6 +89,13 @@ def rdkit_stereo_kept(molecule: Molecule, x: Tensor) -> Tensor:
     return torch.tensor(out, dtype=torch.bool)
 
 
+def _cartesian(model: BoltzmannGenerator) -> tuple[Energy, TorsionalEnergy | None]:
+    """The model's energy over positions, and its torsional wrapper (``None``: Cartesian)."""
+    if isinstance(model.energy, TorsionalEnergy):
+        return model.energy.cartesian, model.energy
+    return model.energy, None
+
+
 def sample_ensemble(
     model: BoltzmannGenerator,
     stereo: StereoCheck,
@@ -114,18 +123,23 @@ def sample_ensemble(
     kept_x, kept_e, kept_q = [], [], []
     nonfinite = rejected = 0
     beta = 1.0 / kT(model.temperature)
+    energy_fn, torsional = _cartesian(model)
     with torch.no_grad():
         for start in range(0, n, batch):
             x, _ = model.sample(min(batch, n - start), gen)
-            x = torch.round(x.double().cpu() / SDF_GRID_NM) * SDF_GRID_NM
+            x = x.double()
+            if torsional is not None:
+                x = torsional.embedding.embed(x)
+            x = torch.round(x.cpu() / SDF_GRID_NM) * SDF_GRID_NM
             ok = torch.isfinite(x.flatten(1)).all(1)
             bad = ~ok
             ok[ok.clone()] &= ~stereo.flag(x[ok])
             ok[ok.clone()] &= rdkit_stereo_kept(stereo.molecule, x[ok])
             rejected += int((~ok).sum()) - int(bad.sum())
             x = x[ok]
-            log_q = model.log_prob(x.to(device, torch.float32)).double().cpu()
-            energy = model.energy.energy(x.to(device)).double().cpu()
+            coords = x if torsional is None else torsional.embedding.project(x.to(device))
+            log_q = model.log_prob(coords.to(device, torch.float32)).double().cpu()
+            energy = energy_fn.energy(x.to(device)).double().cpu()
             finite = torch.isfinite(log_q) & torch.isfinite(energy)
             nonfinite += int(bad.sum()) + int((~finite).sum())
             kept_x.append(x[finite])

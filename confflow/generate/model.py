@@ -1,13 +1,28 @@
 """Stage 3: the Boltzmann generator of the molecule — build, train under a time budget, save.
 
-The model is the standard confflow generator (spline couplings over normalised internal
-coordinates, see :mod:`confflow.models.builder`), assembled here from the public pieces so it
-uses *this* run's molecule (atom order of the input, largest fragment, chosen MMFF variant).
+Two models, chosen by ``GenerateConfig.model``:
+
+* ``"cartesian"`` (default): the standard confflow generator over all ``3N-6`` normalised
+  internal coordinates (:mod:`confflow.models.builder`); the target is the full MMFF
+  Boltzmann distribution, hard to match in minutes of CPU training.
+* ``"torsional"``: a flow over the free torsions (one per rotatable bond, hydrogen
+  rotors included) with bonds, angles and rigid torsions fixed at the lowest-energy seed
+  conformer (:class:`~confflow.coordinates.TorsionalEmbedding`); the target is the MMFF
+  Boltzmann distribution conditional on that local structure. An elementwise circular spline,
+  then circular spline couplings. Its ESS is higher, but for a narrower ensemble: without
+  relaxation of bonds and angles, conformers far from the reference cost several kT more than
+  in the flexible molecule.
+
+Both are assembled here from the public pieces so they use *this* run's molecule (atom order of
+the input, largest fragment, chosen MMFF variant).
 
 Training, within ``budget`` seconds of wall time:
 
-1. maximum likelihood on the MD frames (cosine schedule sized from the measured step time);
-2. mixed refinement (half NLL, half reverse KL on the MMFF energy) in segments; after each
+1. maximum likelihood on the MD frames (cosine schedule sized from the measured step time;
+   60% of the budget for the Cartesian model, 10% for the torsional one, whose MD data are
+   not samples of its target);
+2. refinement (Cartesian: half NLL, half reverse KL; torsional: reverse KL only) on the MMFF
+   energy, capped 100 kT above the lowest training frame, in segments; after each
    segment the ESS of fresh flow samples is measured, the best model by ESS is kept and the
    refinement stops early when the ESS has not improved for ``PATIENCE`` segments.
 """
@@ -25,24 +40,47 @@ import torch
 from torch import Tensor
 
 from confflow.chem import Molecule
-from confflow.coordinates import InternalCoordinates, InternalNormalization, ZMatrix
+from confflow.coordinates import (
+    InternalCoordinates,
+    InternalNormalization,
+    TorsionalEmbedding,
+    ZMatrix,
+)
 from confflow.distributions import DomainProduct, Flow
-from confflow.energies.mmff import MMFFEnergy
+from confflow.energies import MMFFEnergy, TorsionalEnergy
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.models import BGConfig, BoltzmannGenerator, FlowConfig, Target, TargetConfig
 from confflow.models.builder import coupling_stack
 from confflow.training import CheckpointError, TrainConfig, Trainer, read_checkpoint
 from confflow.training import write_checkpoint as _write
-from confflow.transforms import Compose
+from confflow.transforms import Compose, ElementwiseSpline, Transform
 
-__all__ = ["FLOW", "TrainingSummary", "build_model", "load_model", "save_model", "train_model"]
+__all__ = [
+    "FLOW",
+    "TrainingSummary",
+    "build_model",
+    "load_model",
+    "model_layout",
+    "save_model",
+    "train_model",
+    "training_data",
+]
 
 #: Flow architecture of ``generate`` (small enough for minutes of CPU training).
 FLOW = FlowConfig(layers=8, bins=8, hidden=(128, 128))
-#: Fraction of the budget spent on maximum likelihood before refinement.
-NLL_SHARE = 0.6
-#: Refinement steps per ESS check, and checks without improvement before stopping.
-SEGMENT, PATIENCE = 40, 3
+#: Fraction of the budget spent on maximum likelihood before refinement, per model. The
+#: torsional model's MD data come from the flexible molecule, not from its target, so maximum
+#: likelihood only warms it up and reverse KL does the rest.
+NLL_SHARE = {"cartesian": 0.6, "torsional": 0.1}
+#: Weight of reverse KL in the refinement, per model (the rest is NLL on the MD frames).
+KL_WEIGHT = {"cartesian": 0.5, "torsional": 1.0}
+#: Reduced energy (kT) above the lowest of the training frames where the energy cap starts.
+CAP_ABOVE_MIN = 100.0
+#: Refinement steps per ESS check, checks without improvement before stopping, and flow
+#: samples per check, per model (ESS estimates from few samples are noisy).
+SEGMENT = {"cartesian": 40, "torsional": 100}
+PATIENCE = {"cartesian": 3, "torsional": 5}
+ESS_SAMPLES = {"cartesian": 512, "torsional": 1024}
 
 
 def _fingerprint(molecule: Molecule, variant: str) -> str:
@@ -55,33 +93,80 @@ def _fingerprint(molecule: Molecule, variant: str) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_model(
-    molecule: Molecule, config: GenerateConfig, normalization: dict[str, list[float]]
-) -> BoltzmannGenerator:
-    """The (untrained) generator for ``molecule`` with the given normalisation statistics.
+def model_layout(
+    molecule: Molecule, config: GenerateConfig, reference: Tensor, data: Tensor
+) -> dict:
+    """What fixes the model's coordinates, saved with it (plain lists).
+
+    Args:
+        molecule: the molecule.
+        config: run settings (``model``).
+        reference: ``[N, 3]`` nm lowest-energy seed conformer (the torsional model's local
+            structure).
+        data: ``[M, N, 3]`` nm training frames (the Cartesian model's normalisation).
+
+    Returns:
+        ``{"model": "torsional", "reference": [[x, y, z], ...]}`` or
+        ``{"model": "cartesian", "normalization": {"mean", "std"}}``.
+    """
+    if config.model == "torsional":
+        return {"model": "torsional", "reference": reference.double().tolist()}
+    ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
+    z, _ = ic.inverse(data.to(torch.float64))
+    norm = InternalNormalization.from_data(z, ic.latent_domain)
+    stats = {"mean": norm.mean.tolist(), "std": norm.std.tolist()}
+    return {"model": "cartesian", "normalization": stats}
+
+
+def _torsional_transform(domain) -> Transform:
+    layers: list[Transform] = [ElementwiseSpline(domain, bins=FLOW.bins)]
+    if domain.dim >= 2:
+        layers += list(coupling_stack(domain, FLOW).transforms)
+    return Compose(layers)
+
+
+def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> BoltzmannGenerator:
+    """The (untrained) generator for ``molecule`` with the coordinates of ``layout``.
 
     Args:
         molecule: the molecule.
         config: run settings (``temperature``, ``energy``).
-        normalization: ``{"mean", "std"}`` of the internal coordinates (nm, rad).
+        layout: from :func:`model_layout`.
 
     Returns:
-        The model in float32 on the CPU.
+        The model in float32 on the CPU. Its samples are torsions ``[B, K]`` (rad) for the
+        torsional model and positions ``[B, N, 3]`` (nm) for the Cartesian one.
+
+    Raises:
+        GenerateError: a torsional model for a molecule without rotatable bonds.
     """
-    ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
-    norm = InternalNormalization(
-        ic.latent_domain,
-        torch.tensor(normalization["mean"]),
-        torch.tensor(normalization["std"]),
-    )
-    latent = norm.latent_domain
-    transform = Compose([*coupling_stack(latent, FLOW).transforms, norm, ic])
     energy = MMFFEnergy(molecule.rdkit_mol, variant=config.variant)
+    normalization = None
+    if layout["model"] == "torsional":
+        embedding = TorsionalEmbedding(molecule, torch.tensor(layout["reference"]))
+        if embedding.dim == 0:
+            raise GenerateError(
+                f"{molecule.source}: no rotatable bonds for the torsional model "
+                "(use --model cartesian)"
+            )
+        latent = embedding.domain
+        transform = _torsional_transform(latent)
+        energy = TorsionalEnergy(energy, embedding)
+    else:
+        normalization = layout["normalization"]
+        ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
+        norm = InternalNormalization(
+            ic.latent_domain,
+            torch.tensor(normalization["mean"]),
+            torch.tensor(normalization["std"]),
+        )
+        latent = norm.latent_domain
+        transform = Compose([*coupling_stack(latent, FLOW).transforms, norm, ic])
     target = Target(
         energy,
         molecule,
         _fingerprint(molecule, config.variant),
-        f"{molecule.smiles} with {config.variant}",
+        f"{molecule.smiles} with {config.variant} ({layout['model']})",
     )
     bg_config = BGConfig(
         TargetConfig("smiles", {"smiles": config.smiles}),
@@ -92,12 +177,11 @@ def build_model(
     return BoltzmannGenerator(bg_config, Flow(DomainProduct(latent), transform), target)
 
 
-def normalization_from(molecule: Molecule, data: Tensor) -> dict[str, list[float]]:
-    """Mean and std of the internal coordinates of ``data`` ``[M, N, 3]`` nm."""
-    ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
-    z, _ = ic.inverse(data.to(torch.float64))
-    norm = InternalNormalization.from_data(z, ic.latent_domain)
-    return {"mean": norm.mean.tolist(), "std": norm.std.tolist()}
+def training_data(model: BoltzmannGenerator, frames: Tensor) -> Tensor:
+    """MD frames ``[M, N, 3]`` nm as the model's samples (torsions for the torsional model)."""
+    if isinstance(model.energy, TorsionalEnergy):
+        return model.energy.embedding.project(frames.to(torch.float64)).float()
+    return frames.float()
 
 
 @dataclasses.dataclass
@@ -138,7 +222,8 @@ def train_model(
 
     Args:
         model: the generator.
-        data: ``[M, N, 3]`` nm training frames (a tenth is held out for validation).
+        data: ``[M, *event_shape]`` training samples from :func:`training_data`: positions
+            ``[M, N, 3]`` nm, or torsions ``[M, K]`` rad (a tenth is held out for validation).
         config: run settings (``budget``, ``seed``, ``device``).
         on_checkpoint: called with the model after maximum likelihood and at the end.
 
@@ -161,7 +246,8 @@ def train_model(
     t0 = time.perf_counter()
     trainer.fit(resume=False)
     per_step = (time.perf_counter() - t0) / 20
-    nll_left = NLL_SHARE * config.budget - (time.perf_counter() - t0)
+    kind = "torsional" if isinstance(model.energy, TorsionalEnergy) else "cartesian"
+    nll_left = NLL_SHARE[kind] * config.budget - (time.perf_counter() - t0)
     more = max(0, int(nll_left / per_step))
     trainer.config = dataclasses.replace(trainer.config, steps=20 + more)
     if more:
@@ -170,17 +256,19 @@ def train_model(
     summary.val_nll = float(trainer.metrics.get("val_nll", float("nan")))
     if on_checkpoint is not None:
         on_checkpoint(model)
+    with torch.no_grad():
+        u_min = float(model.reduced_energy(train[:256].to(trainer.device)).min())
     refine = TrainConfig(
         steps=1,
         batch_size=batch,
-        kl_batch_size=128,
-        kl_weight=0.5,
-        lr=3e-4,
+        kl_batch_size=128 if kind == "cartesian" else 256,
+        kl_weight=KL_WEIGHT[kind],
+        lr=3e-4 if kind == "cartesian" else 5e-4,
         warmup=0,
         min_lr_ratio=1.0,
-        val_every=SEGMENT,
-        val_batch_size=512,
-        cap_threshold=100.0,
+        val_every=SEGMENT[kind],
+        val_batch_size=ESS_SAMPLES[kind],
+        cap_threshold=u_min + CAP_ABOVE_MIN,
         cap_scale=10.0,
     )
     trainer = Trainer(model, dataclasses.replace(refine, **common), train, None)
@@ -191,7 +279,7 @@ def train_model(
     since_best = 0
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        _grow(trainer, SEGMENT)
+        _grow(trainer, SEGMENT[kind])
         summary.target_evaluations += refine.val_batch_size
         ess = float(trainer.metrics.get("ess", 0.0))
         summary.ess_history.append(ess)
@@ -200,7 +288,7 @@ def train_model(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             since_best += 1
-        if since_best >= PATIENCE:
+        if since_best >= PATIENCE[kind]:
             summary.stopped_early = True
             break
         if time.perf_counter() + (time.perf_counter() - start) > deadline:
@@ -214,19 +302,35 @@ def train_model(
     return summary
 
 
-def save_model(path: Path, model: BoltzmannGenerator, config: GenerateConfig) -> None:
-    """Writes the trained generator atomically (reloaded by :func:`load_model`)."""
+def save_model(path: Path, model: BoltzmannGenerator, config: GenerateConfig, layout: dict) -> None:
+    """Writes the trained generator atomically (reloaded by :func:`load_model`).
+
+    Args:
+        path: checkpoint file.
+        model: the generator.
+        config: run settings (``energy``).
+        layout: the model's :func:`model_layout`.
+    """
     payload = {
         "fingerprint": model.fingerprint,
         "model_config": model.config.to_dict(),
+        "layout": layout,
         "energy": config.energy,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     _write(path, payload)
 
 
-def load_model(path: Path, molecule: Molecule, config: GenerateConfig) -> BoltzmannGenerator:
+def load_model(
+    path: Path, molecule: Molecule, config: GenerateConfig
+) -> tuple[BoltzmannGenerator, dict]:
     """Rebuilds the generator saved by :func:`save_model` for this molecule and energy.
+
+    The checkpoint's layout decides the model kind (torsional or Cartesian), whatever
+    ``config.model`` says.
+
+    Returns:
+        ``(model, layout)``.
 
     Raises:
         GenerateError: unreadable checkpoint, or one of another molecule or force field.
@@ -242,8 +346,9 @@ def load_model(path: Path, molecule: Molecule, config: GenerateConfig) -> Boltzm
             f"(fingerprint {data['fingerprint']}, this run {expected})"
         )
     try:
-        model = build_model(molecule, config, data["model_config"]["normalization"])
-    except (KeyError, TypeError, ValueError) as err:
+        layout = data["layout"]
+        model = build_model(molecule, config, layout)
+        model.load_state_dict(data["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise GenerateError(f"--checkpoint {path}: not a generate checkpoint ({err})") from err
-    model.load_state_dict(data["model"])
-    return model.eval()
+    return model.eval(), layout

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from confflow.coordinates import StereoCheck
+from confflow.coordinates import StereoCheck, rotatable_bonds
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.data import md_samples, seed_conformers
 from confflow.generate.ensemble import Clusters, Ensemble, cluster, sample_ensemble
@@ -27,9 +27,10 @@ from confflow.generate.model import (
     TrainingSummary,
     build_model,
     load_model,
-    normalization_from,
+    model_layout,
     save_model,
     train_model,
+    training_data,
 )
 from confflow.generate.molecule import load_molecule, rotatable_torsions
 from confflow.generate.writers import versions, write_ensemble_sdf, write_plots, write_report
@@ -116,6 +117,12 @@ def _outputs(ensemble: Ensemble, clusters: Clusters | None) -> dict:
     return {"x": ensemble.x[idx], "tags": tags}
 
 
+def _free_torsions(model) -> list[list[int]]:
+    """Atom quadruples of the torsional model's free torsions (empty for the Cartesian one)."""
+    embedding = getattr(model.energy, "embedding", None)
+    return [] if embedding is None else [list(t) for t in embedding.torsions]
+
+
 def run_generate(
     config: GenerateConfig, log: Callable[[str], None] = lambda _: None
 ) -> GenerateResult:
@@ -137,19 +144,29 @@ def run_generate(
         timings, "molecule", lambda: load_molecule(config.smiles, config.largest_fragment)
     )
     check_writable(config)
+    if config.model == "torsional" and config.checkpoint is None and not rotatable_bonds(molecule):
+        raise GenerateError(
+            f"{molecule.source}: no rotatable bonds for --model torsional (use cartesian)"
+        )
     try:
         device = resolve_device(config.device)
     except ValueError as err:
         raise GenerateError(f"--device: {err}") from err
     torch.manual_seed(config.seed)
-    seeds = _timed(timings, "seeds", lambda: seed_conformers(molecule, N_SEEDS, config.seed + 1))
+    seeds = _timed(
+        timings,
+        "seeds",
+        lambda: seed_conformers(molecule, N_SEEDS, config.seed + 1, config.variant),
+    )
     log(f"seed conformers: {seeds.shape[0]} ({timings['seeds']:.1f} s)")
     stereo = StereoCheck(molecule, seed=config.seed + 1)
     checkpoint = config.run_dir / "model.pt"
     md_x = seeds
     summary = TrainingSummary()
     if config.checkpoint is not None:
-        model = _timed(timings, "training", lambda: load_model(config.checkpoint, molecule, config))
+        model, layout = _timed(
+            timings, "training", lambda: load_model(config.checkpoint, molecule, config)
+        )
         checkpoint = config.checkpoint
         log(f"model: reused {config.checkpoint} (training skipped)")
     else:
@@ -160,13 +177,17 @@ def run_generate(
                 lambda: md_samples(molecule, seeds[0], config, config.run_dir / "md"),
             )
             log(f"MD: {md_x.shape[0]} frames ({timings['md']:.1f} s)")
-        model = build_model(molecule, config, normalization_from(molecule, md_x))
-        model = model.to(device)
+        layout = model_layout(molecule, config, seeds[0], md_x)
+        try:
+            model = build_model(molecule, config, layout).to(device)
+        except ValueError as err:
+            raise GenerateError(str(err)) from err
 
         def keep(m) -> None:
-            save_model(checkpoint, m, config)
+            save_model(checkpoint, m, config, layout)
 
-        summary = _timed(timings, "training", lambda: train_model(model, md_x, config, keep))
+        data = training_data(model, md_x)
+        summary = _timed(timings, "training", lambda: train_model(model, data, config, keep))
         log(
             f"training: {summary.nll_steps} ML + {summary.refine_steps} refinement steps, "
             f"ESS {100 * summary.best_ess:.1f}% ({timings['training']:.1f} s)"
@@ -204,6 +225,8 @@ def run_generate(
         "rotatable_torsions": [list(t) for t in rotatable_torsions(molecule)],
         "temperature_K": config.temperature,
         "energy": config.variant,
+        "model": layout["model"],
+        "free_torsions": _free_torsions(model),
         "ess": ensemble.ess,
         "ess_effective_samples": ensemble.ess * ensemble.x.shape[0],
         "samples_drawn": ensemble.drawn,

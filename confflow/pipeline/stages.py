@@ -159,13 +159,13 @@ def featurize(root: Path, state: State, config: PipelineConfig) -> tuple[dict, l
     from confflow.generate.molecule import rotatable_torsions
 
     molecule, generate = _molecule(state, config)
-    x = seed_conformers(molecule, config.n_seeds, config.seed + 1)
+    # lowest energy first: it starts the MD and is the torsional model's local structure
+    x = seed_conformers(molecule, config.n_seeds, config.seed + 1, generate.variant)
     energy = MMFFEnergy(molecule.rdkit_mol, variant=generate.variant).double()
     energies = energy.energy(x).detach()
     if not bool(torch.isfinite(energies).all()):
         raise ValueError(f"{molecule.source}: non-finite MMFF94 energy of a seed conformer")
-    order = torch.argsort(energies)  # lowest energy first: it starts the MD
-    _save_npz(root / "seeds.npz", x=x[order].numpy(), energy=energies[order].numpy())
+    _save_npz(root / "seeds.npz", x=x.numpy(), energy=energies.numpy())
     metrics = {"canonical_smiles": molecule.smiles, "n_atoms": molecule.n_atoms}
     metrics["rotatable_torsions"] = len(rotatable_torsions(molecule))
     metrics["seed_energy_min"] = float(energies.min())
@@ -193,19 +193,32 @@ def reference(root: Path, state: State, config: PipelineConfig) -> tuple[dict, l
 @_stage("train")
 def train(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
     """Trains the Boltzmann generator of ``confflow generate`` within ``budget`` seconds."""
-    from confflow.generate.model import build_model, normalization_from, save_model, train_model
+    from confflow.generate.model import (
+        build_model,
+        model_layout,
+        save_model,
+        train_model,
+        training_data,
+    )
     from confflow.training import resolve_device
 
     molecule, generate = _molecule(state, config)
     with np.load(root / "reference.npz") as ref:
         data = torch.from_numpy(ref["x"])
+    with np.load(root / "seeds.npz") as seeds:
+        lowest = torch.from_numpy(seeds["x"][0])
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = build_model(molecule, generate, normalization_from(molecule, data)).to(device)
+    layout = model_layout(molecule, generate, lowest, data)
+    model = build_model(molecule, generate, layout).to(device)
     path = _owned_dir(root, "train", state["key"]) / "model.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    summary = train_model(model, data, generate, lambda m: save_model(path, m, generate))
-    save_model(path, model, generate)
+
+    def keep(m) -> None:
+        save_model(path, m, generate, layout)
+
+    summary = train_model(model, training_data(model, data), generate, keep)
+    keep(model)
     metrics = {
         "train_nll_steps": summary.nll_steps,
         "train_refine_steps": summary.refine_steps,
@@ -224,7 +237,7 @@ def sample(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list
     from confflow.training import resolve_device
 
     molecule, generate = _molecule(state, config)
-    model = load_model(root / "train" / "model.pt", molecule, generate)
+    model, _ = load_model(root / "train" / "model.pt", molecule, generate)
     model = model.to(resolve_device(config.device))
     stereo = StereoCheck(molecule, seed=config.seed + 1)
     ensemble = sample_ensemble(model, stereo, config.n_samples, config.seed + 2)

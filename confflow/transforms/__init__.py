@@ -5,7 +5,7 @@ from confflow.transforms.base import Compose, Inverse, Transform
 from confflow.transforms.continuous import CNF, IntegrationError, ODEConfig
 from confflow.transforms.continuous_torus import TorusVectorField, torus_cnf
 from confflow.transforms.coupling import AffineCoupling, SplineCoupling, coupling_masks
-from confflow.transforms.elementwise import ElementwiseAffine, Logit, Sigmoid
+from confflow.transforms.elementwise import ElementwiseAffine, ElementwiseSpline, Logit, Sigmoid
 from confflow.transforms.linear import ActNorm, LULinear, Permutation
 from confflow.transforms.splines import RQSpline
 
@@ -17,6 +17,7 @@ __all__ = [
     "AffineCoupling",
     "Compose",
     "ElementwiseAffine",
+    "ElementwiseSpline",
     "IntegrationError",
     "Inverse",
     "LULinear",

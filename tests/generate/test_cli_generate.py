@@ -35,6 +35,8 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
         (["CCO", "--out", "/proc/no-such-dir/x.sdf"], "cannot write there"),
         (["CCO", "-n", "0"], "-n: must be a positive integer"),
         (["CCO", "--energy", "gaff"], "--energy: unknown force field"),
+        (["CCO", "--model", "zmatrix"], "--model: unknown model"),
+        (["c1ccccc1", "--model", "torsional"], "no rotatable bonds for --model torsional"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path):

@@ -1,7 +1,8 @@
 """End-to-end tests of ``confflow generate`` on small molecules with tiny budgets.
 
-One run (2-butanol: a stereocentre, two rotatable torsions) is shared by the checks of its
-outputs; the SDF is read back with RDKit and its energies re-evaluated with RDKit's MMFF94.
+One run per model (2-pentanol: a stereocentre, rotatable torsions; Cartesian and torsional) is
+shared by the checks of its outputs; the SDF is read back with RDKit and its energies
+re-evaluated with RDKit's MMFF94.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ def _config(out, **kw) -> GenerateConfig:
     return GenerateConfig(SMILES, out, **{**settings, **kw})
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["cartesian", "torsional"])
+def run(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "pentanol.sdf"
     torch.set_num_threads(1)
-    return run_generate(_config(out))
+    return run_generate(_config(out, model=request.param))
 
 
 def test_every_record_is_readable_and_tagged(run):
@@ -84,6 +85,29 @@ def test_report_contents(run):
     assert report["target_evaluations"] >= 300
     assert report["config"]["smiles"] == SMILES
     assert report["records_written"] == run.n_written
+    assert report["model"] == report["config"]["model"]
+
+
+def test_torsional_records_share_the_reference_local_structure(run):
+    """Torsional samples differ only in their free torsions: every bond length is the same."""
+    report = run.report_data
+    if report["model"] != "torsional":
+        pytest.skip("Cartesian model: bonds vary")
+    assert len(report["free_torsions"]) == 5  # C-C, C-O, C-C, C-C, C-CH3 rotors
+    records = list(Chem.SDMolSupplier(str(run.sdf), removeHs=False))
+    lengths = torch.tensor(
+        [
+            [
+                Chem.rdMolTransforms.GetBondLength(
+                    r.GetConformer(), b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+                )
+                for b in r.GetBonds()
+            ]
+            for r in records
+        ]
+    )
+    # SDF coordinates carry 1e-4 Angstrom
+    assert float((lengths - lengths[0]).abs().max()) < 5e-4
 
 
 def test_checkpoint_reuse_skips_training_and_clusters(run, tmp_path):
@@ -91,6 +115,7 @@ def test_checkpoint_reuse_skips_training_and_clusters(run, tmp_path):
     again = run_generate(_config(out, checkpoint=run.checkpoint, unique=0.05, bootstrap=20))
     report = again.report_data
     assert report["training"]["skipped"] is True
+    assert report["model"] == run.report_data["model"]
     assert "md" not in report["timings_s"]
     clusters = report["clusters"]
     assert len(clusters) == again.n_written >= 1

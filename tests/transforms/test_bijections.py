@@ -14,6 +14,7 @@ from confflow.transforms import (
     AffineCoupling,
     Compose,
     ElementwiseAffine,
+    ElementwiseSpline,
     Inverse,
     Logit,
     LULinear,
@@ -79,6 +80,11 @@ CASES = {
     "affine_coupling": (
         lambda: AffineCoupling(MIXED[[0, 1, 4]], [True, False, False], **SMALL),
         lambda n, dt: mixed_points(n, dt)[:, [0, 1, 4]],
+    ),
+    "elementwise_spline_mixed": (lambda: _randomize(ElementwiseSpline(MIXED)), mixed_points),
+    "elementwise_spline_boundary": (
+        lambda: _randomize(ElementwiseSpline(MIXED)),
+        lambda n, dt: mixed_points(n, dt, boundary=True),
     ),
     "spline_coupling_mixed": (lambda: SplineCoupling(MIXED, MASK, **SMALL), mixed_points),
     "spline_coupling_boundary": (
