@@ -4,8 +4,9 @@ For every molecule of ``datasets/molecules/druglike.smi`` (2-8 rotatable bonds, 
 without stereocentres, neutral and charged) the pipeline runs with default settings and we
 record the ESS of the reweighted flow samples, the wall time, the stereo rejections and
 whether every written conformer keeps the input stereochemistry (checked independently with
-RDKit's CIP labels from 3D). ``--model torsional`` runs the torsional generator instead of the
-default Cartesian one. Prints a table; ``--json`` writes the flat summary.
+RDKit's CIP labels from 3D). ``--model cartesian`` or ``torsional`` overrides the default
+(``auto``: torsional whenever the molecule has a rotatable bond). Prints a table; ``--json``
+writes the flat summary.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="override the budget (s)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
-        "--model", default="cartesian", help="generator: cartesian (default) or torsional"
+        "--model", default="auto", help="generator: auto (default), torsional or cartesian"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

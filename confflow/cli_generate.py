@@ -32,8 +32,11 @@ def generate(
     energy: Annotated[str, typer.Option(help="Force field: mmff94 or mmff94s.")] = "mmff94",
     model: Annotated[
         str,
-        typer.Option(help="'cartesian' (all internal coordinates) or 'torsional' (rigid rotor)."),
-    ] = "cartesian",
+        typer.Option(
+            help="'torsional' (rotatable torsions at fixed local structure), 'cartesian' "
+            "(all internal coordinates) or 'auto' (torsional if any bond rotates)."
+        ),
+    ] = "auto",
     unique: Annotated[
         float | None,
         typer.Option(help="Cluster into conformers at this heavy-atom RMSD (Angstrom)."),

@@ -12,7 +12,7 @@ __all__ = ["ENERGIES", "MODELS", "GenerateConfig", "GenerateError"]
 #: Force fields ``--energy`` accepts, mapped to the MMFF variant names of confflow.energies.
 ENERGIES: dict[str, Literal["MMFF94", "MMFF94s"]] = {"mmff94": "MMFF94", "mmff94s": "MMFF94s"}
 #: Models ``--model`` accepts (see :mod:`confflow.generate.model`).
-MODELS = ("torsional", "cartesian")
+MODELS = ("auto", "torsional", "cartesian")
 
 
 class GenerateError(ValueError):
@@ -37,8 +37,9 @@ class GenerateConfig:
         replicas: temperatures of the replica-exchange ladder (1: plain Langevin MD).
         t_max: K, highest temperature of the ladder.
         energy: ``"mmff94"`` or ``"mmff94s"``.
-        model: ``"cartesian"`` (all internal coordinates) or ``"torsional"`` (free torsions
-            at the lowest-energy seed's local structure; see :mod:`confflow.generate.model`).
+        model: ``"torsional"`` (free torsions at the lowest-energy seed's local structure),
+            ``"cartesian"`` (all internal coordinates) or ``"auto"`` (torsional when the
+            molecule has a rotatable bond, else Cartesian); see :mod:`confflow.generate.model`.
         unique: heavy-atom RMSD in nm that merges samples into one conformer (``None``: write
             every sample).
         checkpoint: trained model to reuse (skips training), or ``None``.
@@ -59,7 +60,7 @@ class GenerateConfig:
     replicas: int = 4
     t_max: float = 600.0
     energy: str = "mmff94"
-    model: str = "cartesian"
+    model: str = "auto"
     unique: float | None = None
     checkpoint: Path | None = None
     largest_fragment: bool = False

@@ -2,11 +2,12 @@
 
 Two models, chosen by ``GenerateConfig.model``:
 
-* ``"cartesian"`` (default): the standard confflow generator over all ``3N-6`` normalised
+* ``"cartesian"``: the standard confflow generator over all ``3N-6`` normalised
   internal coordinates (:mod:`confflow.models.builder`); the target is the full MMFF
   Boltzmann distribution, hard to match in minutes of CPU training.
-* ``"torsional"``: a flow over the free torsions (one per rotatable bond, hydrogen
-  rotors included) with bonds, angles and rigid torsions fixed at the lowest-energy seed
+* ``"torsional"`` (what the default ``"auto"`` picks whenever a bond rotates): a flow over
+  the free torsions (one per rotatable bond, hydrogen rotors included) with bonds, angles
+  and rigid torsions fixed at the lowest-energy seed
   conformer (:class:`~confflow.coordinates.TorsionalEmbedding`); the target is the MMFF
   Boltzmann distribution conditional on that local structure. An elementwise circular spline,
   then circular spline couplings. Its ESS is higher, but for a narrower ensemble: without
@@ -45,6 +46,7 @@ from confflow.coordinates import (
     InternalNormalization,
     TorsionalEmbedding,
     ZMatrix,
+    rotatable_bonds,
 )
 from confflow.distributions import DomainProduct, Flow
 from confflow.energies import MMFFEnergy, TorsionalEnergy
@@ -61,6 +63,7 @@ __all__ = [
     "build_model",
     "load_model",
     "model_layout",
+    "resolve_model",
     "save_model",
     "train_model",
     "training_data",
@@ -93,6 +96,13 @@ def _fingerprint(molecule: Molecule, variant: str) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def resolve_model(molecule: Molecule, config: GenerateConfig) -> str:
+    """``config.model`` with ``"auto"`` resolved: torsional if any bond rotates, else Cartesian."""
+    if config.model != "auto":
+        return config.model
+    return "torsional" if rotatable_bonds(molecule) else "cartesian"
+
+
 def model_layout(
     molecule: Molecule, config: GenerateConfig, reference: Tensor, data: Tensor
 ) -> dict:
@@ -100,7 +110,7 @@ def model_layout(
 
     Args:
         molecule: the molecule.
-        config: run settings (``model``).
+        config: run settings (``model``, see :func:`resolve_model`).
         reference: ``[N, 3]`` nm lowest-energy seed conformer (the torsional model's local
             structure).
         data: ``[M, N, 3]`` nm training frames (the Cartesian model's normalisation).
@@ -109,7 +119,7 @@ def model_layout(
         ``{"model": "torsional", "reference": [[x, y, z], ...]}`` or
         ``{"model": "cartesian", "normalization": {"mean", "std"}}``.
     """
-    if config.model == "torsional":
+    if resolve_model(molecule, config) == "torsional":
         return {"model": "torsional", "reference": reference.double().tolist()}
     ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
     z, _ = ic.inverse(data.to(torch.float64))

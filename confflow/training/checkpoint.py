@@ -112,6 +112,34 @@ def check_compatible(data: dict[str, Any], model: BoltzmannGenerator, path: str 
         )
 
 
+#: Training settings a resumed run may change: its length, device, output and save interval.
+RESUMABLE_CHANGES = frozenset({"steps", "device", "progress", "checkpoint_every", "max_nonfinite"})
+
+
+def check_same_training(data: dict[str, Any], config: dict[str, Any], path: str | Path) -> None:
+    """Refuses to resume a run whose training settings changed (other than the length).
+
+    A resumed run must continue the interrupted one: another learning rate, loss mix, batch
+    size, schedule or seed would silently give a model that neither run describes.
+
+    Args:
+        data: the checkpoint.
+        config: this run's training settings (``TrainConfig.to_dict()``).
+        path: the checkpoint's path, for the message.
+
+    Raises:
+        CheckpointMismatchError: a setting outside :data:`RESUMABLE_CHANGES` differs.
+    """
+    theirs = data.get("train_config", {})
+    diff = sorted(k for k in config if k not in RESUMABLE_CHANGES and config[k] != theirs.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {theirs.get(k)!r} -> {config[k]!r}" for k in diff)
+        raise CheckpointMismatchError(
+            f"checkpoint {path}: training settings differ from this run ({detail}); resume with "
+            "the same settings or train into a new folder"
+        )
+
+
 def load_generator(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[BoltzmannGenerator, dict[str, Any]]:

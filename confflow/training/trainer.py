@@ -30,6 +30,7 @@ from confflow.models import BoltzmannGenerator
 from confflow.reweighting import kish_ess, largest_weight_share
 from confflow.training.checkpoint import (
     check_compatible,
+    check_same_training,
     read_checkpoint,
     write_checkpoint,
 )
@@ -182,6 +183,7 @@ class Trainer:
     def load_state(self, data: dict[str, Any], path: str | Path) -> None:
         """Restores a checkpoint written by :meth:`state` (after checking it fits the model)."""
         check_compatible(data, self.model, path)
+        check_same_training(data, self.config.to_dict(), path)
         self.model.load_state_dict(data["model"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])

@@ -138,3 +138,14 @@ def test_checkpoint_of_another_molecule_is_refused(run, tmp_path):
 
 def test_rotatable_torsions_of_pentanol():
     assert rotatable_torsions(load_molecule(SMILES)) == [(0, 1, 3, 4), (1, 3, 4, 5)]
+
+
+def test_auto_model_is_torsional_unless_nothing_rotates(tmp_path):
+    from confflow.generate.model import resolve_model
+
+    auto = _config(tmp_path / "x.sdf")
+    assert auto.model == "auto"
+    assert resolve_model(load_molecule(SMILES), auto) == "torsional"
+    assert resolve_model(load_molecule("c1ccccc1"), auto) == "cartesian"
+    forced = _config(tmp_path / "x.sdf", model="cartesian")
+    assert resolve_model(load_molecule(SMILES), forced) == "cartesian"

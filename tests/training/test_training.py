@@ -164,6 +164,18 @@ def test_checkpoint_round_trip_and_identity(tmp_path):
         other.fit()
 
 
+def test_resume_with_other_training_settings_is_refused(tmp_path):
+    """A changed learning rate or loss mix is refused; a longer run resumes."""
+    cfg = TrainConfig(steps=10, kl_weight=1.0, lr=1e-3, progress=False, device="cpu")
+    Trainer(_model(), cfg, out_dir=tmp_path).fit()
+    for change, message in (({"lr": 2e-3}, r"lr: 0\.001 -> 0\.002"), ({"seed": 5}, "seed: 0 -> 5")):
+        changed = TrainConfig(**{**cfg.to_dict(), **change})
+        with pytest.raises(CheckpointMismatchError, match=f"training settings differ.*{message}"):
+            Trainer(_model(), changed, out_dir=tmp_path).fit()
+    longer = TrainConfig(**{**cfg.to_dict(), "steps": 15})
+    assert Trainer(_model(), longer, out_dir=tmp_path).fit().resumed_from == 10
+
+
 def test_checkpoint_of_another_molecule_is_refused(tmp_path):
     cfg = TrainConfig(steps=1, kl_weight=1.0, progress=False, device="cpu")
     flow = {"layers": 2, "hidden": [8]}
