@@ -22,8 +22,10 @@ Training, within ``budget`` seconds of wall time:
 1. maximum likelihood on the MD frames (cosine schedule sized from the measured step time;
    60% of the budget for the Cartesian model, 10% for the torsional one, whose MD data are
    not samples of its target);
-2. refinement (Cartesian: half NLL, half reverse KL; torsional: reverse KL only) on the MMFF
-   energy, capped 100 kT above the lowest training frame, in segments; after each
+2. refinement on the MMFF energy, capped 100 kT above the lowest training frame (Cartesian:
+   half NLL, half reverse KL; torsional: 20% reverse KL, 80% importance-weighted forward KL on
+   the same flow samples, which cuts the heavy weight tails that reverse KL alone leaves), in
+   segments; after each
    segment the ESS of fresh flow samples is measured, the best model by ESS is kept and the
    refinement stops early when the ESS has not improved for ``PATIENCE`` segments.
 """
@@ -75,8 +77,10 @@ FLOW = FlowConfig(layers=8, bins=8, hidden=(128, 128))
 #: torsional model's MD data come from the flexible molecule, not from its target, so maximum
 #: likelihood only warms it up and reverse KL does the rest.
 NLL_SHARE = {"cartesian": 0.6, "torsional": 0.1}
-#: Weight of reverse KL in the refinement, per model (the rest is NLL on the MD frames).
+#: Weight of the energy term in the refinement, per model (the rest is NLL on the MD frames),
+#: and the share of importance-weighted forward KL in it (the rest is reverse KL).
 KL_WEIGHT = {"cartesian": 0.5, "torsional": 1.0}
+FORWARD_WEIGHT = {"cartesian": 0.0, "torsional": 0.8}
 #: Reduced energy (kT) above the lowest of the training frames where the energy cap starts.
 CAP_ABOVE_MIN = 100.0
 #: Refinement steps per ESS check, checks without improvement before stopping, and flow
@@ -273,6 +277,7 @@ def train_model(
         batch_size=batch,
         kl_batch_size=128 if kind == "cartesian" else 256,
         kl_weight=KL_WEIGHT[kind],
+        forward_weight=FORWARD_WEIGHT[kind],
         lr=3e-4 if kind == "cartesian" else 5e-4,
         warmup=0,
         min_lr_ratio=1.0,

@@ -8,7 +8,7 @@ from confflow.training.checkpoint import (
     write_checkpoint,
 )
 from confflow.training.config import TrainConfig
-from confflow.training.losses import mixed_loss, nll_loss, reverse_kl_loss
+from confflow.training.losses import energy_loss, mixed_loss, nll_loss, reverse_kl_loss
 from confflow.training.ml import fit_maximum_likelihood
 from confflow.training.trainer import Trainer, TrainingDivergedError, TrainResult, resolve_device
 
@@ -19,6 +19,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingDivergedError",
+    "energy_loss",
     "fit_maximum_likelihood",
     "load_generator",
     "mixed_loss",

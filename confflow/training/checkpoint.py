@@ -131,7 +131,10 @@ def check_same_training(data: dict[str, Any], config: dict[str, Any], path: str 
         CheckpointMismatchError: a setting outside :data:`RESUMABLE_CHANGES` differs.
     """
     theirs = data.get("train_config", {})
-    diff = sorted(k for k in config if k not in RESUMABLE_CHANGES and config[k] != theirs.get(k))
+    # settings the checkpoint does not record (an older version) are not compared
+    diff = sorted(
+        k for k in config if k not in RESUMABLE_CHANGES and k in theirs and config[k] != theirs[k]
+    )
     if diff:
         detail = ", ".join(f"{k}: {theirs.get(k)!r} -> {config[k]!r}" for k in diff)
         raise CheckpointMismatchError(

@@ -15,14 +15,19 @@ __all__ = ["TrainConfig"]
 class TrainConfig:
     """Hyper-parameters of :class:`~confflow.training.Trainer`.
 
-    The loss is ``(1 - kl_weight) * NLL(data) + kl_weight * KL(q || p)``: ``kl_weight = 0`` is
-    maximum likelihood on samples, ``1`` is reverse KL on the energy (no data needed).
+    The loss is ``(1 - kl_weight) * NLL(data) + kl_weight * E``: ``kl_weight = 0`` is maximum
+    likelihood on samples, ``1`` trains on the energy alone (no data needed). The energy term
+    ``E = (1 - forward_weight) * KL(q || p) + forward_weight * IS-forward-KL`` mixes reverse KL
+    with the importance-weighted forward KL on the same flow samples
+    (:func:`~confflow.training.energy_loss`).
 
     Attributes:
         steps: optimiser steps.
         batch_size: data samples per step (NLL term).
         kl_batch_size: flow samples per step (reverse-KL term).
-        kl_weight: weight of the reverse-KL term, in ``[0, 1]``.
+        kl_weight: weight of the energy term, in ``[0, 1]``.
+        forward_weight: share of the importance-weighted forward KL in the energy term, in
+            ``[0, 1]`` (``0``: reverse KL only).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         warmup: linear warm-up steps before the cosine decay.
@@ -46,6 +51,7 @@ class TrainConfig:
     batch_size: int = 256
     kl_batch_size: int = 256
     kl_weight: float = 0.0
+    forward_weight: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 1e-5
     warmup: int = 50
@@ -76,7 +82,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"train.{name}: must be a positive number, got {v!r}")
-        for name in ("kl_weight", "min_lr_ratio"):
+        for name in ("kl_weight", "forward_weight", "min_lr_ratio"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 <= v <= 1):
                 raise ConfigError(f"train.{name}: must be in [0, 1], got {v!r}")

@@ -6,6 +6,11 @@ r"""Training losses of Boltzmann generators (all in nats per sample).
   :math:`\frac1B \sum_i [\mathrm{cap}(u(x_i)) + \log q(x_i)]`, :math:`x_i \sim q`
   reparameterised, with the smooth linear-log cap of :func:`~confflow.energies.cap.linlog_cap`
   on the reduced energy so that clashes early in training do not swamp the gradient.
+* :func:`energy_loss` — reverse KL mixed with the self-normalised importance-weighted forward
+  KL on the same flow samples, :math:`-\sum_i \bar w_i \log q(x_i)` with
+  :math:`\bar w_i \propto e^{-u(x_i)} / q(x_i)` and samples and weights held fixed. The forward
+  term is mass-covering: it raises ``q`` where the target has more mass than ``q`` gives, which
+  cuts the heavy weight tails that reverse KL alone (mode-seeking) leaves.
 * :func:`mixed_loss` — ``(1 - w) * NLL + w * KL``.
 """
 
@@ -19,7 +24,7 @@ from torch import Tensor
 from confflow.energies.cap import linlog_cap
 from confflow.models import BoltzmannGenerator
 
-__all__ = ["mixed_loss", "nll_loss", "reverse_kl_loss"]
+__all__ = ["energy_loss", "mixed_loss", "nll_loss", "reverse_kl_loss"]
 
 
 def nll_loss(model: BoltzmannGenerator, x: Tensor) -> Tensor:
@@ -47,13 +52,44 @@ def reverse_kl_loss(
         ``(loss, log_w)``: the scalar loss (``nan`` when a sample is not finite, so that the
         caller can skip the step) and the detached float64 log-weights ``-u - log q`` ``[n]``.
     """
+    return energy_loss(model, n, cap_threshold, cap_scale, 0.0, generator)
+
+
+def energy_loss(
+    model: BoltzmannGenerator,
+    n: int,
+    cap_threshold: float,
+    cap_scale: float,
+    forward_weight: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(1 - a) * reverse KL + a * importance-weighted forward KL`` on ``n`` flow samples.
+
+    Args:
+        model: the Boltzmann generator (its ``temperature`` sets ``u = E / kT``).
+        n: flow samples.
+        cap_threshold: reduced energy (kT) where the cap of the reverse term starts.
+        cap_scale: scale of the logarithmic part (kT).
+        forward_weight: ``a`` in ``[0, 1]``; the forward term is
+            ``-sum_i softmax(log_w)_i log q(x_i)`` (nats) with ``x_i`` and the weights detached.
+        generator: RNG of the latent draw.
+
+    Returns:
+        ``(loss, log_w)`` as :func:`reverse_kl_loss`.
+    """
+    if not 0 <= forward_weight <= 1:
+        raise ValueError(f"forward_weight: must be in [0, 1], got {forward_weight}")
     x, log_q = model.sample(n, generator)
     if not bool(torch.isfinite(x).all()) or not bool(torch.isfinite(log_q).all()):
         nan = torch.full((), math.nan, device=x.device)
         return nan, torch.full((n,), math.nan, dtype=torch.float64)
     u = model.reduced_energy(x)
-    loss = (linlog_cap(u, cap_threshold, cap_scale) + log_q).mean()
     log_w = (-u.detach() - log_q.detach()).to(torch.float64)
+    loss = (linlog_cap(u, cap_threshold, cap_scale) + log_q).mean()
+    if forward_weight > 0:
+        weights = torch.softmax(log_w, 0).to(log_q.dtype)
+        forward = -(weights * model.log_prob(x.detach())).sum()
+        loss = (1 - forward_weight) * loss + forward_weight * forward
     return loss, log_w
 
 

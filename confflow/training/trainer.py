@@ -35,7 +35,7 @@ from confflow.training.checkpoint import (
     write_checkpoint,
 )
 from confflow.training.config import TrainConfig
-from confflow.training.losses import mixed_loss, nll_loss, reverse_kl_loss
+from confflow.training.losses import energy_loss, mixed_loss, nll_loss
 
 __all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "resolve_device"]
 
@@ -279,8 +279,13 @@ class Trainer:
             nll = nll_loss(self.model, batch)
             logs["nll"] = float(nll.detach())
         if cfg.kl_weight > 0:
-            kl, log_w = reverse_kl_loss(
-                self.model, cfg.kl_batch_size, cfg.cap_threshold, cfg.cap_scale, self.sample_gen
+            kl, log_w = energy_loss(
+                self.model,
+                cfg.kl_batch_size,
+                cfg.cap_threshold,
+                cfg.cap_scale,
+                cfg.forward_weight,
+                self.sample_gen,
             )
             self.evaluations += cfg.kl_batch_size
             logs["kl"] = float(kl.detach())
