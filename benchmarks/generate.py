@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the flat summary here")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--limit", type=int, default=None, help="only the first N molecules")
+    parser.add_argument("--start", type=int, default=0, help="skip the first N molecules")
     parser.add_argument("--budget", type=float, default=None, help="override the budget (s)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
@@ -72,6 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lines = [line.split() for line in MOLECULES.read_text().splitlines() if line.strip()]
+    lines = lines[args.start :]
     lines = lines[: args.limit] if args.limit else lines
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
