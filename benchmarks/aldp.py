@@ -27,13 +27,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _report import report_metrics
 
 from confflow.datasets import get_recipe, load
 from confflow.models import BGConfig, FlowConfig, build_boltzmann_generator
@@ -185,15 +185,7 @@ def main() -> None:
         "train_s": train_s,
         "wall_s": time.perf_counter() - start,
     }
-    out = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()
-    }
-    print(f"| {'metric':<20} | {'value':>14} |\n|{'-' * 22}|{'-' * 16}|")
-    for key, value in out.items():
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        print(f"| {key:<20} | {text:>14} |")
-    if args.json is not None:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    report_metrics(out, args.json)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _report import report_metrics
 from rdkit import Chem
 
 from confflow.coordinates.chirality import StereoCheck
@@ -232,15 +232,7 @@ def main() -> None:
         out,
     )
     out["wall_s"] = time.perf_counter() - wall
-    out = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()
-    }
-    print(f"| {'metric':<24} | {'value':>12} |\n|{'-' * 26}|{'-' * 14}|")
-    for key, value in out.items():
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        print(f"| {key:<24} | {text:>12} |")
-    if args.json is not None:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    report_metrics(out, args.json)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ Training, within ``budget`` seconds of wall time:
    the same flow samples, which cuts the heavy weight tails that reverse KL alone leaves), in
    segments; after each
    segment the ESS of fresh flow samples is measured, the best model by ESS is kept and the
-   refinement stops early when the ESS has not improved for ``PATIENCE`` segments.
+   refinement stops early when the ESS has not improved for ``patience`` segments
+   (:data:`SCHEDULES`).
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ from confflow.transforms import Compose, ElementwiseSpline, Transform
 
 __all__ = [
     "FLOW",
+    "SCHEDULES",
+    "Schedule",
     "TrainingSummary",
     "build_model",
     "load_model",
+    "model_kind",
     "model_layout",
     "resolve_model",
     "save_model",
@@ -73,21 +77,46 @@ __all__ = [
 
 #: Flow architecture of ``generate`` (small enough for minutes of CPU training).
 FLOW = FlowConfig(layers=8, bins=8, hidden=(128, 128))
-#: Fraction of the budget spent on maximum likelihood before refinement, per model. The
-#: torsional model's MD data come from the flexible molecule, not from its target, so maximum
-#: likelihood only warms it up and reverse KL does the rest.
-NLL_SHARE = {"cartesian": 0.6, "torsional": 0.1}
-#: Weight of the energy term in the refinement, per model (the rest is NLL on the MD frames),
-#: and the share of importance-weighted forward KL in it (the rest is reverse KL).
-KL_WEIGHT = {"cartesian": 0.5, "torsional": 1.0}
-FORWARD_WEIGHT = {"cartesian": 0.0, "torsional": 0.8}
 #: Reduced energy (kT) above the lowest of the training frames where the energy cap starts.
 CAP_ABOVE_MIN = 100.0
-#: Refinement steps per ESS check, checks without improvement before stopping, and flow
-#: samples per check, per model (ESS estimates from few samples are noisy).
-SEGMENT = {"cartesian": 40, "torsional": 100}
-PATIENCE = {"cartesian": 3, "torsional": 5}
-ESS_SAMPLES = {"cartesian": 512, "torsional": 1024}
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How one kind of model is trained within the budget.
+
+    Attributes:
+        nll_share: fraction of the budget spent on maximum likelihood before refinement.
+        kl_weight: weight of the energy term in the refinement (the rest is NLL on the frames).
+        forward_weight: share of importance-weighted forward KL in the energy term.
+        kl_batch_size: flow samples per refinement step.
+        lr: refinement learning rate.
+        segment: refinement steps per ESS check.
+        patience: ESS checks without improvement before stopping.
+        ess_samples: flow samples per ESS check (estimates from few samples are noisy).
+    """
+
+    nll_share: float
+    kl_weight: float
+    forward_weight: float
+    kl_batch_size: int
+    lr: float
+    segment: int
+    patience: int
+    ess_samples: int
+
+
+#: Per model. The torsional model's MD data come from the flexible molecule, not from its
+#: target, so maximum likelihood only warms it up and the energy does the rest.
+SCHEDULES = {
+    "cartesian": Schedule(0.6, 0.5, 0.0, 128, 3e-4, 40, 3, 512),
+    "torsional": Schedule(0.1, 1.0, 0.8, 256, 5e-4, 100, 5, 1024),
+}
+
+
+def model_kind(model: BoltzmannGenerator) -> str:
+    """``"torsional"`` or ``"cartesian"``: the coordinates ``model`` samples."""
+    return "torsional" if isinstance(model.energy, TorsionalEnergy) else "cartesian"
 
 
 def _fingerprint(molecule: Molecule, variant: str) -> str:
@@ -101,10 +130,19 @@ def _fingerprint(molecule: Molecule, variant: str) -> str:
 
 
 def resolve_model(molecule: Molecule, config: GenerateConfig) -> str:
-    """``config.model`` with ``"auto"`` resolved: torsional if any bond rotates, else Cartesian."""
+    """``config.model`` with ``"auto"`` resolved: torsional if any bond rotates, else Cartesian.
+
+    Raises:
+        GenerateError: ``"torsional"`` for a molecule without rotatable bonds.
+    """
+    rotates = bool(rotatable_bonds(molecule))
+    if config.model == "torsional" and not rotates:
+        raise GenerateError(
+            f"{molecule.source}: no rotatable bonds for --model torsional (use cartesian)"
+        )
     if config.model != "auto":
         return config.model
-    return "torsional" if rotatable_bonds(molecule) else "cartesian"
+    return "torsional" if rotates else "cartesian"
 
 
 def model_layout(
@@ -151,18 +189,11 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Bol
         The model in float32 on the CPU. Its samples are torsions ``[B, K]`` (rad) for the
         torsional model and positions ``[B, N, 3]`` (nm) for the Cartesian one.
 
-    Raises:
-        GenerateError: a torsional model for a molecule without rotatable bonds.
     """
     energy = MMFFEnergy(molecule.rdkit_mol, variant=config.variant)
     normalization = None
     if layout["model"] == "torsional":
         embedding = TorsionalEmbedding(molecule, torch.tensor(layout["reference"]))
-        if embedding.dim == 0:
-            raise GenerateError(
-                f"{molecule.source}: no rotatable bonds for the torsional model "
-                "(use --model cartesian)"
-            )
         latent = embedding.domain
         transform = _torsional_transform(latent)
         energy = TorsionalEnergy(energy, embedding)
@@ -193,7 +224,7 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Bol
 
 def training_data(model: BoltzmannGenerator, frames: Tensor) -> Tensor:
     """MD frames ``[M, N, 3]`` nm as the model's samples (torsions for the torsional model)."""
-    if isinstance(model.energy, TorsionalEnergy):
+    if model_kind(model) == "torsional":
         return model.energy.embedding.project(frames.to(torch.float64)).float()
     return frames.float()
 
@@ -260,8 +291,8 @@ def train_model(
     t0 = time.perf_counter()
     trainer.fit(resume=False)
     per_step = (time.perf_counter() - t0) / 20
-    kind = "torsional" if isinstance(model.energy, TorsionalEnergy) else "cartesian"
-    nll_left = NLL_SHARE[kind] * config.budget - (time.perf_counter() - t0)
+    plan = SCHEDULES[model_kind(model)]
+    nll_left = plan.nll_share * config.budget - (time.perf_counter() - t0)
     more = max(0, int(nll_left / per_step))
     trainer.config = dataclasses.replace(trainer.config, steps=20 + more)
     if more:
@@ -275,14 +306,14 @@ def train_model(
     refine = TrainConfig(
         steps=1,
         batch_size=batch,
-        kl_batch_size=128 if kind == "cartesian" else 256,
-        kl_weight=KL_WEIGHT[kind],
-        forward_weight=FORWARD_WEIGHT[kind],
-        lr=3e-4 if kind == "cartesian" else 5e-4,
+        kl_batch_size=plan.kl_batch_size,
+        kl_weight=plan.kl_weight,
+        forward_weight=plan.forward_weight,
+        lr=plan.lr,
         warmup=0,
         min_lr_ratio=1.0,
-        val_every=SEGMENT[kind],
-        val_batch_size=ESS_SAMPLES[kind],
+        val_every=plan.segment,
+        val_batch_size=plan.ess_samples,
         cap_threshold=u_min + CAP_ABOVE_MIN,
         cap_scale=10.0,
     )
@@ -294,7 +325,7 @@ def train_model(
     since_best = 0
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        _grow(trainer, SEGMENT[kind])
+        _grow(trainer, plan.segment)
         summary.target_evaluations += refine.val_batch_size
         ess = float(trainer.metrics.get("ess", 0.0))
         summary.ess_history.append(ess)
@@ -303,7 +334,7 @@ def train_model(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             since_best += 1
-        if since_best >= PATIENCE[kind]:
+        if since_best >= plan.patience:
             summary.stopped_early = True
             break
         if time.perf_counter() + (time.perf_counter() - start) > deadline:

@@ -7,10 +7,10 @@ fragments without ``largest_fragment``, or a molecule MMFF94 cannot type.
 
 from __future__ import annotations
 
-from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
 
 from confflow.chem import Molecule
+from confflow.coordinates import rotatable_bonds
 from confflow.generate.config import GenerateError
 
 __all__ = ["SUPPORTED_ELEMENTS", "load_molecule", "rotatable_torsions"]
@@ -57,19 +57,17 @@ def load_molecule(smiles: str, largest_fragment: bool = False) -> Molecule:
     return molecule
 
 
-#: Rotatable bond: single, not in a ring, between non-terminal atoms, no triple bonds.
-_ROTATABLE = Chem.MolFromSmarts("[!$(*#*)&!D1]-&!@[!$(*#*)&!D1]")
-
-
 def rotatable_torsions(molecule: Molecule) -> list[tuple[int, int, int, int]]:
-    """One heavy-atom torsion ``(a, b, c, d)`` per rotatable bond ``b-c``.
+    """One heavy-atom torsion ``(a, b, c, d)`` per rotatable bond ``b-c`` (atom indices).
+
+    Rotatable bonds are those of :func:`~confflow.coordinates.rotatable_bonds`.
 
     ``a`` and ``d`` are the lowest-index heavy neighbours; bonds whose ends have no other
     heavy neighbour (e.g. methyl or hydroxyl rotors) are skipped.
     """
     mol = molecule.rdkit_mol
     torsions = []
-    for b, c in mol.GetSubstructMatches(_ROTATABLE):
+    for b, c in rotatable_bonds(molecule):
         ends = []
         for atom, other in ((b, c), (c, b)):
             heavy = [

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from confflow.coordinates import StereoCheck, rotatable_bonds
+from confflow.coordinates import StereoCheck
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.data import md_samples, seed_conformers
 from confflow.generate.ensemble import Clusters, Ensemble, cluster, sample_ensemble
@@ -27,7 +27,9 @@ from confflow.generate.model import (
     TrainingSummary,
     build_model,
     load_model,
+    model_kind,
     model_layout,
+    resolve_model,
     save_model,
     train_model,
     training_data,
@@ -119,8 +121,9 @@ def _outputs(ensemble: Ensemble, clusters: Clusters | None) -> dict:
 
 def _free_torsions(model) -> list[list[int]]:
     """Atom quadruples of the torsional model's free torsions (empty for the Cartesian one)."""
-    embedding = getattr(model.energy, "embedding", None)
-    return [] if embedding is None else [list(t) for t in embedding.torsions]
+    if model_kind(model) != "torsional":
+        return []
+    return [list(t) for t in model.energy.embedding.torsions]
 
 
 def run_generate(
@@ -144,10 +147,8 @@ def run_generate(
         timings, "molecule", lambda: load_molecule(config.smiles, config.largest_fragment)
     )
     check_writable(config)
-    if config.model == "torsional" and config.checkpoint is None and not rotatable_bonds(molecule):
-        raise GenerateError(
-            f"{molecule.source}: no rotatable bonds for --model torsional (use cartesian)"
-        )
+    if config.checkpoint is None:
+        resolve_model(molecule, config)  # fails before MD on --model torsional without rotors
     try:
         device = resolve_device(config.device)
     except ValueError as err:
@@ -178,10 +179,7 @@ def run_generate(
             )
             log(f"MD: {md_x.shape[0]} frames ({timings['md']:.1f} s)")
         layout = model_layout(molecule, config, seeds[0], md_x)
-        try:
-            model = build_model(molecule, config, layout).to(device)
-        except ValueError as err:
-            raise GenerateError(str(err)) from err
+        model = build_model(molecule, config, layout).to(device)
 
         def keep(m) -> None:
             save_model(checkpoint, m, config, layout)
