@@ -11,9 +11,10 @@ split:
 * ``rama_tv`` — total variation between the (phi, psi) histograms (36 x 36 bins) of the MD
   test frames and of the reweighted flow samples;
 * ``dF_flow_kT`` / ``dF_md_kT`` — free energy of phi > 0 relative to phi < 0 (kT) from the
-  reweighted flow (bootstrap sd) and from MD (block bootstrap sd, blocks of ``--md-block``
-  frames), ``dF_err_kT`` their combined sd; ``dF_md_kT`` is ``null`` when the MD reference
-  holds no phi > 0 frame;
+  reweighted flow (bootstrap sd) and from the MD reference ``--reference`` (default
+  ``aldp-reference``: umbrella sampling on phi + MBAR, block-bootstrap sd; ``--reference test``
+  counts the MD test split, block bootstrap over ``--md-block`` frames), ``dF_err_kT`` their
+  combined sd; ``dF_md_kT`` is ``null`` when the reference holds no phi > 0 frame;
 * ``target_evaluations`` — energy evaluations of training validation and evaluation;
 * ``wall_s`` — total wall time.
 
@@ -21,7 +22,8 @@ Steps are set from a timing of the first steps so that the cosine schedule ends 
 budget; the trainer also stops at the budget.
 
 Usage:
-    python benchmarks/aldp.py [--dataset aldp] [--budget 30] [--device cpu|cuda] [--json out]
+    python benchmarks/aldp.py [--dataset aldp-rex] [--reference aldp-reference] [--budget 30]
+        [--device cpu|cuda] [--json out]
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pathlib import Path
 import torch
 from _report import report_metrics
 
-from confflow.datasets import get_recipe, load
+from confflow.datasets import get_recipe, load, reference_phi_free_energy
 from confflow.models import BGConfig, FlowConfig, build_boltzmann_generator
 from confflow.reweighting import free_energy_difference, kish_ess, torsion
 from confflow.training import TrainConfig, Trainer
@@ -66,7 +68,10 @@ def draw(model, n: int, chunk: int, seed: int, device: torch.device):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="aldp")
+    parser.add_argument("--dataset", default="aldp-rex", help="training data (MD dataset)")
+    parser.add_argument(
+        "--reference", default="aldp-reference", help="dataset for dF_md, or 'test' (MD test split)"
+    )
     parser.add_argument("--budget", type=float, default=30.0, help="training minutes")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
@@ -141,7 +146,10 @@ def main() -> None:
     md_hist = rama_hist(md_phi, md_psi, torch.ones_like(md_phi), 36)
     gen = torch.Generator().manual_seed(args.seed)
     in_b_md = md_phi > 0
-    if bool(in_b_md.any()):
+    if args.reference != "test":
+        md = reference_phi_free_energy(args.reference)
+        df_md, df_md_err = md.delta_f, md.stderr
+    elif bool(in_b_md.any()):
         block = min(args.md_block, len(md_phi) // 10)
         md = free_energy_difference(
             torch.zeros(len(md_phi)), ~in_b_md, in_b_md, block=block, generator=gen
@@ -165,6 +173,7 @@ def main() -> None:
     df_flow_err = statistics.median(df_errs) if df_errs else math.nan
     out = {
         "dataset": args.dataset,
+        "reference": args.reference,
         "budget_min": args.budget,
         "steps": result.step,
         "train_frames": len(train_x),

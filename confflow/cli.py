@@ -159,7 +159,7 @@ def datasets_generate(
     progress: Annotated[bool, typer.Option(help="Progress bar with ns/day on stderr.")] = True,
 ) -> None:
     """Generate (or resume, or find) a dataset in the cache and print its summary."""
-    from confflow.datasets import dataset_path, generate, get_recipe, phi_free_energy
+    from confflow.datasets import dataset_path, generate, get_recipe, reference_phi_free_energy
 
     try:
         recipe = get_recipe(name)
@@ -170,9 +170,8 @@ def datasets_generate(
         raise typer.Exit(code=1) from err
     typer.echo(f"  frames      {result.n_frames}")
     typer.echo(f"  wall time   {result.wall_s:.1f} s")
-    typer.echo(f"  trajectory  {result.trajectory}")
     if recipe.system.startswith("aldp"):
-        est = phi_free_energy(result.trajectory)
+        est = reference_phi_free_energy(recipe.name, cache)
         typer.echo(f"  F(phi>0) - F(phi<0) = {est.delta_f:.3f} +- {est.stderr:.3f} kT")
     typer.echo(f"  directory   {dataset_path(recipe.name, cache)}")
 

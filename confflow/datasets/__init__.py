@@ -6,8 +6,12 @@ Example:
     200
 """
 
-from confflow.datasets.analysis import backbone_torsions, phi_free_energy
-from confflow.datasets.registry import DATASETS, DatasetRecipe, get_recipe
+from confflow.datasets.analysis import (
+    backbone_torsions,
+    phi_free_energy,
+    reference_phi_free_energy,
+)
+from confflow.datasets.registry import ALDP_PHI, DATASETS, DatasetRecipe, get_recipe
 from confflow.datasets.store import (
     CACHE_ENV,
     DatasetSplits,
@@ -19,6 +23,7 @@ from confflow.datasets.store import (
 )
 
 __all__ = [
+    "ALDP_PHI",
     "CACHE_ENV",
     "DATASETS",
     "DatasetRecipe",
@@ -30,5 +35,6 @@ __all__ = [
     "get_recipe",
     "load",
     "phi_free_energy",
+    "reference_phi_free_energy",
     "time_block_split",
 ]

@@ -7,9 +7,13 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
+from confflow.datasets.registry import DatasetRecipe, get_recipe
+from confflow.datasets.store import dataset_path
+from confflow.md.config import MDInputError
 from confflow.md.free_energy import FreeEnergyEstimate, macrostate_free_energy
+from confflow.md.umbrella import UmbrellaEstimate, read_umbrella, umbrella_free_energy
 
-__all__ = ["backbone_torsions", "phi_free_energy"]
+__all__ = ["backbone_torsions", "phi_free_energy", "reference_phi_free_energy"]
 
 
 def backbone_torsions(trajectory: str | Path | mdtraj.Trajectory) -> tuple[np.ndarray, np.ndarray]:
@@ -41,3 +45,33 @@ def phi_free_energy(
     """
     phi, _ = backbone_torsions(trajectory)
     return macrostate_free_energy(phi > 0, n_blocks=n_blocks)
+
+
+def reference_phi_free_energy(
+    name: str | DatasetRecipe, cache: str | Path | None = None
+) -> FreeEnergyEstimate | UmbrellaEstimate:
+    """Free energy of phi > 0 relative to phi < 0 (kT, with its error) from a cached dataset.
+
+    Umbrella-sampling datasets (``aldp-reference``) are combined with MBAR
+    (:func:`~confflow.md.umbrella.umbrella_free_energy`, block bootstrap); MD and replica
+    exchange datasets are counted frame by frame (:func:`phi_free_energy`).
+
+    Args:
+        name: an alanine dipeptide dataset name or recipe.
+        cache: cache directory (see :func:`~confflow.datasets.cache_dir`).
+
+    Raises:
+        MDInputError: unknown or ungenerated dataset.
+    """
+    recipe = name if isinstance(name, DatasetRecipe) else get_recipe(name)
+    path = dataset_path(recipe.name, cache)
+    if recipe.umbrella:
+        umbrella, temperature, series = read_umbrella(path)
+        return umbrella_free_energy(umbrella, temperature, series, lambda phi: phi > 0)
+    trajectory = path / "trajectory.h5"
+    if not trajectory.exists():
+        raise MDInputError(
+            f"dataset: {recipe.name!r} is not in the cache {path.parent}; "
+            f"generate it first (confflow datasets generate {recipe.name})"
+        )
+    return phi_free_energy(trajectory)

@@ -13,11 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from confflow.md.config import MDConfig, MDInputError, ReplicaConfig
+from confflow.md.umbrella import UmbrellaConfig
 
-__all__ = ["DATASETS", "DatasetRecipe", "get_recipe"]
+__all__ = ["ALDP_PHI", "DATASETS", "DatasetRecipe", "get_recipe"]
 
 _BYTES_PER_COORD = 4  # float32 positions in the HDF5 trajectory
 _SMILES_NS_PER_DAY = 400.0
+
+#: Atom indices of the backbone torsion phi (C-N-CA-C) in the alanine dipeptide systems.
+ALDP_PHI = (4, 6, 8, 14)
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class DatasetRecipe:
         n_atoms: atoms per frame (for the size estimate).
         ns_per_day: measured speed of one replica on one core (Reference platform).
         description: what the dataset is for.
+        umbrella: umbrella-sampling windows (``config`` is then each window's run), or
+            ``None``; exclusive with ``replicas``.
     """
 
     name: str
@@ -41,11 +47,19 @@ class DatasetRecipe:
     n_atoms: int
     ns_per_day: float
     description: str
+    umbrella: UmbrellaConfig | None = None
+
+    @property
+    def n_runs(self) -> int:
+        """Simulations the recipe runs side by side or one after another (replicas, windows)."""
+        if self.umbrella:
+            return self.umbrella.n_windows
+        return self.replicas.n_replicas if self.replicas else 1
 
     @property
     def n_frames(self) -> int:
-        """Frames the recipe stores."""
-        return self.config.n_frames
+        """Frames the recipe stores (over all umbrella windows)."""
+        return self.config.n_frames * (self.umbrella.n_windows if self.umbrella else 1)
 
     @property
     def size_mb(self) -> float:
@@ -55,15 +69,18 @@ class DatasetRecipe:
     @property
     def cpu_hours(self) -> float:
         """Expected core-hours at :attr:`ns_per_day` (all replicas, equilibration included)."""
-        n_replicas = self.replicas.n_replicas if self.replicas else 1
         ns = self.config.ns + self.config.equilibration_ps * 1e-3
-        return n_replicas * ns / self.ns_per_day * 24.0
+        return self.n_runs * ns / self.ns_per_day * 24.0
 
     def describe(self) -> str:
         """One line: name, method, length, frames, size and cost."""
-        method = f"{self.replicas.n_replicas}-replica exchange" if self.replicas else "MD"
+        method = "MD,"
+        if self.replicas:
+            method = f"{self.replicas.n_replicas}-replica exchange,"
+        if self.umbrella:
+            method = f"umbrella sampling, {self.umbrella.n_windows} windows of"
         return (
-            f"{self.name}: {method}, {self.config.ns:g} ns at {self.config.temperature:g} K, "
+            f"{self.name}: {method} {self.config.ns:g} ns at {self.config.temperature:g} K, "
             f"{self.n_frames} frames, ~{self.size_mb:.1f} MB, ~{self.cpu_hours:.2g} core-h"
         )
 
@@ -96,12 +113,23 @@ DATASETS: dict[str, DatasetRecipe] = {
         DatasetRecipe(
             "aldp-reference",
             "aldp",
-            MDConfig(ns=100.0, stride_ps=0.5, equilibration_ps=100.0, chunk_frames=1000),
+            MDConfig(ns=0.5, stride_ps=0.5, equilibration_ps=10.0, chunk_frames=500),
+            None,
+            22,
+            2500.0,
+            "benchmark-grade aldp reference: umbrella sampling on phi + MBAR, the phi>0 vs "
+            "phi<0 free energy to < 0.1 kT (see datasets/README.md)",
+            UmbrellaConfig(ALDP_PHI, n_windows=36, force_constant=200.0),
+        ),
+        DatasetRecipe(
+            "aldp-rex",
+            "aldp",
+            MDConfig(ns=10.0, stride_ps=1.0, equilibration_ps=100.0, chunk_frames=500),
             ReplicaConfig(n_replicas=4, t_max=1000.0, exchange_ps=0.1),
             22,
             2500.0,
-            "benchmark-grade aldp reference: replica exchange 300-1000 K, 300 K replica; "
-            "phi>0 vs phi<0 free energy (see datasets/README.md for its error)",
+            "alanine dipeptide 300 K replica of replica exchange 300-1000 K, 10 ns: training "
+            "data with both phi basins at their Boltzmann populations",
         ),
         _aldp(
             "aldp-ff96",

@@ -24,6 +24,7 @@ import torch
 
 from confflow.datasets.registry import DatasetRecipe, get_recipe
 from confflow.md import MDInputError, MDResult, read_frames, resolve_system, run_md
+from confflow.md.umbrella import UmbrellaResult, run_umbrella
 
 __all__ = [
     "CACHE_ENV",
@@ -63,7 +64,7 @@ def dataset_path(name: str, cache: str | Path | None = None) -> Path:
 
 def generate(
     name: str | DatasetRecipe, cache: str | Path | None = None, *, progress: bool = False
-) -> MDResult:
+) -> MDResult | UmbrellaResult:
     """Produces (or finishes, or just finds) a dataset in the cache.
 
     Args:
@@ -72,7 +73,8 @@ def generate(
         progress: show a progress bar on stderr.
 
     Returns:
-        The :class:`~confflow.md.MDResult` (``wall_s == 0`` if it was already complete).
+        The :class:`~confflow.md.MDResult` (``wall_s == 0`` if it was already complete), or
+        an :class:`~confflow.md.umbrella.UmbrellaResult` for an umbrella-sampling recipe.
 
     Raises:
         MDInputError: unknown name, unwritable cache, or a cached run with other settings.
@@ -80,6 +82,10 @@ def generate(
     recipe = name if isinstance(name, DatasetRecipe) else get_recipe(name)
     out = dataset_path(recipe.name, cache)
     md_system = resolve_system(recipe.system, seed=recipe.config.seed)
+    if recipe.umbrella:
+        return run_umbrella(
+            md_system, recipe.config, recipe.umbrella, out, resume=True, progress=progress
+        )
     resume = (out / "metadata.json").exists()
     return run_md(
         md_system,
@@ -154,6 +160,11 @@ def load(
             ``generate_missing`` is False).
     """
     recipe = get_recipe(name)
+    if recipe.umbrella:
+        raise MDInputError(
+            f"dataset: {name!r} is umbrella sampling (biased windows), a free-energy reference "
+            "rather than training data; use confflow.datasets.reference_phi_free_energy"
+        )
     path = dataset_path(recipe.name, cache)
     trajectory = path / "trajectory.h5"
     if not trajectory.exists():

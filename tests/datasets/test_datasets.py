@@ -21,12 +21,14 @@ from confflow.md import MDInputError, read_frames
 
 
 def test_registry_has_the_issue_datasets_with_sizes_and_costs():
-    for name in ("aldp", "aldp-ff96", "aldp-vacuum", "aldp-reference", "aldp-small"):
+    for name in ("aldp", "aldp-ff96", "aldp-vacuum", "aldp-reference", "aldp-rex", "aldp-small"):
         recipe = DATASETS[name]
         assert recipe.n_frames > 0 and recipe.size_mb > 0 and recipe.cpu_hours > 0
         assert recipe.config.temperature == 300.0
         assert name in recipe.describe() and "core-h" in recipe.describe()
-    assert DATASETS["aldp-reference"].replicas.n_replicas == 4
+    reference = DATASETS["aldp-reference"]
+    assert reference.umbrella.n_windows == 36 and reference.n_frames == 36 * 1000
+    assert DATASETS["aldp-rex"].replicas.n_replicas == 4
     assert DATASETS["aldp-small"].n_frames == 200
     # ff96 runs at ~75 ns/day here: 1 ns costs hours, the vacuum system minutes
     assert DATASETS["aldp-ff96"].cpu_hours > 10 * DATASETS["aldp-vacuum"].cpu_hours

@@ -1,0 +1,99 @@
+"""MBAR and the umbrella-sampling estimator on a 1-D torsion with an exact answer."""
+
+import math
+
+import numpy as np
+import pytest
+
+from confflow.md.langevin import GAS_CONSTANT
+from confflow.md.mbar import mbar_free_energies, mbar_log_weights
+from confflow.md.umbrella import UmbrellaConfig, umbrella_free_energy
+
+TEMPERATURE = 300.0
+KT = GAS_CONSTANT * TEMPERATURE
+GRID = np.linspace(-math.pi, math.pi, 20001)[:-1]
+
+
+def potential(theta: np.ndarray) -> np.ndarray:
+    """A torsional double well in kT: wells at +-pi/2 differing by 1.6 kT, barriers of ~6 kT."""
+    return 3.0 * np.cos(2.0 * theta) + 0.8 * np.sin(theta)
+
+
+def exact_delta_f() -> float:
+    p = np.exp(-potential(GRID))
+    return -math.log(p[GRID > 0].sum() / p[GRID < 0].sum())
+
+
+def sample_windows(umbrella: UmbrellaConfig, n: int, rng: np.random.Generator) -> list:
+    """Independent exact draws from every biased window density (inverse CDF on a grid)."""
+    bias = umbrella.bias_kt(GRID, TEMPERATURE)
+    series = []
+    for b in bias:
+        p = np.exp(-potential(GRID) - b)
+        series.append(rng.choice(GRID, size=n, p=p / p.sum()))
+    return series
+
+
+UMBRELLA = UmbrellaConfig((0, 1, 2, 3), n_windows=24, force_constant=30.0 * KT)
+
+
+def test_umbrella_free_energy_recovers_the_exact_answer_and_profile():
+    rng = np.random.default_rng(1)
+    series = sample_windows(UMBRELLA, 500, rng)
+    est = umbrella_free_energy(UMBRELLA, TEMPERATURE, series, lambda t: t > 0, n_bootstrap=50)
+    assert est.n_frames == 12000 and est.n_windows == 24 and est.n_bootstrap == 50
+    assert 0 < est.stderr < 0.1
+    assert abs(est.delta_f - exact_delta_f()) < 4 * est.stderr
+    assert est.fraction == pytest.approx(1 / (1 + math.exp(est.delta_f)))
+    # the free-energy profile follows the potential (up to a constant) where it is sampled
+    centres = 0.5 * (est.profile_edges[1:] + est.profile_edges[:-1])
+    exact = potential(centres) - potential(centres).min()
+    low = exact < 5.0
+    assert np.abs(est.profile[low] - exact[low]).max() < 0.5
+
+
+def test_bootstrap_error_matches_the_spread_of_independent_repeats():
+    rng = np.random.default_rng(2)
+    values, errors = [], []
+    for _ in range(20):
+        series = sample_windows(UMBRELLA, 200, rng)
+        est = umbrella_free_energy(UMBRELLA, TEMPERATURE, series, lambda t: t > 0, n_bootstrap=40)
+        values.append(est.delta_f)
+        errors.append(est.stderr)
+    spread, typical = float(np.std(values, ddof=1)), float(np.mean(errors))
+    # 20 repeats pin a standard deviation to about +-16%; allow a factor 1.6 either way
+    assert typical / 1.6 < spread < typical * 1.6, (spread, typical)
+    assert abs(np.mean(values) - exact_delta_f()) < 4 * spread / math.sqrt(20)
+
+
+def test_mbar_without_bias_gives_equal_free_energies_and_weights():
+    bias = np.zeros((3, 30))
+    f = mbar_free_energies(bias, np.array([10, 10, 10]))
+    np.testing.assert_allclose(f, 0.0, atol=1e-8)
+    np.testing.assert_allclose(mbar_log_weights(bias, [10, 10, 10], f), -math.log(30))
+
+
+def test_mbar_recovers_known_window_free_energies():
+    # windows that shift a harmonic oscillator: every f_k is 0 (same normalisation)
+    rng = np.random.default_rng(3)
+    centres = np.array([-1.0, 0.0, 1.0])
+    x = np.concatenate([rng.normal(c / 2, math.sqrt(0.5), 4000) for c in centres])
+    bias = 0.5 * (x[None] - centres[:, None]) ** 2  # u(x) = x^2 / 2 plus bias
+    f = mbar_free_energies(bias, np.full(3, 4000))
+    expected = 0.25 * centres**2 - 0.25 * centres[0] ** 2  # -ln of each window's integral
+    np.testing.assert_allclose(f, expected, atol=0.05)
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match=r"bias: expected \[K, N\]"):
+        mbar_free_energies(np.zeros(5), np.array([5]))
+    with pytest.raises(ValueError, match="counts: need positive counts summing to the 6"):
+        mbar_free_energies(np.zeros((2, 6)), np.array([3, 2]))
+    with pytest.raises(ValueError, match="bias: contains NaN"):
+        mbar_free_energies(np.full((2, 4), np.nan), np.array([2, 2]))
+    rng = np.random.default_rng(4)
+    series = sample_windows(UMBRELLA, 50, rng)
+    with pytest.raises(ValueError, match="in_a: every sample falls on one side"):
+        umbrella_free_energy(UMBRELLA, TEMPERATURE, series, lambda t: t > 10)
+    with pytest.raises(ValueError, match="series: expected 24 windows, got 23"):
+        umbrella_free_energy(UMBRELLA, TEMPERATURE, series[1:], lambda t: t > 0)
