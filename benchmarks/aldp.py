@@ -19,7 +19,8 @@ split:
 * ``wall_s`` — total wall time.
 
 Steps are set from a timing of the first steps so that the cosine schedule ends within the
-budget; the trainer also stops at the budget.
+budget; the trainer also stops at the budget, or after ``--patience`` validations without a
+better validation NLL, and the model with the best validation NLL is the one evaluated.
 
 Usage:
     python benchmarks/aldp.py [--dataset aldp-rex] [--reference aldp-reference] [--budget 30]
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from confflow.datasets import get_recipe, load, reference_phi_free_energy
 from confflow.models import BGConfig, FlowConfig, build_boltzmann_generator
 from confflow.reweighting import free_energy_difference, kish_ess, torsion
 from confflow.training import TrainConfig, Trainer
+from confflow.training.checkpoint import read_checkpoint
 from confflow.training.spec import target_for_system
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
@@ -83,6 +86,9 @@ def main() -> None:
     parser.add_argument("--kl-weight", type=float, default=0.0, help="0: maximum likelihood")
     parser.add_argument("--kl-batch-size", type=int, default=256)
     parser.add_argument("--md-block", type=int, default=100)
+    parser.add_argument(
+        "--patience", type=int, default=3, help="validations without improvement (0: never stop)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -124,16 +130,20 @@ def main() -> None:
         kl_batch_size=args.kl_batch_size,
         lr=args.lr,
         warmup=min(500, steps // 20),
-        val_every=max(50, steps // 10),
+        val_every=max(50, steps // 20),
         val_batch_size=2000,
         checkpoint_every=max(50, steps // 10),
+        patience=args.patience,
         seed=args.seed,
         device=args.device,
         progress=False,
     )
-    trainer = Trainer(model, train_cfg, train_x, val_x, args.out)
+    out_dir = args.out or Path(tempfile.mkdtemp(prefix="aldp-bench-"))
+    trainer = Trainer(model, train_cfg, train_x, val_x, out_dir)
     result = trainer.fit(resume=False, max_seconds=budget_s - (time.perf_counter() - t0))
     train_s = time.perf_counter() - start
+    best = read_checkpoint(out_dir / "best.pt")
+    model.load_state_dict(best["model"])
 
     model.eval()
     with torch.no_grad():
@@ -176,6 +186,8 @@ def main() -> None:
         "reference": args.reference,
         "budget_min": args.budget,
         "steps": result.step,
+        "best_step": int(best["step"]),
+        "stopped_early": result.stopped_early,
         "train_frames": len(train_x),
         "test_frames": len(test_x),
         "n_samples": args.samples,

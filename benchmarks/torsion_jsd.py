@@ -6,11 +6,16 @@ For each molecule (default: three small ones of ``datasets/molecules/druglike.sm
    300-600 K, swaps every 0.1 ps, frames every 0.5 ps, ``--md-ns`` ns per replica), the 300 K
    replica; resumable in ``--work/<name>/``;
 2. ``confflow generate`` with its defaults (``-n`` samples) into ``--work/<name>-ensemble/``;
-3. for every heavy-atom torsion about a rotatable bond: ``--bins`` histograms over
+3. for every heavy-atom torsion ``a-b-c-d`` about a rotatable bond: ``--bins`` histograms over
    (-180, 180] degrees of the reference frames and of the written conformers weighted by their
    ``weight`` tag, and their Jensen-Shannon divergence in bits (log base 2: 0 identical,
    1 disjoint). The divergence between the two halves of the reference is reported as its
    noise floor.
+
+Symmetry: where ``a`` (or ``d``) has topologically equivalent siblings, e.g. the two ortho
+carbons of a phenyl ring, the choice of ``d`` is arbitrary and the true marginal is the same
+for every choice; both histograms are averaged over the equivalent choices, which removes the
+ring-flip asymmetry a finite MD run leaves in one of them without favouring either side.
 
 Prints one row per torsion; ``--json`` writes ``max_jsd`` (largest over all torsions),
 ``max_jsd_md_halves`` and the rows.
@@ -52,9 +57,24 @@ def dihedrals(x: np.ndarray, quads: list[tuple[int, int, int, int]]) -> np.ndarr
     return np.arctan2((np.cross(b1, v) * w).sum(-1), (v * w).sum(-1))
 
 
+def equivalent_torsions(
+    mol: Chem.Mol, quad: tuple[int, int, int, int]
+) -> list[tuple[int, int, int, int]]:
+    """``quad`` and its variants with ``a``/``d`` replaced by topologically equivalent atoms."""
+    rank = list(Chem.CanonicalRankAtoms(mol, breakTies=False))
+    a, b, c, d = quad
+
+    def twins(end: int, centre: int, other: int) -> list[int]:
+        atoms = mol.GetAtomWithIdx(centre).GetNeighbors()
+        return [n.GetIdx() for n in atoms if n.GetIdx() != other and rank[n.GetIdx()] == rank[end]]
+
+    return [(a2, b, c, d2) for a2 in twins(a, b, c) for d2 in twins(d, c, b)]
+
+
 def histogram(theta: np.ndarray, weights: np.ndarray, bins: int) -> np.ndarray:
+    """Normalised histogram of ``theta [T, V]`` (rad; V equivalent variants pooled)."""
     edges = np.linspace(-math.pi, math.pi, bins + 1)
-    h, _ = np.histogram(theta, bins=edges, weights=weights)
+    h, _ = np.histogram(theta.ravel(), bins=edges, weights=np.repeat(weights, theta.shape[1]))
     return h / h.sum()
 
 
@@ -120,17 +140,20 @@ def main() -> None:
         md = reference(smiles, args.work / name, args.md_ns)
         md_s = time.perf_counter() - t0
         x, w, report = ensemble(smiles, args.work / f"{name}-ensemble", args.n, args.seed)
-        quads = rotatable_torsions(Molecule.from_smiles(smiles, stereo="first"))
-        theta_md, theta_bg = dihedrals(md, quads), dihedrals(x, quads)
-        half = len(theta_md) // 2
-        for k, quad in enumerate(quads):
-            p = histogram(theta_md[:, k], np.ones(len(theta_md)), args.bins)
-            q = histogram(theta_bg[:, k], w, args.bins)
-            a = histogram(theta_md[:half, k], np.ones(half), args.bins)
-            b = histogram(theta_md[half:, k], np.ones(len(theta_md) - half), args.bins)
+        molecule = Molecule.from_smiles(smiles, stereo="first")
+        quads = rotatable_torsions(molecule)
+        half = len(md) // 2
+        for quad in quads:
+            variants = equivalent_torsions(molecule.rdkit_mol, quad)
+            theta_md, theta_bg = dihedrals(md, variants), dihedrals(x, variants)
+            p = histogram(theta_md, np.ones(len(theta_md)), args.bins)
+            q = histogram(theta_bg, w, args.bins)
+            a = histogram(theta_md[:half], np.ones(half), args.bins)
+            b = histogram(theta_md[half:], np.ones(len(theta_md) - half), args.bins)
             row = {
                 "molecule": name,
                 "torsion": list(quad),
+                "equivalent_choices": len(variants),
                 "jsd_bits": jsd_bits(p, q),
                 "jsd_md_halves_bits": jsd_bits(a, b),
                 "ess": report["ess"],
