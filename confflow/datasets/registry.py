@@ -100,7 +100,7 @@ DATASETS: dict[str, DatasetRecipe] = {
             10.0,
             1.0,
             2500.0,
-            "alanine dipeptide, Amber99SB-ILDN + OBC2, 300 K: training data (phi > 0 is rare)",
+            "alanine dipeptide, Amber99SB-ILDN + OBC2, 300 K (phi > 0 not visited in 10 ns)",
         ),
         _aldp(
             "aldp-small",
@@ -117,8 +117,8 @@ DATASETS: dict[str, DatasetRecipe] = {
             None,
             22,
             2500.0,
-            "benchmark-grade aldp reference: umbrella sampling on phi + MBAR, the phi>0 vs "
-            "phi<0 free energy to < 0.1 kT (see datasets/README.md)",
+            "aldp reference: umbrella sampling on phi + MBAR, the phi>0 vs phi<0 free energy "
+            "(measured error 0.21 kT, target 0.1; see datasets/README.md)",
             UmbrellaConfig(ALDP_PHI, n_windows=36, force_constant=200.0),
         ),
         DatasetRecipe(
