@@ -41,6 +41,7 @@ from confflow.chem import Molecule
 from confflow.generate import GenerateConfig, run_generate
 from confflow.generate.molecule import rotatable_torsions
 from confflow.md import MDConfig, ReplicaConfig, read_frames, run_md, smiles_system
+from confflow.reweighting import torsion
 
 ROOT = Path(__file__).resolve().parent.parent
 MOLECULES = ROOT / "datasets" / "molecules" / "druglike.smi"
@@ -48,13 +49,8 @@ MOLECULES = ROOT / "datasets" / "molecules" / "druglike.smi"
 
 def dihedrals(x: np.ndarray, quads: list[tuple[int, int, int, int]]) -> np.ndarray:
     """Torsions ``[T, K]`` in rad of positions ``[T, N, 3]`` (any length unit)."""
-    idx = np.array(quads)
-    p0, p1, p2, p3 = (x[:, idx[:, i]] for i in range(4))
-    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
-    b1 = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
-    v = b0 - (b0 * b1).sum(-1, keepdims=True) * b1
-    w = b2 - (b2 * b1).sum(-1, keepdims=True) * b1
-    return np.arctan2((np.cross(b1, v) * w).sum(-1), (v * w).sum(-1))
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    return torch.stack([torsion(xt, q) for q in quads], dim=1).numpy()
 
 
 def equivalent_torsions(

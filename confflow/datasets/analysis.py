@@ -8,8 +8,7 @@ import mdtraj
 import numpy as np
 
 from confflow.datasets.registry import DatasetRecipe, get_recipe
-from confflow.datasets.store import dataset_path
-from confflow.md.config import MDInputError
+from confflow.datasets.store import dataset_path, not_generated
 from confflow.md.free_energy import FreeEnergyEstimate, macrostate_free_energy
 from confflow.md.umbrella import UmbrellaEstimate, read_umbrella, umbrella_free_energy
 
@@ -70,8 +69,5 @@ def reference_phi_free_energy(
         return umbrella_free_energy(umbrella, temperature, series, lambda phi: phi > 0)
     trajectory = path / "trajectory.h5"
     if not trajectory.exists():
-        raise MDInputError(
-            f"dataset: {recipe.name!r} is not in the cache {path.parent}; "
-            f"generate it first (confflow datasets generate {recipe.name})"
-        )
+        raise not_generated(recipe.name, path)
     return phi_free_energy(trajectory)

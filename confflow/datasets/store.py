@@ -57,6 +57,14 @@ def _safe_name(name: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', name)[:40]}-{digest}"
 
 
+def not_generated(name: str, path: Path) -> MDInputError:
+    """The error for dataset ``name`` whose run directory ``path`` holds no finished data."""
+    return MDInputError(
+        f"dataset: {name!r} is not in the cache {path.parent}; "
+        f"generate it first (confflow datasets generate {name})"
+    )
+
+
 def dataset_path(name: str, cache: str | Path | None = None) -> Path:
     """The run directory of dataset ``name`` inside the cache."""
     return cache_dir(cache) / _safe_name(name)
@@ -169,10 +177,7 @@ def load(
     trajectory = path / "trajectory.h5"
     if not trajectory.exists():
         if not generate_missing:
-            raise MDInputError(
-                f"dataset: {name!r} is not in the cache {path.parent}; "
-                f"generate it first (confflow datasets generate {name})"
-            )
+            raise not_generated(recipe.name, path)
         generate(recipe, cache)
     frames = read_frames(trajectory)
     parts = time_block_split(len(frames), fractions)

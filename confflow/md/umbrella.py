@@ -335,15 +335,15 @@ def umbrella_free_energy(
 
     rng = np.random.default_rng(seed)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sizes = counts // n_blocks  # block length per window; a trailing remainder is dropped
+    sub_counts = sizes * n_blocks
     boot = []
     for _ in range(n_bootstrap):
         index = []
-        for start, n in zip(offsets, counts, strict=True):
-            size = n // n_blocks
+        for start, size in zip(offsets, sizes, strict=True):
             picks = rng.integers(0, n_blocks, size=n_blocks)
             index.append(start + (picks[:, None] * size + np.arange(size)[None, :]).ravel())
         idx = np.concatenate(index)
-        sub_counts = (counts // n_blocks) * n_blocks
         sub_bias = bias[:, idx]
         sub_f = mbar_free_energies(sub_bias, sub_counts, initial=f)
         sub_mask = mask[idx]

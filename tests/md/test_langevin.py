@@ -6,6 +6,7 @@ import openmm
 import pytest
 
 from confflow import __version__
+from confflow.energies.bridge import OpenMMBridge
 from confflow.md import (
     MDConfig,
     MDInputError,
@@ -25,15 +26,8 @@ def aldp():
 
 
 def _reference_energies(system: openmm.System, xyz: np.ndarray) -> np.ndarray:
-    context = openmm.Context(
-        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
-    )
-    energies = []
-    for x in xyz.astype(np.float64):
-        context.setPositions(x)
-        state = context.getState(getEnergy=True)
-        energies.append(state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole))
-    return np.array(energies)
+    with OpenMMBridge(system, platform="Reference") as bridge:
+        return bridge.energies_and_forces(xyz)[0]
 
 
 def test_aldp_md_output_loads_and_energies_match_the_system(aldp, tmp_path):

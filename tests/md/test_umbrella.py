@@ -3,10 +3,10 @@
 import math
 
 import numpy as np
-import openmm
 import pytest
 
 from confflow.datasets import ALDP_PHI, DatasetRecipe, generate, load, reference_phi_free_energy
+from confflow.energies.bridge import OpenMMBridge
 from confflow.md import MDConfig, MDInputError, named_system, read_frames
 from confflow.md.langevin import GAS_CONSTANT
 from confflow.md.umbrella import (
@@ -32,18 +32,6 @@ def run(aldp, tmp_path_factory):
     return run_umbrella(aldp, CONFIG, UMBRELLA, out)
 
 
-def _energies(system: openmm.System, xyz: np.ndarray) -> np.ndarray:
-    context = openmm.Context(
-        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
-    )
-    out = []
-    for x in xyz.astype(np.float64):
-        context.setPositions(x)
-        energy = context.getState(getEnergy=True).getPotentialEnergy()
-        out.append(energy.value_in_unit(openmm.unit.kilojoule_per_mole))
-    return np.array(out)
-
-
 def test_windows_hold_phi_and_store_the_biased_energy(aldp, run):
     assert len(run.windows) == 4 and run.n_frames == 4 * 40
     umbrella, temperature, series = read_umbrella(run.directory)
@@ -55,7 +43,9 @@ def test_windows_hold_phi_and_store_the_biased_energy(aldp, run):
         assert abs(math.degrees(offset)) < 25.0
         # stored energy = unbiased System energy + the restraint evaluated here in numpy
         bias = UMBRELLA.bias_kt(phi, 300.0)[list(UMBRELLA.centers()).index(centre)]
-        expected = _energies(aldp.system, frames.positions) + bias * GAS_CONSTANT * 300.0
+        with OpenMMBridge(aldp.system, platform="Reference") as bridge:
+            unbiased = bridge.energies_and_forces(frames.positions)[0]
+        expected = unbiased + bias * GAS_CONSTANT * 300.0
         np.testing.assert_allclose(frames.potential_energy, expected, atol=1e-3)
 
 
