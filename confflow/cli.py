@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -157,6 +158,12 @@ def datasets_generate(
         typer.Option(help="Cache directory (default: CONFFLOW_CACHE_DIR or user cache)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Progress bar with ns/day on stderr.")] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Processes for the chains of an umbrella recipe (default: one per chain)."
+        ),
+    ] = None,
 ) -> None:
     """Generate (or resume, or find) a dataset in the cache and print its summary."""
     from confflow.datasets import dataset_path, generate, get_recipe, reference_phi_free_energy
@@ -164,15 +171,20 @@ def datasets_generate(
     try:
         recipe = get_recipe(name)
         typer.echo(recipe.describe())
-        result = generate(recipe, cache, progress=progress)
+        t0 = time.perf_counter()
+        result = generate(recipe, cache, progress=progress, workers=workers)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from err
     typer.echo(f"  frames      {result.n_frames}")
-    typer.echo(f"  wall time   {result.wall_s:.1f} s")
+    typer.echo(f"  wall time   {time.perf_counter() - t0:.1f} s")
     if recipe.system.startswith("aldp"):
         est = reference_phi_free_energy(recipe.name, cache)
         typer.echo(f"  F(phi>0) - F(phi<0) = {est.delta_f:.3f} +- {est.stderr:.3f} kT")
+        n_chains = recipe.umbrella.n_chains if recipe.umbrella else 1
+        for chain in range(n_chains if n_chains > 1 else 0):
+            one = reference_phi_free_energy(recipe.name, cache, chains=[chain])
+            typer.echo(f"    chain {chain} alone: {one.delta_f:.3f} +- {one.stderr:.3f} kT")
     typer.echo(f"  directory   {dataset_path(recipe.name, cache)}")
 
 

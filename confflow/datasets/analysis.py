@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import mdtraj
@@ -47,17 +48,23 @@ def phi_free_energy(
 
 
 def reference_phi_free_energy(
-    name: str | DatasetRecipe, cache: str | Path | None = None
+    name: str | DatasetRecipe,
+    cache: str | Path | None = None,
+    *,
+    chains: Sequence[int] | None = None,
 ) -> FreeEnergyEstimate | UmbrellaEstimate:
     """Free energy of phi > 0 relative to phi < 0 (kT, with its error) from a cached dataset.
 
     Umbrella-sampling datasets (``aldp-reference``) are combined with MBAR
-    (:func:`~confflow.md.umbrella.umbrella_free_energy`, block bootstrap); MD and replica
-    exchange datasets are counted frame by frame (:func:`phi_free_energy`).
+    (:func:`~confflow.md.umbrella.umbrella_free_energy`, block bootstrap with 10 blocks per
+    window and chain); MD and replica exchange datasets are counted frame by frame
+    (:func:`phi_free_energy`).
 
     Args:
         name: an alanine dipeptide dataset name or recipe.
         cache: cache directory (see :func:`~confflow.datasets.cache_dir`).
+        chains: umbrella chains to use (default: all); for a check of the error bar, every
+            chain alone gives an independent estimate.
 
     Raises:
         MDInputError: unknown or ungenerated dataset.
@@ -65,8 +72,13 @@ def reference_phi_free_energy(
     recipe = name if isinstance(name, DatasetRecipe) else get_recipe(name)
     path = dataset_path(recipe.name, cache)
     if recipe.umbrella:
-        umbrella, temperature, series = read_umbrella(path)
-        return umbrella_free_energy(umbrella, temperature, series, lambda phi: phi > 0)
+        if not (path / "umbrella.json").exists():
+            raise not_generated(recipe.name, path)
+        umbrella, temperature, series = read_umbrella(path, chains)
+        n_chains = umbrella.n_chains if chains is None else len(chains)
+        return umbrella_free_energy(
+            umbrella, temperature, series, lambda phi: phi > 0, n_blocks=10 * n_chains
+        )
     trajectory = path / "trajectory.h5"
     if not trajectory.exists():
         raise not_generated(recipe.name, path)

@@ -53,13 +53,13 @@ class DatasetRecipe:
     def n_runs(self) -> int:
         """Simulations the recipe runs side by side or one after another (replicas, windows)."""
         if self.umbrella:
-            return self.umbrella.n_windows
+            return self.umbrella.n_windows * self.umbrella.n_chains
         return self.replicas.n_replicas if self.replicas else 1
 
     @property
     def n_frames(self) -> int:
-        """Frames the recipe stores (over all umbrella windows)."""
-        return self.config.n_frames * (self.umbrella.n_windows if self.umbrella else 1)
+        """Frames the recipe stores (over all umbrella windows and chains)."""
+        return self.config.n_frames * (self.n_runs if self.umbrella else 1)
 
     @property
     def size_mb(self) -> float:
@@ -78,7 +78,9 @@ class DatasetRecipe:
         if self.replicas:
             method = f"{self.replicas.n_replicas}-replica exchange,"
         if self.umbrella:
-            method = f"umbrella sampling, {self.umbrella.n_windows} windows of"
+            u = self.umbrella
+            chains = f"{u.n_chains} chains x " if u.n_chains > 1 else ""
+            method = f"umbrella sampling, {chains}{u.n_windows} windows of"
         return (
             f"{self.name}: {method} {self.config.ns:g} ns at {self.config.temperature:g} K, "
             f"{self.n_frames} frames, ~{self.size_mb:.1f} MB, ~{self.cpu_hours:.2g} core-h"
@@ -113,13 +115,13 @@ DATASETS: dict[str, DatasetRecipe] = {
         DatasetRecipe(
             "aldp-reference",
             "aldp",
-            MDConfig(ns=0.5, stride_ps=0.5, equilibration_ps=10.0, chunk_frames=500),
+            MDConfig(ns=0.5, stride_ps=0.5, equilibration_ps=50.0, chunk_frames=500),
             None,
             22,
-            2500.0,
+            1500.0,
             "aldp reference: umbrella sampling on phi + MBAR, the phi>0 vs phi<0 free energy "
-            "(measured error 0.21 kT, target 0.1; see datasets/README.md)",
-            UmbrellaConfig(ALDP_PHI, n_windows=36, force_constant=200.0),
+            "with two independent chains (see datasets/README.md)",
+            UmbrellaConfig(ALDP_PHI, n_windows=72, force_constant=1000.0, n_chains=2),
         ),
         DatasetRecipe(
             "aldp-rex",

@@ -71,7 +71,11 @@ def dataset_path(name: str, cache: str | Path | None = None) -> Path:
 
 
 def generate(
-    name: str | DatasetRecipe, cache: str | Path | None = None, *, progress: bool = False
+    name: str | DatasetRecipe,
+    cache: str | Path | None = None,
+    *,
+    progress: bool = False,
+    workers: int | None = None,
 ) -> MDResult | UmbrellaResult:
     """Produces (or finishes, or just finds) a dataset in the cache.
 
@@ -79,6 +83,8 @@ def generate(
         name: registry name, ``smiles:<SMILES>``, or a :class:`DatasetRecipe`.
         cache: cache directory (see :func:`cache_dir`).
         progress: show a progress bar on stderr.
+        workers: processes for the independent chains of an umbrella recipe (default: one
+            per chain, at most one per CPU core).
 
     Returns:
         The :class:`~confflow.md.MDResult` (``wall_s == 0`` if it was already complete), or
@@ -91,8 +97,16 @@ def generate(
     out = dataset_path(recipe.name, cache)
     md_system = resolve_system(recipe.system, seed=recipe.config.seed)
     if recipe.umbrella:
+        if workers is None:
+            workers = min(recipe.umbrella.n_chains, os.cpu_count() or 1)
         return run_umbrella(
-            md_system, recipe.config, recipe.umbrella, out, resume=True, progress=progress
+            md_system,
+            recipe.config,
+            recipe.umbrella,
+            out,
+            resume=True,
+            progress=progress,
+            workers=workers,
         )
     resume = (out / "metadata.json").exists()
     return run_md(

@@ -12,25 +12,30 @@ with :math:`d` the periodic difference in rad (:math:`|d| \le \pi`), :math:`K` i
 kJ/mol/rad\ :sup:`2` and centres :math:`\theta_k` evenly spaced over the circle, and MBAR
 (:mod:`confflow.md.mbar`) removes the biases. Every window is ordinary OpenMM MD of the System
 plus a ``CustomTorsionForce`` (same integrator, run directories and resume as
-:func:`~confflow.md.run_md`; stored energies include the bias). Windows run one after another
-around the circle, each starting from the last frame of the previous one and minimised under
-its own restraint.
+:func:`~confflow.md.run_md`; stored energies include the bias). A chain runs the windows one
+after another around the circle, each starting from the last frame of the previous one and
+minimised under its own restraint. Several independent chains (own seeds; odd chains go around
+the circle the other way, so they meet every barrier from the other side) can run side by side
+in worker processes; MBAR pools them, and their separate estimates check the error bar.
 
 Errors come from a block bootstrap: every window's series is cut into contiguous blocks, blocks
 are resampled with replacement within each window and MBAR is solved again, so correlation
 inside a window is kept. As with any umbrella sampling, the estimate is only as good as the
 sampling of the slow motions orthogonal to the torsion within each window; check it against an
-independent estimate (for ``aldp``: replica exchange, ``datasets/README.md``).
+independent estimate (independent chains; for ``aldp`` also replica exchange,
+``datasets/README.md``).
 
-Cost: ``n_windows x ns`` of MD; ``aldp`` with 36 windows of 0.5 ns is 18 ns, about 20 minutes
-on one core with the Reference platform.
+Cost: ``n_chains x n_windows x (ns + equilibration)`` of MD; with the Reference platform
+``aldp`` runs at about 1,500 ns/day per core.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,11 +76,13 @@ class UmbrellaConfig:
         n_windows: windows, centred at ``-pi + (k + 1/2) 2 pi / n_windows`` rad.
         force_constant: restraint constant ``K`` in kJ/mol/rad^2 (the default holds a window
             to about 6 degrees at 300 K and overlaps 10-degree neighbours well).
+        n_chains: independent chains over all windows (own seeds, alternate directions).
     """
 
     atoms: tuple[int, int, int, int]
     n_windows: int = 36
     force_constant: float = 200.0
+    n_chains: int = 1
 
     def __post_init__(self) -> None:
         if len(self.atoms) != 4 or len(set(self.atoms)) != 4 or min(self.atoms) < 0:
@@ -84,6 +91,8 @@ class UmbrellaConfig:
             raise MDInputError(f"n_windows: need at least 2 windows, got {self.n_windows}")
         if not self.force_constant > 0:
             raise MDInputError(f"force_constant: must be positive, got {self.force_constant}")
+        if self.n_chains < 1:
+            raise MDInputError(f"n_chains: need at least 1 chain, got {self.n_chains}")
 
     def centers(self) -> np.ndarray:
         """``[n_windows]`` window centres in rad, ascending in ``(-pi, pi)``."""
@@ -101,7 +110,12 @@ class UmbrellaConfig:
             "atoms": list(self.atoms),
             "n_windows": self.n_windows,
             "force_constant": self.force_constant,
+            "n_chains": self.n_chains,
         }
+
+    def seed(self, base: int, chain: int, window: int) -> int:
+        """The integrator seed of ``window`` in ``chain``, distinct over the whole run."""
+        return base + chain * self.n_windows + window
 
 
 def biased_system(md_system: MDSystem, atoms: tuple[int, ...], center: float, k: float) -> MDSystem:
@@ -129,15 +143,19 @@ def biased_system(md_system: MDSystem, atoms: tuple[int, ...], center: float, k:
     return replace(md_system, name=name, system=system)
 
 
-def _window_dir(out: Path, k: int) -> Path:
-    return out / f"window_{k:03d}"
+def _window_dir(out: Path, chain: int, k: int) -> Path:
+    return out / f"chain_{chain}" / f"window_{k:03d}"
 
 
-def _chain(centers: np.ndarray, theta_start: float) -> list[int]:
-    """Window order around the circle, starting at the centre closest to ``theta_start``."""
+def _chain(centers: np.ndarray, theta_start: float, backwards: bool) -> list[int]:
+    """Window order around the circle from the centre closest to ``theta_start``.
+
+    Ascending angles, or descending ones with ``backwards``.
+    """
     d = np.abs((centers - theta_start + math.pi) % _TWO_PI - math.pi)
     first = int(np.argmin(d))
-    return [(first + i) % len(centers) for i in range(len(centers))]
+    step = -1 if backwards else 1
+    return [(first + step * i) % len(centers) for i in range(len(centers))]
 
 
 def _torsion(positions: np.ndarray, atoms: tuple[int, ...]) -> np.ndarray:
@@ -151,16 +169,46 @@ class UmbrellaResult:
     """What an umbrella-sampling run produced.
 
     Attributes:
-        directory: the run directory (``umbrella.json`` and ``window_KKK/`` run directories).
-        windows: the window runs, in centre order.
+        directory: the run directory (``umbrella.json`` and ``chain_C/window_KKK/`` run
+            directories).
+        windows: the window runs, chain by chain, each chain in centre order.
         n_frames: frames over all windows.
-        wall_s: wall time of this invocation in s.
+        wall_s: MD wall time of this invocation in s, summed over the windows.
     """
 
     directory: Path
     windows: tuple[MDResult, ...]
     n_frames: int
     wall_s: float
+
+
+def _run_chain(
+    md_system: MDSystem,
+    config: MDConfig,
+    umbrella: UmbrellaConfig,
+    out: Path,
+    chain: int,
+    progress: bool,
+) -> list[MDResult]:
+    """Runs (or finishes) one chain; its window runs in centre order."""
+    centers = umbrella.centers()
+    theta0 = float(_torsion(md_system.positions[None], umbrella.atoms)[0])
+    results: dict[int, MDResult] = {}
+    start = md_system.positions
+    for k in _chain(centers, theta0, backwards=chain % 2 == 1):
+        window = biased_system(
+            md_system, umbrella.atoms, float(centers[k]), umbrella.force_constant
+        )
+        directory = _window_dir(out, chain, k)
+        results[k] = run_md(
+            replace(window, positions=start),
+            replace(config, seed=umbrella.seed(config.seed, chain, k)),
+            directory,
+            resume=(directory / "metadata.json").exists(),
+            progress=progress,
+        )
+        start = read_frames(results[k].trajectory).positions[-1].astype(np.float64)
+    return [results[k] for k in range(len(centers))]
 
 
 def run_umbrella(
@@ -171,21 +219,28 @@ def run_umbrella(
     *,
     resume: bool = False,
     progress: bool = False,
+    workers: int = 1,
 ) -> UmbrellaResult:
-    """Runs every window (``config`` each, seed ``config.seed + k``) into ``out``.
+    """Runs every window of every chain (``config`` each) into ``out``.
+
+    Window ``k`` of chain ``c`` uses the seed ``umbrella.seed(config.seed, c, k)``.
 
     Args:
         md_system: the unbiased system and its starting positions.
         config: settings of each window (length, stride, equilibration, platform, seed).
-        umbrella: torsion and windows.
+        umbrella: torsion, windows and chains.
         out: run directory.
         resume: finish an interrupted run; complete windows are kept as they are.
-        progress: progress bar per window on stderr.
+        progress: progress bar per window on stderr (only with one worker).
+        workers: chains run side by side in this many worker processes (one core each with
+            the Reference platform); 1 runs them one after another in this process.
 
     Raises:
         MDInputError: bad settings, an unwritable ``out``, a fresh start over an existing run,
             or a resume with other settings.
     """
+    if workers < 1:
+        raise MDInputError(f"workers: need at least 1, got {workers}")
     out = Path(out)
     settings = {
         "system": md_system.name,
@@ -212,46 +267,60 @@ def run_umbrella(
     # the restraint is a custom force, which would send "auto" to the CPU platform; one small
     # torsion term does not change which platform is fastest for the system itself
     config = replace(config, platform=choose_platform(config.platform, md_system.system))
-    centers = umbrella.centers()
-    theta0 = float(_torsion(md_system.positions[None], umbrella.atoms)[0])
-    results: dict[int, MDResult] = {}
-    start = md_system.positions
-    for k in _chain(centers, theta0):
-        center = float(centers[k])
-        window = biased_system(md_system, umbrella.atoms, center, umbrella.force_constant)
-        directory = _window_dir(out, k)
-        results[k] = run_md(
-            replace(window, positions=start),
-            replace(config, seed=config.seed + k),
-            directory,
-            resume=(directory / "metadata.json").exists(),
-            progress=progress,
-        )
-        start = read_frames(results[k].trajectory).positions[-1].astype(np.float64)
-    windows = tuple(results[k] for k in range(len(centers)))
+    chains = range(umbrella.n_chains)
+    workers = min(workers, umbrella.n_chains)
+    if workers == 1:
+        runs = [_run_chain(md_system, config, umbrella, out, c, progress) for c in chains]
+    else:
+        # spawn: a fork would copy OpenMM and torch thread pools into the children
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_run_chain, md_system, config, umbrella, out, c, False) for c in chains
+            ]
+            runs = [future.result() for future in futures]
+    windows = tuple(w for run in runs for w in run)
     return UmbrellaResult(
         out, windows, sum(w.n_frames for w in windows), sum(w.wall_s for w in windows)
     )
 
 
-def read_umbrella(out: str | Path) -> tuple[UmbrellaConfig, float, list[np.ndarray]]:
+def read_umbrella(
+    out: str | Path, chains: Sequence[int] | None = None
+) -> tuple[UmbrellaConfig, float, list[np.ndarray]]:
     """The settings, temperature (K) and per-window torsion series (rad) of a finished run.
 
+    Args:
+        out: the run directory.
+        chains: read these chains (default: all); a window's series is the concatenation of
+            its chains' series, chain by chain, so with equally long windows a block bootstrap
+            with ``n_blocks`` a multiple of the number of chains never mixes two chains.
+
     Raises:
-        MDInputError: not an umbrella run, or a window without its trajectory.
+        MDInputError: not an umbrella run, an unknown chain, or a window without its trajectory.
     """
     out = Path(out)
     if not (out / _SETTINGS).exists():
         raise MDInputError(f"umbrella: {out} holds no umbrella run ({_SETTINGS} missing)")
     stored = json.loads((out / _SETTINGS).read_text())
     cfg = stored["umbrella"]
-    umbrella = UmbrellaConfig(tuple(cfg["atoms"]), cfg["n_windows"], cfg["force_constant"])
+    umbrella = UmbrellaConfig(
+        tuple(cfg["atoms"]), cfg["n_windows"], cfg["force_constant"], cfg.get("n_chains", 1)
+    )
+    chains = range(umbrella.n_chains) if chains is None else list(chains)
+    if not chains or not set(chains) <= set(range(umbrella.n_chains)):
+        raise MDInputError(f"chains: {list(chains)} not among the {umbrella.n_chains} of {out}")
     series = []
     for k in range(umbrella.n_windows):
-        trajectory = _window_dir(out, k) / "trajectory.h5"
-        if not trajectory.exists():
-            raise MDInputError(f"umbrella: window {k} of {out} is not finished ({trajectory})")
-        series.append(_torsion(read_frames(trajectory).positions, umbrella.atoms))
+        parts = []
+        for chain in chains:
+            trajectory = _window_dir(out, chain, k) / "trajectory.h5"
+            if not trajectory.exists():
+                raise MDInputError(
+                    f"umbrella: window {k} of chain {chain} in {out} is not finished ({trajectory})"
+                )
+            parts.append(_torsion(read_frames(trajectory).positions, umbrella.atoms))
+        series.append(np.concatenate(parts))
     return umbrella, float(stored["config"]["temperature"]), series
 
 

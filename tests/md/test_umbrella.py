@@ -1,5 +1,6 @@
 """Umbrella sampling with real OpenMM MD of alanine dipeptide."""
 
+import json
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from confflow.md import MDConfig, MDInputError, named_system, read_frames
 from confflow.md.langevin import GAS_CONSTANT
 from confflow.md.umbrella import (
     UmbrellaConfig,
+    _chain,
     biased_system,
     read_umbrella,
     run_umbrella,
@@ -59,6 +61,31 @@ def test_resume_keeps_finished_windows_and_refuses_misuse(aldp, run):
         run_umbrella(aldp, CONFIG, other, run.directory, resume=True)
 
 
+def test_independent_chains_run_side_by_side_in_worker_processes(aldp, tmp_path):
+    two = UmbrellaConfig(ALDP_PHI, n_windows=4, force_constant=200.0, n_chains=2)
+    result = run_umbrella(aldp, CONFIG, two, tmp_path / "run", workers=2)
+    assert len(result.windows) == 8 and result.n_frames == 8 * 40
+    seeds = {json.loads(w.metadata.read_text())["config"]["seed"] for w in result.windows}
+    assert seeds == set(range(CONFIG.seed, CONFIG.seed + 8))
+    umbrella, _, pooled = read_umbrella(result.directory)
+    assert umbrella == two and [len(s) for s in pooled] == [80] * 4
+    _, _, first = read_umbrella(result.directory, chains=[0])
+    _, _, second = read_umbrella(result.directory, chains=[1])
+    for both, a, b in zip(pooled, first, second, strict=True):
+        np.testing.assert_array_equal(both, np.concatenate([a, b]))
+        assert not np.array_equal(a, b)  # other seeds, other trajectories
+    with pytest.raises(MDInputError, match=r"chains: \[2\] not among the 2"):
+        read_umbrella(result.directory, chains=[2])
+    again = run_umbrella(aldp, CONFIG, two, result.directory, resume=True, workers=2)
+    assert again.wall_s == 0.0 and again.n_frames == result.n_frames
+
+
+def test_chains_go_around_the_circle_in_opposite_directions():
+    centers = UmbrellaConfig(ALDP_PHI, n_windows=6).centers()
+    assert _chain(centers, 0.1, backwards=False) == [3, 4, 5, 0, 1, 2]
+    assert _chain(centers, 0.1, backwards=True) == [3, 2, 1, 0, 5, 4]
+
+
 def test_free_energy_from_a_short_run_is_finite(run):
     umbrella, temperature, series = read_umbrella(run.directory)
     est = umbrella_free_energy(
@@ -85,6 +112,10 @@ def test_bad_settings_are_rejected(aldp, tmp_path):
         UmbrellaConfig(ALDP_PHI, force_constant=0.0)
     with pytest.raises(MDInputError, match="atoms: need four distinct atom indices"):
         UmbrellaConfig((4, 4, 8, 14))
+    with pytest.raises(MDInputError, match="n_chains: need at least 1 chain, got 0"):
+        UmbrellaConfig(ALDP_PHI, n_chains=0)
+    with pytest.raises(MDInputError, match="workers: need at least 1, got 0"):
+        run_umbrella(aldp, CONFIG, UMBRELLA, tmp_path / "run", workers=0)
     with pytest.raises(MDInputError, match=r"atoms: torsion \(4, 6, 8, 99\) is outside"):
         biased_system(aldp, (4, 6, 8, 99), 0.0, 100.0)
     blocked = tmp_path / "file"
