@@ -118,10 +118,10 @@ DATASETS: dict[str, DatasetRecipe] = {
             MDConfig(ns=0.5, stride_ps=0.5, equilibration_ps=50.0, chunk_frames=500),
             None,
             22,
-            1500.0,
+            2500.0,
             "aldp reference: umbrella sampling on phi + MBAR, the phi>0 vs phi<0 free energy "
-            "with two independent chains (see datasets/README.md)",
-            UmbrellaConfig(ALDP_PHI, n_windows=72, force_constant=1000.0, n_chains=2),
+            "with four independent chains (see datasets/README.md)",
+            UmbrellaConfig(ALDP_PHI, n_windows=72, force_constant=200.0, n_chains=4),
         ),
         DatasetRecipe(
             "aldp-rex",

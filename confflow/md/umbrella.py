@@ -26,7 +26,7 @@ independent estimate (independent chains; for ``aldp`` also replica exchange,
 ``datasets/README.md``).
 
 Cost: ``n_chains x n_windows x (ns + equilibration)`` of MD; with the Reference platform
-``aldp`` runs at about 1,500 ns/day per core.
+``aldp`` runs at about 2,500 ns/day per core.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ def test_registry_has_the_issue_datasets_with_sizes_and_costs():
         assert recipe.config.temperature == 300.0
         assert name in recipe.describe() and "core-h" in recipe.describe()
     reference = DATASETS["aldp-reference"]
-    assert reference.umbrella.n_windows == 72 and reference.umbrella.n_chains == 2
-    assert reference.n_frames == 2 * 72 * 1000 and "2 chains x 72 windows" in reference.describe()
+    assert reference.umbrella.n_windows == 72 and reference.umbrella.n_chains == 4
+    assert reference.n_frames == 4 * 72 * 1000 and "4 chains x 72 windows" in reference.describe()
     assert DATASETS["aldp-rex"].replicas.n_replicas == 4
     assert DATASETS["aldp-small"].n_frames == 200
     # ff96 runs at ~75 ns/day here: 1 ns costs hours, the vacuum system minutes
