@@ -124,6 +124,16 @@ DATASETS: dict[str, DatasetRecipe] = {
             UmbrellaConfig(ALDP_PHI, n_windows=72, force_constant=200.0, n_chains=4),
         ),
         DatasetRecipe(
+            "aldp-reference-small",
+            "aldp",
+            MDConfig(ns=0.004, stride_ps=0.1, equilibration_ps=0.5, chunk_frames=40),
+            None,
+            22,
+            2500.0,
+            "fast variant of aldp-reference for tests (2 chains x 8 windows x 4 ps, seconds)",
+            UmbrellaConfig(ALDP_PHI, n_windows=8, force_constant=200.0, n_chains=2),
+        ),
+        DatasetRecipe(
             "aldp-rex",
             "aldp",
             MDConfig(ns=10.0, stride_ps=1.0, equilibration_ps=100.0, chunk_frames=500),

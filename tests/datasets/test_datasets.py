@@ -96,6 +96,15 @@ def test_cli_datasets_generate_and_errors(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "frames      200" in done.stdout and "F(phi>0) - F(phi<0)" in done.stdout
+    umbrella = subprocess.run(
+        [*cmd, "aldp-reference-small", "--cache", str(tmp_path), "--no-progress", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert umbrella.returncode == 0, umbrella.stderr
+    assert "frames      640" in umbrella.stdout and "F(phi>0) - F(phi<0)" in umbrella.stdout
+    assert "chain 0 alone" in umbrella.stdout and "chain 1 alone" in umbrella.stdout
     bad = subprocess.run([*cmd, "nope", "--cache", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode != 0
     assert bad.stderr.strip().startswith("error: dataset: unknown dataset 'nope'"), bad.stderr
