@@ -92,6 +92,11 @@ def _aldp(name: str, system: str, ns: float, stride_ps: float, speed: float, tex
     return DatasetRecipe(name, system, config, None, 22, speed, text)
 
 
+def _aldp_umbrella(name: str, config: MDConfig, umbrella: UmbrellaConfig, text: str):
+    """Umbrella sampling on phi of ``aldp`` (2,500 ns/day per core)."""
+    return DatasetRecipe(name, "aldp", config, None, 22, 2500.0, text, umbrella)
+
+
 #: The named datasets.
 DATASETS: dict[str, DatasetRecipe] = {
     recipe.name: recipe
@@ -112,26 +117,18 @@ DATASETS: dict[str, DatasetRecipe] = {
             2500.0,
             "fast variant of aldp for tests (20 ps, 200 frames, seconds)",
         ),
-        DatasetRecipe(
+        _aldp_umbrella(
             "aldp-reference",
-            "aldp",
             MDConfig(ns=0.5, stride_ps=0.5, equilibration_ps=50.0, chunk_frames=500),
-            None,
-            22,
-            2500.0,
+            UmbrellaConfig(ALDP_PHI, n_windows=72, force_constant=200.0, n_chains=4),
             "aldp reference: umbrella sampling on phi + MBAR, the phi>0 vs phi<0 free energy "
             "with four independent chains (see datasets/README.md)",
-            UmbrellaConfig(ALDP_PHI, n_windows=72, force_constant=200.0, n_chains=4),
         ),
-        DatasetRecipe(
+        _aldp_umbrella(
             "aldp-reference-small",
-            "aldp",
             MDConfig(ns=0.004, stride_ps=0.1, equilibration_ps=0.5, chunk_frames=40),
-            None,
-            22,
-            2500.0,
-            "fast variant of aldp-reference for tests (2 chains x 8 windows x 4 ps, seconds)",
             UmbrellaConfig(ALDP_PHI, n_windows=8, force_constant=200.0, n_chains=2),
+            "fast variant of aldp-reference for tests (2 chains x 8 windows x 4 ps, seconds)",
         ),
         DatasetRecipe(
             "aldp-rex",
