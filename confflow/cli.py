@@ -181,10 +181,10 @@ def datasets_generate(
     if recipe.system.startswith("aldp"):
         est = reference_phi_free_energy(recipe.name, cache)
         typer.echo(f"  F(phi>0) - F(phi<0) = {est.delta_f:.3f} +- {est.stderr:.3f} kT")
-        n_chains = recipe.umbrella.n_chains if recipe.umbrella else 1
-        for chain in range(n_chains if n_chains > 1 else 0):
-            one = reference_phi_free_energy(recipe.name, cache, chains=[chain])
-            typer.echo(f"    chain {chain} alone: {one.delta_f:.3f} +- {one.stderr:.3f} kT")
+        if recipe.umbrella and recipe.umbrella.n_chains > 1:
+            for chain in range(recipe.umbrella.n_chains):
+                one = reference_phi_free_energy(recipe.name, cache, chains=[chain])
+                typer.echo(f"    chain {chain} alone: {one.delta_f:.3f} +- {one.stderr:.3f} kT")
     typer.echo(f"  directory   {dataset_path(recipe.name, cache)}")
 
 

@@ -57,7 +57,7 @@ def reference_phi_free_energy(
 
     Umbrella-sampling datasets (``aldp-reference``) are combined with MBAR
     (:func:`~confflow.md.umbrella.umbrella_free_energy`, block bootstrap with 10 blocks per
-    window and chain); MD and replica exchange datasets are counted frame by frame
+    window within each chain); MD and replica exchange datasets are counted frame by frame
     (:func:`phi_free_energy`).
 
     Args:
@@ -77,7 +77,7 @@ def reference_phi_free_energy(
         umbrella, temperature, series = read_umbrella(path, chains)
         n_chains = umbrella.n_chains if chains is None else len(chains)
         return umbrella_free_energy(
-            umbrella, temperature, series, lambda phi: phi > 0, n_blocks=10 * n_chains
+            umbrella, temperature, series, lambda phi: phi > 0, n_segments=n_chains
         )
     trajectory = path / "trajectory.h5"
     if not trajectory.exists():

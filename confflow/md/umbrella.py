@@ -293,8 +293,8 @@ def read_umbrella(
     Args:
         out: the run directory.
         chains: read these chains (default: all); a window's series is the concatenation of
-            its chains' series, chain by chain, so with equally long windows a block bootstrap
-            with ``n_blocks`` a multiple of the number of chains never mixes two chains.
+            its chains' series, chain by chain (pass ``n_segments=len(chains)`` to
+            :func:`umbrella_free_energy`).
 
     Raises:
         MDInputError: not an umbrella run, an unknown chain, or a window without its trajectory.
@@ -360,6 +360,7 @@ def umbrella_free_energy(
     in_a: Callable[[np.ndarray], np.ndarray],
     *,
     n_blocks: int = 10,
+    n_segments: int = 1,
     n_bootstrap: int = 100,
     profile_bins: int = 72,
     seed: int = 0,
@@ -369,21 +370,31 @@ def umbrella_free_energy(
     Args:
         umbrella: the windows.
         temperature: temperature of the windows in K.
-        series: per-window torsion series ``[T_k]`` in rad, in time order.
+        series: per-window torsion series ``[T_k]`` in rad, in time order; with
+            ``n_segments > 1``, each the concatenation of that many equally long independent
+            runs (chains, as :func:`read_umbrella` returns them).
         in_a: maps torsions (rad) to booleans, True in macrostate A (e.g. ``lambda t: t > 0``).
-        n_blocks: contiguous blocks per window for the bootstrap.
+        n_blocks: contiguous blocks per window and segment for the bootstrap (a block never
+            spans two segments).
+        n_segments: independent runs in each window's series.
         n_bootstrap: bootstrap replicates.
         profile_bins: bins of the free-energy profile over ``(-pi, pi]``.
         seed: bootstrap seed.
 
     Raises:
-        ValueError: a series per window missing, a window shorter than ``n_blocks``, or a
-            macrostate that no sample (or every sample) falls in.
+        ValueError: a series per window missing, a window not made of ``n_segments`` equal
+            segments of at least ``n_blocks`` frames, or a macrostate that no sample (or every
+            sample) falls in.
     """
     if len(series) != umbrella.n_windows:
         raise ValueError(f"series: expected {umbrella.n_windows} windows, got {len(series)}")
-    if min(len(s) for s in series) < n_blocks:
-        raise ValueError(f"series: every window needs >= n_blocks ({n_blocks}) frames")
+    if n_segments < 1 or any(len(s) % n_segments for s in series):
+        raise ValueError(f"series: every window must split into {n_segments} equal segments")
+    if min(len(s) for s in series) < n_blocks * n_segments:
+        raise ValueError(
+            f"series: every segment needs >= n_blocks ({n_blocks}) frames, "
+            f"{n_blocks * n_segments} per window"
+        )
     theta = np.concatenate(series)
     mask = np.asarray(in_a(theta), dtype=bool)
     if mask.all() or not mask.any():
@@ -404,14 +415,17 @@ def umbrella_free_energy(
 
     rng = np.random.default_rng(seed)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    sizes = counts // n_blocks  # block length per window; a trailing remainder is dropped
-    sub_counts = sizes * n_blocks
+    segment = counts // n_segments
+    sizes = segment // n_blocks  # block length per window; a segment's remainder is dropped
+    n_picks = n_blocks * n_segments
+    sub_counts = sizes * n_picks
     boot = []
     for _ in range(n_bootstrap):
         index = []
-        for start, size in zip(offsets, sizes, strict=True):
-            picks = rng.integers(0, n_blocks, size=n_blocks)
-            index.append(start + (picks[:, None] * size + np.arange(size)[None, :]).ravel())
+        for start, seg, size in zip(offsets, segment, sizes, strict=True):
+            picks = rng.integers(0, n_picks, size=n_picks)
+            first = start + (picks // n_blocks) * seg + (picks % n_blocks) * size
+            index.append((first[:, None] + np.arange(size)[None, :]).ravel())
         idx = np.concatenate(index)
         sub_bias = bias[:, idx]
         sub_f = mbar_free_energies(sub_bias, sub_counts, initial=f)

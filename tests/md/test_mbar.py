@@ -69,6 +69,26 @@ def test_bootstrap_error_matches_the_spread_of_independent_repeats():
     assert abs(np.mean(values) - exact_delta_f()) < 4 * spread / math.sqrt(20)
 
 
+def test_segments_are_cut_into_blocks_each_on_its_own():
+    rng = np.random.default_rng(5)
+    runs = [sample_windows(UMBRELLA, 100, rng) for _ in range(2)]
+    pooled = [np.concatenate(pair) for pair in zip(*runs, strict=True)]
+    two = umbrella_free_energy(
+        UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_blocks=5, n_segments=2, n_bootstrap=20
+    )
+    # 2 runs x 5 blocks of 20 frames are the 10 blocks of 20 frames of the whole series
+    one = umbrella_free_energy(
+        UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_blocks=10, n_bootstrap=20
+    )
+    assert two.delta_f == one.delta_f and two.stderr == one.stderr
+    with pytest.raises(ValueError, match="series: every window must split into 3 equal segments"):
+        umbrella_free_energy(UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_segments=3)
+    with pytest.raises(ValueError, match=r"every segment needs >= n_blocks \(101\) frames"):
+        umbrella_free_energy(
+            UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_blocks=101, n_segments=2
+        )
+
+
 def test_mbar_without_bias_gives_equal_free_energies_and_weights():
     bias = np.zeros((3, 30))
     f = mbar_free_energies(bias, np.array([10, 10, 10]))
