@@ -5,9 +5,9 @@ non-bonded pairs and dielectric options) for a batch of conformers at once. Para
 from RDKit's MMFF molecule properties (:func:`~confflow.energies.mmff_params.mmff_parameters`);
 the terms are the batched functions of :mod:`confflow.energies.mmff_terms`.
 
-Bonded terms are differentiated by autograd; the non-bonded terms (most of the cost) carry an
-analytic gradient computed in the same pass. With ``compile=True`` both parts run through
-``torch.compile``, which fuses them into a few kernels.
+Every term carries its analytic gradient, computed in the same pass as the energy; autograd
+only chains it into whatever uses the energy. With ``compile=True`` the terms run through
+``torch.compile``, which fuses them into a few kernels per block of conformers.
 
 Example:
     >>> import torch
@@ -42,39 +42,38 @@ from confflow.energies.mmff_params import (
 __all__ = ["COMPILED_BLOCK", "MMFF_TERMS", "MMFFEnergy"]
 
 #: Names of the MMFF terms, as returned by :meth:`MMFFEnergy.term_energies`.
-MMFF_TERMS = ("bond", "angle", "stretch_bend", "oop", "torsion", "vdw", "electrostatic")
+MMFF_TERMS = mmff_terms.TERMS
 
 _NM_TO_A = 10.0
 
 #: Eager evaluation splits the batch so that pair tensors stay below this many elements.
-_EAGER_PAIR_ELEMENTS = 2**22
+_EAGER_PAIR_ELEMENTS = 2**19
 
 #: Compiled evaluation works on blocks of this many conformers (the last one padded), so one
 #: compiled shape serves every batch size and each block's pair tensors stay in cache.
 COMPILED_BLOCK = 128
 
-_FLOAT_BUFFERS = (
+#: Per-term constants kept as ``[M, 1]`` columns, as named in MMFFParameters.
+_COLUMNS = (
     "bond_kb",
     "bond_r0",
     "angle_ka",
     "angle_theta0",
-    "stbn_kijk",
-    "stbn_kkji",
-    "stbn_r0ij",
-    "stbn_r0kj",
-    "stbn_theta0",
     "oop_koop",
+    "pair_rstar",
+    "pair_eps",
+    "pair_qq",
 )
-_INDEX_BUFFERS = ("bond_idx", "angle_idx", "stbn_idx", "oop_idx", "torsion_idx", "pair_idx")
-_PAIR_BUFFERS = ("pair_rstar", "pair_eps", "pair_qq")
+_INDICES = ("bond_idx", "angle_idx", "oop_idx", "torsion_idx", "pair_idx")
+_STRETCH_BEND = ("kijk", "kkji", "r0ij", "r0kj")
 
 
-class _Nonbonded(torch.autograd.Function):
-    """Non-bonded energy whose backward reuses the analytic gradient of the forward pass."""
+class _Energy(torch.autograd.Function):
+    """Energy whose backward reuses the analytic gradient computed with it."""
 
     @staticmethod
-    def forward(ctx, x, idx, rstar, eps, qq, distance_dielectric, kernel):
-        energy, gradient = kernel(x, idx, rstar, eps, qq, distance_dielectric)
+    def forward(ctx, x, evaluate):
+        energy, gradient = evaluate(x)
         ctx.save_for_backward(gradient)
         return energy
 
@@ -83,10 +82,10 @@ class _Nonbonded(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: a second derivative was requested
             raise RuntimeError(
                 "MMFFEnergy: second derivatives (create_graph=True) are not supported; "
-                "the non-bonded gradient is analytic and not differentiable again"
+                "the gradient is analytic and not differentiable again"
             )
         (gradient,) = ctx.saved_tensors
-        return grad_energy * gradient, None, None, None, None, None, None
+        return grad_energy[:, None, None] * gradient, None
 
 
 class _WithFallback:
@@ -116,13 +115,44 @@ class _WithFallback:
             return self.eager(*args)
 
 
+def _stretch_bend_per_angle(params: MMFFParameters) -> dict[str, np.ndarray]:
+    """Stretch-bend constants moved onto the angle rows they couple (zero where none)."""
+    row = {tuple(t): k for k, t in enumerate(params.angle_idx.tolist())}
+    out = {name: np.zeros(len(row)) for name in _STRETCH_BEND}
+    for k, triple in enumerate(params.stbn_idx.tolist()):
+        a = row[tuple(triple)]  # every stretch-bend has its angle (mmff_parameters builds both)
+        if params.stbn_theta0[k] != params.angle_theta0[a]:
+            raise ValueError(f"stretch-bend {triple}: reference angle differs from the bend's")
+        for name in _STRETCH_BEND:
+            out[name][a] = getattr(params, f"stbn_{name}")[k]
+    return out
+
+
+def _pair_matrices(params: MMFFParameters) -> dict[str, np.ndarray]:
+    """The pair list as dense symmetric ``[N, N]`` constants, zero (``R*`` one) off the list."""
+    n = params.n_atoms
+    i, j = params.pair_idx[:, 0], params.pair_idx[:, 1]
+    out = {}
+    for name, fill in (("rstar", 1.0), ("eps", 0.0), ("qq", 0.0)):
+        matrix = np.full((n, n), fill)
+        values = np.asarray(getattr(params, f"pair_{name}"), dtype=np.float64)
+        matrix[i, j] = values
+        matrix[j, i] = values
+        out[f"dense_{name}"] = matrix
+    out["dense_diagonal"] = np.eye(n)
+    return out
+
+
 class MMFFEnergy(Energy):
     """MMFF94 / MMFF94s potential energy of one molecule, batched over conformers.
 
     Matches RDKit's ``MMFFGetMoleculeForceField`` with the same options: energies in kJ/mol
-    (RDKit's kcal/mol times 4.184), positions in nm (RDKit's Angstrom divided by 10). The
-    energy is differentiable once with respect to positions (forces); second derivatives of
-    the non-bonded part are not available and raise an error.
+    (RDKit's kcal/mol times 4.184), positions in nm (RDKit's Angstrom divided by 10). Energy
+    and gradient come from one pass (the gradient is analytic, see
+    :mod:`~confflow.energies.mmff_terms`); :meth:`energy` is differentiable once with respect
+    to positions, second derivatives raise an error. Compiled, an energy that autograd does
+    not track runs kernels without the gradient. The constants are non-persistent buffers
+    (rebuilt from the molecule, so not part of a checkpoint's ``state_dict``).
 
     Args:
         mol: RDKit molecule with explicit hydrogens.
@@ -171,18 +201,26 @@ class MMFFEnergy(Energy):
         self.n_atoms = params.n_atoms
         self.variant = variant
         self.distance_dielectric = dielectric_model == "distance"
-        for name in _FLOAT_BUFFERS:
-            column = torch.from_numpy(np.asarray(getattr(params, name))).reshape(-1, 1)
-            self.register_buffer(name, column)
-        self.register_buffer("torsion_v", torch.from_numpy(params.torsion_v).reshape(-1, 3))
-        self.register_buffer("angle_linear", torch.from_numpy(params.angle_linear).reshape(-1, 1))
-        for name in _INDEX_BUFFERS:
-            self.register_buffer(name, torch.from_numpy(getattr(params, name)))
-        for name in _PAIR_BUFFERS:
-            column = torch.from_numpy(np.asarray(getattr(params, name))).reshape(-1, 1)
-            self.register_buffer(name, column)
-        self._bonded = _WithFallback(mmff_terms.bonded_energy, compile)
-        self._nonbonded = _WithFallback(mmff_terms.nonbonded_energy_and_gradient, compile)
+        columns = {name: getattr(params, name) for name in _COLUMNS}
+        columns.update({f"angle_{k}": v for k, v in _stretch_bend_per_angle(params).items()})
+        dense = _pair_matrices(params)
+        self._float_names = (*columns, "torsion_v", *dense)
+        for name, values in columns.items():
+            self._constant(name, torch.from_numpy(np.asarray(values)).reshape(-1, 1))
+        self._constant("torsion_v", torch.from_numpy(params.torsion_v).reshape(-1, 3))
+        self._constant("angle_linear", torch.from_numpy(params.angle_linear).reshape(-1, 1))
+        for name, matrix in dense.items():
+            self._constant(name, torch.from_numpy(matrix).unsqueeze(-1))
+        for name in _INDICES:
+            self._constant(name, torch.from_numpy(getattr(params, name)))
+        p = self._tensors(torch.float64)
+        self._constant("dense_owners", mmff_terms.gradient_owners(p, dense=True))
+        self._constant("list_owners", mmff_terms.gradient_owners(p, dense=False))
+        self._with_gradient = _WithFallback(mmff_terms.energy_terms_and_gradient, compile)
+        self._energy_only = _WithFallback(mmff_terms.total_energy, compile)
+
+    def _constant(self, name: str, value: Tensor) -> None:
+        self.register_buffer(name, value, persistent=False)
 
     @property
     def params(self) -> MMFFParameters:
@@ -190,42 +228,56 @@ class MMFFEnergy(Energy):
         return self._params
 
     def _tensors(self, dtype: torch.dtype) -> dict[str, Tensor]:
-        tensors = {name: getattr(self, name) for name in _INDEX_BUFFERS}
-        tensors["angle_linear"] = self.angle_linear
-        for name in (*_FLOAT_BUFFERS, "torsion_v", *_PAIR_BUFFERS):
+        tensors = {name: getattr(self, name) for name in (*_INDICES, "angle_linear")}
+        for name in self._float_names:
             tensors[name] = getattr(self, name).to(dtype)
         return tensors
 
-    def _chunks(self, x: Tensor) -> list[tuple[Tensor, int]]:
-        """Blocks of ``x`` and how many leading conformers of each are real (not padding)."""
-        if not self._nonbonded.compiled:
+    def _blocks(self, x: Tensor, compiled: bool) -> list[tuple[Tensor, int]]:
+        """Blocks ``[3, N, b]`` of ``x`` in A and how many of each are real (not padding)."""
+        if compiled:
+            chunks = []
+            for chunk in x.split(COMPILED_BLOCK):
+                real = chunk.shape[0]
+                if real < COMPILED_BLOCK:
+                    pad = chunk[:1].expand(COMPILED_BLOCK - real, *chunk.shape[1:])
+                    chunk = torch.cat([chunk, pad])
+                chunks.append((chunk, real))
+        else:
             size = max(1, _EAGER_PAIR_ELEMENTS // (3 * max(1, self.pair_idx.shape[0])))
-            return [(chunk, chunk.shape[0]) for chunk in x.split(size)]
-        blocks = []
-        for chunk in x.split(COMPILED_BLOCK):
-            real = chunk.shape[0]
-            if real < COMPILED_BLOCK:
-                pad = chunk[:1].expand(COMPILED_BLOCK - real, *chunk.shape[1:])
-                chunk = torch.cat([chunk, pad])
-            blocks.append((chunk, real))
-        return blocks
+            chunks = [(chunk, chunk.shape[0]) for chunk in x.split(size)]
+        return [((c * _NM_TO_A).permute(2, 1, 0).contiguous(), real) for c, real in chunks]
+
+    def _evaluate(self, x: Tensor, gradient: bool) -> tuple[Tensor, Tensor | None]:
+        """Energies ``[B]`` in kJ/mol and, if asked, the gradient ``[B, N, 3]`` in kJ/mol/nm."""
+        p = self._tensors(x.dtype)
+        kernel = self._with_gradient if gradient else self._energy_only
+        dense = kernel.compiled
+        owners = self.dense_owners if dense else self.list_owners
+        energies, gradients = [], []
+        for block, real in self._blocks(x, dense):
+            if not gradient:
+                energies.append(kernel(block, p, self.distance_dielectric, dense)[:real])
+                continue
+            terms, pieces, grad = kernel(block, p, self.distance_dielectric, dense)
+            grad.index_add_(0, owners, pieces)
+            energies.append(terms.sum(0)[:real])
+            gradients.append(grad.permute(2, 0, 1)[:real])
+        energy = mmff_terms.KCAL_TO_KJ * torch.cat(energies)
+        if not gradient:
+            return energy, None
+        return energy, (mmff_terms.KCAL_TO_KJ * _NM_TO_A) * torch.cat(gradients)
 
     def _energy(self, x: Tensor) -> Tensor:
-        p = self._tensors(x.dtype)
-        out = []
-        for chunk, real in self._chunks(x):
-            xt = (chunk * _NM_TO_A).permute(1, 2, 0).contiguous()  # [N, 3, B] in A
-            nonbonded = _Nonbonded.apply(
-                xt,
-                p["pair_idx"],
-                p["pair_rstar"],
-                p["pair_eps"],
-                p["pair_qq"],
-                self.distance_dielectric,
-                self._nonbonded,
-            )
-            out.append((self._bonded(xt, p) + nonbonded)[:real])
-        return mmff_terms.KCAL_TO_KJ * torch.cat(out)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _Energy.apply(x, lambda xs: self._evaluate(xs.detach(), gradient=True))
+        return self._evaluate(x, gradient=False)[0]
+
+    def energy_and_forces(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Energies ``[B]`` in kJ/mol and forces ``-dE/dx`` ``[B, N, 3]`` in kJ/mol/nm."""
+        self._validate(x)
+        energy, gradient = self._evaluate(x.detach(), gradient=True)
+        return energy, -gradient
 
     def term_energies(self, x: Tensor) -> dict[str, Tensor]:
         """Energy of each MMFF term separately (eager, no gradient), for analysis and tests.
@@ -238,28 +290,9 @@ class MMFFEnergy(Energy):
         """
         self._validate(x)
         p = self._tensors(x.dtype)
-        xt = (x.detach() * _NM_TO_A).permute(1, 2, 0).contiguous()
-        zero = torch.zeros_like(p["pair_qq"])
-        nonbonded = mmff_terms.nonbonded_energy_and_gradient
-        kcal = {
-            "bond": mmff_terms.bond_energy(xt, p["bond_idx"], p["bond_kb"], p["bond_r0"]),
-            "angle": mmff_terms.angle_energy(
-                xt, p["angle_idx"], p["angle_ka"], p["angle_theta0"], p["angle_linear"]
-            ),
-            "stretch_bend": mmff_terms.stretch_bend_energy(
-                xt,
-                p["stbn_idx"],
-                p["stbn_kijk"],
-                p["stbn_kkji"],
-                p["stbn_r0ij"],
-                p["stbn_r0kj"],
-                p["stbn_theta0"],
-            ),
-            "oop": mmff_terms.oop_energy(xt, p["oop_idx"], p["oop_koop"]),
-            "torsion": mmff_terms.torsion_energy(xt, p["torsion_idx"], p["torsion_v"]),
-            "vdw": nonbonded(xt, p["pair_idx"], p["pair_rstar"], p["pair_eps"], zero, False)[0],
-            "electrostatic": nonbonded(
-                xt, p["pair_idx"], p["pair_rstar"], zero, p["pair_qq"], self.distance_dielectric
-            )[0],
-        }
-        return {name: mmff_terms.KCAL_TO_KJ * value for name, value in kcal.items()}
+        terms = [
+            mmff_terms.energy_terms_and_gradient(block, p, self.distance_dielectric, False)[0]
+            for block, _ in self._blocks(x.detach(), compiled=False)
+        ]
+        kj = mmff_terms.KCAL_TO_KJ * torch.cat(terms, dim=1)
+        return dict(zip(MMFF_TERMS, kj, strict=True))

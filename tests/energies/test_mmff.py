@@ -238,6 +238,22 @@ def test_reduced_energy_and_units():
     assert torch.allclose(energy.reduced(x, 300.0), energy(x) / kt)
 
 
+def test_autograd_chains_the_analytic_gradient():
+    """Backward through energy() scales each conformer's analytic gradient by its cotangent."""
+    mol, x = _ligand()
+    energy = MMFFEnergy(mol)
+    e_ref, forces = energy.energy_and_forces(x)
+    y = (x / 2.0).clone().requires_grad_(True)
+    weights = torch.arange(1.0, x.shape[0] + 1.0, dtype=torch.float64)
+    e = energy(2.0 * y)
+    assert e.requires_grad and torch.allclose(e.detach(), e_ref, rtol=0, atol=1e-10)
+    (grad,) = torch.autograd.grad((weights * e).sum(), y)
+    expected = -2.0 * weights[:, None, None] * forces
+    assert torch.allclose(grad, expected, rtol=1e-12, atol=1e-9)
+    with torch.no_grad():
+        assert torch.allclose(energy(x), e_ref, rtol=0, atol=1e-10)
+
+
 def test_second_derivatives_raise():
     mol, x = _ligand()
     energy = MMFFEnergy(mol)
