@@ -101,6 +101,11 @@ class TorsionalEmbedding(nn.Module):
         """Number of free torsions ``K``."""
         return len(self.torsions)
 
+    @property
+    def slots(self) -> Tensor:
+        """``[K]`` positions of the free torsions in the internal-coordinate vector."""
+        return self._slots
+
     def embed(self, theta: Tensor) -> Tensor:
         """Positions of the reference's local structure with the free torsions ``theta``.
 

@@ -5,7 +5,8 @@
 * :class:`OpenMMBridge` / :class:`OpenMMEnergy` — OpenMM itself (any System), batched.
 * :func:`mmff_openmm_system` — MMFF94 as an ``openmm.System`` for molecular dynamics.
 * :class:`CappedEnergy` / :func:`linlog_cap` — smooth energy cap for training.
-* :class:`TorsionalEnergy` — a Cartesian energy over free torsions at fixed local structure.
+* :class:`TorsionalEnergy` — a Cartesian energy over free torsions at fixed local structure;
+  :class:`RelaxedTorsionalEnergy` — the MMFF energy at relaxed local structure.
 * :class:`DoubleWell`, :class:`GaussianMixture` — analytic targets with known normalisers.
 """
 
@@ -18,12 +19,13 @@ from confflow.energies.mmff_openmm import mmff_openmm_system
 from confflow.energies.mmff_params import MMFFTypingError
 from confflow.energies.openmm_gb import UnsupportedCustomGBError
 from confflow.energies.openmm_torch import OpenMMSystemEnergy, UnsupportedForceError
+from confflow.energies.relax import relax_at_torsions
 from confflow.energies.systems import (
     ALANINE_DIPEPTIDE_SYSTEMS,
     ReferenceSystem,
     alanine_dipeptide,
 )
-from confflow.energies.torsional import TorsionalEnergy
+from confflow.energies.torsional import RelaxedTorsionalEnergy, TorsionalEnergy
 
 __all__ = [
     "ALANINE_DIPEPTIDE_SYSTEMS",
@@ -39,6 +41,7 @@ __all__ = [
     "OpenMMEnergy",
     "OpenMMSystemEnergy",
     "ReferenceSystem",
+    "RelaxedTorsionalEnergy",
     "TorsionalEnergy",
     "UnsupportedCustomGBError",
     "UnsupportedForceError",
@@ -47,4 +50,5 @@ __all__ = [
     "kT",
     "linlog_cap",
     "mmff_openmm_system",
+    "relax_at_torsions",
 ]
