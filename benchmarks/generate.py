@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument(
         "--model", default="auto", help="generator: auto (default), torsional or cartesian"
     )
+    parser.add_argument("--relax", action="store_true", help="torsional: relaxed conformers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lines = [line.split() for line in MOLECULES.read_text().splitlines() if line.strip()]
@@ -84,6 +85,7 @@ def main() -> None:
                 Path(tmp) / f"{name}.sdf",
                 device=args.device,
                 model=args.model,
+                relax=args.relax,
                 progress=False,
                 **extra,
             )
@@ -119,9 +121,15 @@ def main() -> None:
             )
             if args.json is not None:
                 args.json.write_text(
-                    json.dumps(summarize(rows, args.device, args.model), indent=2) + "\n"
+                    json.dumps(
+                        summarize(
+                            rows, args.device, args.model + (" --relax" if args.relax else "")
+                        ),
+                        indent=2,
+                    )
+                    + "\n"
                 )
-    summary = summarize(rows, args.device, args.model)
+    summary = summarize(rows, args.device, args.model + (" --relax" if args.relax else ""))
     print("\n| molecule | rotatable | ESS % | time s | stereo rejected | kept/written |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -5,7 +5,8 @@ For each molecule (default: three small ones of ``datasets/molecules/druglike.sm
 1. reference: replica exchange of the MMFF94 OpenMM System with ``confflow.md`` (4 replicas,
    300-600 K, swaps every 0.1 ps, frames every 0.5 ps, ``--md-ns`` ns per replica), the 300 K
    replica; resumable in ``--work/<name>/``;
-2. ``confflow generate`` with its defaults (``-n`` samples) into ``--work/<name>-ensemble/``;
+2. ``confflow generate`` with its defaults (``-n`` samples; ``--relax`` for relaxed torsional
+   conformers) into ``--work/<name>-ensemble/`` (``<name>-relaxed/`` with ``--relax``);
 3. for every heavy-atom torsion ``a-b-c-d`` about a rotatable bond: ``--bins`` histograms over
    (-180, 180] degrees of the reference frames and of the written conformers weighted by their
    ``weight`` tag, and their Jensen-Shannon divergence in bits (log base 2: 0 identical,
@@ -22,7 +23,7 @@ Prints one row per torsion; ``--json`` writes ``max_jsd`` (largest over all tors
 
 Usage:
     python benchmarks/torsion_jsd.py [--molecules amphetamine benzocaine hydrocinnamic_acid]
-        [--md-ns 2] [-n 5000] [--work DIR] [--json out]
+        [--md-ns 2] [-n 5000] [--relax] [--work DIR] [--json out]
 """
 
 from __future__ import annotations
@@ -99,12 +100,14 @@ def reference(smiles: str, out: Path, ns: float) -> np.ndarray:
     return read_frames(result.trajectory).positions
 
 
-def ensemble(smiles: str, out: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def ensemble(
+    smiles: str, out: Path, n: int, seed: int, relax: bool
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Positions ``[S, N, 3]`` (Å), weights ``[S]`` and report of a default generate run."""
     sdf = out / "ensemble.sdf"
     if not sdf.exists():
         out.mkdir(parents=True, exist_ok=True)
-        run_generate(GenerateConfig(smiles=smiles, out=sdf, n=n, seed=seed))
+        run_generate(GenerateConfig(smiles=smiles, out=sdf, n=n, seed=seed, relax=relax))
     records = [r for r in Chem.SDMolSupplier(str(sdf), removeHs=False) if r is not None]
     x = np.stack([r.GetConformer().GetPositions() for r in records])
     w = np.array([float(r.GetProp("weight")) for r in records])
@@ -119,6 +122,7 @@ def main() -> None:
     )
     parser.add_argument("--md-ns", type=float, default=2.0, help="ns per replica")
     parser.add_argument("-n", type=int, default=5000, help="generate samples")
+    parser.add_argument("--relax", action="store_true", help="generate --relax")
     parser.add_argument("--bins", type=int, default=36)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -135,7 +139,8 @@ def main() -> None:
         t0 = time.perf_counter()
         md = reference(smiles, args.work / name, args.md_ns)
         md_s = time.perf_counter() - t0
-        x, w, report = ensemble(smiles, args.work / f"{name}-ensemble", args.n, args.seed)
+        folder = args.work / f"{name}-{'relaxed' if args.relax else 'ensemble'}"
+        x, w, report = ensemble(smiles, folder, args.n, args.seed, args.relax)
         molecule = Molecule.from_smiles(smiles, stereo="first")
         quads = rotatable_torsions(molecule)
         half = len(md) // 2

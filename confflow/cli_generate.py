@@ -33,10 +33,18 @@ def generate(
     model: Annotated[
         str,
         typer.Option(
-            help="'torsional' (rotatable torsions at fixed local structure), 'cartesian' "
+            help="'torsional' (a flow over the rotatable torsions), 'cartesian' "
             "(all internal coordinates) or 'auto' (torsional if any bond rotates)."
         ),
     ] = "auto",
+    relax: Annotated[
+        bool,
+        typer.Option(
+            "--relax",
+            help="Torsional model: relax each conformer at its torsions (MMFF minimisation), "
+            "so torsion marginals match flexible MD; slower, lower ESS for larger molecules.",
+        ),
+    ] = False,
     unique: Annotated[
         float | None,
         typer.Option(help="Cluster into conformers at this heavy-atom RMSD (Angstrom)."),
@@ -66,6 +74,7 @@ def generate(
             replicas=replicas,
             energy=energy,
             model=model,
+            relax=relax,
             unique=None if unique is None else unique / 10.0,
             checkpoint=checkpoint,
             largest_fragment=largest_fragment,

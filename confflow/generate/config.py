@@ -37,9 +37,14 @@ class GenerateConfig:
         replicas: temperatures of the replica-exchange ladder (1: plain Langevin MD).
         t_max: K, highest temperature of the ladder.
         energy: ``"mmff94"`` or ``"mmff94s"``.
-        model: ``"torsional"`` (free torsions at the lowest-energy seed's local structure),
+        model: ``"torsional"`` (a flow over the free torsions; see ``relax``),
             ``"cartesian"`` (all internal coordinates) or ``"auto"`` (torsional when the
             molecule has a rotatable bond, else Cartesian); see :mod:`confflow.generate.model`.
+        relax: torsional model only: relax every conformer's local structure at its torsions
+            (MMFF minimisation) so that the weights target the relaxed energies, whose torsion
+            marginals match flexible MD, instead of the energy at the lowest-energy seed's
+            frozen local structure. Each energy then costs a minimisation, so training takes
+            fewer steps in the budget and the ESS of larger molecules drops.
         unique: heavy-atom RMSD in nm that merges samples into one conformer (``None``: write
             every sample).
         checkpoint: trained model to reuse (skips training), or ``None``.
@@ -61,6 +66,7 @@ class GenerateConfig:
     t_max: float = 600.0
     energy: str = "mmff94"
     model: str = "auto"
+    relax: bool = False
     unique: float | None = None
     checkpoint: Path | None = None
     largest_fragment: bool = False
@@ -101,6 +107,8 @@ class GenerateConfig:
             raise GenerateError(
                 f"--model: unknown model {self.model!r}; choose one of {', '.join(MODELS)}"
             )
+        if self.relax and self.model == "cartesian":
+            raise GenerateError("--relax: applies to the torsional model, not --model cartesian")
         if self.unique is not None and not self.unique > 0:
             raise GenerateError(f"--unique: RMSD must be positive, got {self.unique!r}")
         if self.replicas > 1 and not self.t_max > self.temperature:

@@ -1,7 +1,8 @@
 """Stages 4-6: sample with exact log-likelihoods, drop changed stereo, reweight, cluster.
 
-Torsional models sample torsions; they are embedded into positions first, and ``log q`` is the
-density of the written conformer's torsions (rad^-K). Samples are rounded to the precision of
+Torsional models sample torsions; they become the conformers of the model's torsional energy
+first (the reference's local structure, or the relaxed one), and ``log q`` is the density of the
+written conformer's torsions (rad^-K). Samples are rounded to the precision of
 an SDF file (1e-4 Angstrom) *before* their energy and ``log q`` are evaluated, so the
 numbers written next to a conformer are those of the written coordinates. Energies are float64
 MMFF (kJ/mol); ``log_w = -E / kT - log q`` in float64.
@@ -129,7 +130,7 @@ def sample_ensemble(
             x, _ = model.sample(min(batch, n - start), gen)
             x = x.double()
             if torsional is not None:
-                x = torsional.embedding.embed(x)
+                x = torsional.positions(x)
             x = torch.round(x.cpu() / SDF_GRID_NM) * SDF_GRID_NM
             ok = torch.isfinite(x.flatten(1)).all(1)
             bad = ~ok

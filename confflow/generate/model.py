@@ -6,13 +6,16 @@ Two models, chosen by ``GenerateConfig.model``:
   internal coordinates (:mod:`confflow.models.builder`); the target is the full MMFF
   Boltzmann distribution, hard to match in minutes of CPU training.
 * ``"torsional"`` (what the default ``"auto"`` picks whenever a bond rotates): a flow over
-  the free torsions (one per rotatable bond, hydrogen rotors included) with bonds, angles
-  and rigid torsions fixed at the lowest-energy seed
-  conformer (:class:`~confflow.coordinates.TorsionalEmbedding`); the target is the MMFF
-  Boltzmann distribution conditional on that local structure. An elementwise circular spline,
-  then circular spline couplings. Its ESS is higher, but for a narrower ensemble: without
-  relaxation of bonds and angles, conformers far from the reference cost several kT more than
-  in the flexible molecule.
+  the free torsions (one per rotatable bond, hydrogen rotors included)
+  (:class:`~confflow.coordinates.TorsionalEmbedding`). By default its target is the MMFF
+  energy at the lowest-energy seed's frozen local structure
+  (:class:`~confflow.energies.TorsionalEnergy`, the setting of torsional Boltzmann
+  generators: conformers far from the reference cost several kT more than in the flexible
+  molecule). With ``relax=True`` it is the energy of the *relaxed* conformer at each torsion
+  set (:class:`~confflow.energies.RelaxedTorsionalEnergy`: bonds, angles and rigid torsions
+  minimised with the free torsions held), whose torsion marginals match flexible molecular
+  dynamics, at a minimisation per energy. An elementwise circular spline, then circular
+  spline couplings.
 
 Both are assembled here from the public pieces so they use *this* run's molecule (atom order of
 the input, largest fragment, chosen MMFF variant).
@@ -28,12 +31,15 @@ Training, within ``budget`` seconds of wall time:
    segments; after each
    segment the ESS of fresh flow samples is measured, the best model by ESS is kept and the
    refinement stops early when the ESS has not improved for ``patience`` segments
-   (:data:`SCHEDULES`).
+   (:data:`SCHEDULES`). The relaxed torsional model refines on the frozen-structure energy
+   first (:data:`RELAXED_FROZEN_SHARE` of the time left, cheap steps that get close), then on
+   the relaxed energy itself in smaller batches (each evaluation minimises a conformer).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -52,7 +58,7 @@ from confflow.coordinates import (
     rotatable_bonds,
 )
 from confflow.distributions import DomainProduct, Flow
-from confflow.energies import MMFFEnergy, TorsionalEnergy
+from confflow.energies import MMFFEnergy, RelaxedTorsionalEnergy, TorsionalEnergy
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.models import BGConfig, BoltzmannGenerator, FlowConfig, Target, TargetConfig
 from confflow.models.builder import coupling_stack
@@ -106,11 +112,17 @@ class Schedule:
     ess_samples: int
 
 
+#: Share of the refinement time the relaxed torsional model spends on the frozen-structure
+#: energy first (tenths of a second per step instead of about one second).
+RELAXED_FROZEN_SHARE = 0.45
+
 #: Per model. The torsional model's MD data come from the flexible molecule, not from its
-#: target, so maximum likelihood only warms it up and the energy does the rest.
+#: target, so maximum likelihood only warms it up and the energy does the rest. Every relaxed
+#: energy minimises a conformer (milliseconds), hence smaller batches and segments there.
 SCHEDULES = {
     "cartesian": Schedule(0.6, 0.5, 0.0, 128, 3e-4, 40, 3, 512),
     "torsional": Schedule(0.1, 1.0, 0.8, 256, 5e-4, 100, 5, 1024),
+    "relaxed": Schedule(0.1, 1.0, 0.8, 128, 5e-4, 20, 5, 512),
 }
 
 
@@ -158,11 +170,12 @@ def model_layout(
         data: ``[M, N, 3]`` nm training frames (the Cartesian model's normalisation).
 
     Returns:
-        ``{"model": "torsional", "reference": [[x, y, z], ...]}`` or
+        ``{"model": "torsional", "reference": [[x, y, z], ...], "relaxed": bool}`` or
         ``{"model": "cartesian", "normalization": {"mean", "std"}}``.
     """
     if resolve_model(molecule, config) == "torsional":
-        return {"model": "torsional", "reference": reference.double().tolist()}
+        reference_list = reference.double().tolist()
+        return {"model": "torsional", "reference": reference_list, "relaxed": config.relax}
     ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
     z, _ = ic.inverse(data.to(torch.float64))
     norm = InternalNormalization.from_data(z, ic.latent_domain)
@@ -196,7 +209,10 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Bol
         embedding = TorsionalEmbedding(molecule, torch.tensor(layout["reference"]))
         latent = embedding.domain
         transform = _torsional_transform(latent)
-        energy = TorsionalEnergy(energy, embedding)
+        if layout.get("relaxed", False):  # checkpoints from before relaxation are rigid
+            energy = RelaxedTorsionalEnergy(energy, embedding, molecule.rdkit_mol)
+        else:
+            energy = TorsionalEnergy(energy, embedding)
     else:
         normalization = layout["normalization"]
         ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
@@ -236,7 +252,8 @@ class TrainingSummary:
     Attributes:
         nll_steps: maximum-likelihood steps.
         refine_steps: refinement steps.
-        ess_history: ESS (fraction) after each refinement segment.
+        ess_history: ESS (fraction) after each refinement segment (relaxed torsional model:
+            those of the frozen-structure stage, then those of the relaxed one).
         best_ess: ESS of the kept model.
         target_evaluations: MMFF energy evaluations (refinement samples and ESS checks).
         stopped_early: refinement stopped for lack of ESS improvement.
@@ -255,6 +272,62 @@ class TrainingSummary:
 def _grow(trainer: Trainer, steps: int) -> None:
     trainer.config = dataclasses.replace(trainer.config, steps=trainer.step + steps)
     trainer.fit(resume=False)
+
+
+def _refine(
+    model: BoltzmannGenerator,
+    train: Tensor,
+    cap_threshold: float,
+    common: dict,
+    batch: int,
+    summary: TrainingSummary,
+    plan: Schedule,
+    deadline: float,
+) -> None:
+    """Refines on the energy in segments until ``deadline`` (or early stop).
+
+    Updates ``summary`` (steps, ESS history, evaluations) and leaves the best model by ESS in
+    ``model``.
+    """
+    config = TrainConfig(
+        steps=1,
+        batch_size=batch,
+        kl_batch_size=plan.kl_batch_size,
+        kl_weight=plan.kl_weight,
+        forward_weight=plan.forward_weight,
+        lr=plan.lr,
+        warmup=0,
+        min_lr_ratio=1.0,
+        val_every=plan.segment,
+        val_batch_size=plan.ess_samples,
+        cap_threshold=cap_threshold,
+        cap_scale=10.0,
+    )
+    trainer = Trainer(model, dataclasses.replace(config, **common), train, None)
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    summary.best_ess = float(trainer.validate().get("ess", 0.0))
+    summary.target_evaluations += config.val_batch_size
+    summary.ess_history.append(summary.best_ess)
+    since_best = 0
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        _grow(trainer, plan.segment)
+        summary.target_evaluations += config.val_batch_size
+        ess = float(trainer.metrics.get("ess", 0.0))
+        summary.ess_history.append(ess)
+        if ess > summary.best_ess:
+            summary.best_ess, since_best = ess, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+        if since_best >= plan.patience:
+            summary.stopped_early = True
+            break
+        if time.perf_counter() + (time.perf_counter() - start) > deadline:
+            break
+    summary.refine_steps += trainer.step
+    summary.target_evaluations += trainer.evaluations
+    model.load_state_dict(best_state)
 
 
 def train_model(
@@ -303,45 +376,15 @@ def train_model(
         on_checkpoint(model)
     with torch.no_grad():
         u_min = float(model.reduced_energy(train[:256].to(trainer.device)).min())
-    refine = TrainConfig(
-        steps=1,
-        batch_size=batch,
-        kl_batch_size=plan.kl_batch_size,
-        kl_weight=plan.kl_weight,
-        forward_weight=plan.forward_weight,
-        lr=plan.lr,
-        warmup=0,
-        min_lr_ratio=1.0,
-        val_every=plan.segment,
-        val_batch_size=plan.ess_samples,
-        cap_threshold=u_min + CAP_ABOVE_MIN,
-        cap_scale=10.0,
-    )
-    trainer = Trainer(model, dataclasses.replace(refine, **common), train, None)
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    summary.best_ess = float(trainer.validate().get("ess", 0.0))
-    summary.target_evaluations += refine.val_batch_size
-    summary.ess_history.append(summary.best_ess)
-    since_best = 0
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        _grow(trainer, plan.segment)
-        summary.target_evaluations += refine.val_batch_size
-        ess = float(trainer.metrics.get("ess", 0.0))
-        summary.ess_history.append(ess)
-        if ess > summary.best_ess:
-            summary.best_ess, since_best = ess, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            since_best += 1
-        if since_best >= plan.patience:
-            summary.stopped_early = True
-            break
-        if time.perf_counter() + (time.perf_counter() - start) > deadline:
-            break
-    summary.refine_steps = trainer.step
-    summary.target_evaluations += trainer.evaluations
-    model.load_state_dict(best_state)
+    refine = functools.partial(_refine, model, train, u_min + CAP_ABOVE_MIN, common, batch, summary)
+    if isinstance(model.energy, RelaxedTorsionalEnergy):
+        # frozen structure first (cheap steps), then the relaxed target itself
+        frozen_until = time.perf_counter() + RELAXED_FROZEN_SHARE * (deadline - time.perf_counter())
+        with model.energy.frozen():
+            refine(SCHEDULES["torsional"], frozen_until)
+        refine(SCHEDULES["relaxed"], deadline)
+    else:
+        refine(SCHEDULES[model_kind(model)], deadline)
     model.eval()
     if on_checkpoint is not None:
         on_checkpoint(model)

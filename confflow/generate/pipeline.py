@@ -224,6 +224,7 @@ def run_generate(
         "temperature_K": config.temperature,
         "energy": config.variant,
         "model": layout["model"],
+        "relaxed": bool(layout.get("relaxed", False)),
         "free_torsions": _free_torsions(model),
         "ess": ensemble.ess,
         "ess_effective_samples": ensemble.ess * ensemble.x.shape[0],

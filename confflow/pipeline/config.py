@@ -36,6 +36,8 @@ class PipelineConfig:
         seed: seed of every random stage.
         device: training and sampling device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
         largest_fragment: keep the largest fragment of a salt or mixture.
+        relax: torsional generators over relaxed conformers instead of the seed's frozen local
+            structure (see ``confflow generate --relax``).
         threads: torch threads per task (match the cores of one Dask worker thread).
         retries: Dask retries of a task that raised unexpectedly (a task whose worker died is
             rescheduled by Dask in any case).
@@ -52,6 +54,7 @@ class PipelineConfig:
     seed: int = 0
     device: str = "auto"
     largest_fragment: bool = False
+    relax: bool = False
     threads: int = 1
     retries: int = 2
 
@@ -84,6 +87,7 @@ class PipelineConfig:
             t_max=self.t_max,
             energy=self.energy,
             largest_fragment=self.largest_fragment,
+            relax=self.relax,
             progress=False,
         )
 

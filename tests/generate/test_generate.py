@@ -1,7 +1,8 @@
 """End-to-end tests of ``confflow generate`` on small molecules with tiny budgets.
 
-One run per model (2-pentanol: a stereocentre, rotatable torsions; Cartesian and torsional) is
-shared by the checks of its outputs; the SDF is read back with RDKit and its energies
+One run per model (2-pentanol: a stereocentre, rotatable torsions; Cartesian, torsional at the
+frozen local structure (the default) and torsional with relaxed conformers) is shared by the
+checks of its outputs; the SDF is read back with RDKit and its energies
 re-evaluated with RDKit's MMFF94.
 """
 
@@ -27,11 +28,32 @@ def _config(out, **kw) -> GenerateConfig:
     return GenerateConfig(SMILES, out, **{**settings, **kw})
 
 
-@pytest.fixture(scope="module", params=["cartesian", "torsional"])
+@pytest.fixture(scope="module", params=["cartesian", "torsional", "relaxed"])
 def run(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "pentanol.sdf"
     torch.set_num_threads(1)
+    if request.param == "relaxed":
+        return run_generate(_config(out, model="torsional", relax=True))
     return run_generate(_config(out, model=request.param))
+
+
+def _records(run) -> list[Chem.Mol]:
+    return list(Chem.SDMolSupplier(str(run.sdf), removeHs=False))
+
+
+def _bond_lengths(records: list[Chem.Mol]) -> torch.Tensor:
+    """``[R, bonds]`` bond lengths in Angstrom of SDF records."""
+    return torch.tensor(
+        [
+            [
+                Chem.rdMolTransforms.GetBondLength(
+                    r.GetConformer(), b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+                )
+                for b in r.GetBonds()
+            ]
+            for r in records
+        ]
+    )
 
 
 def test_every_record_is_readable_and_tagged(run):
@@ -88,26 +110,36 @@ def test_report_contents(run):
     assert report["model"] == report["config"]["model"]
 
 
-def test_torsional_records_share_the_reference_local_structure(run):
-    """Torsional samples differ only in their free torsions: every bond length is the same."""
+def test_rigid_torsional_records_share_the_reference_local_structure(run):
+    """Rigid torsional samples differ only in their free torsions: bond lengths are the same."""
     report = run.report_data
-    if report["model"] != "torsional":
-        pytest.skip("Cartesian model: bonds vary")
+    if report["model"] != "torsional" or report["relaxed"]:
+        pytest.skip("bonds vary in Cartesian and relaxed torsional samples")
     assert len(report["free_torsions"]) == 5  # C-C, C-O, C-C, C-C, C-CH3 rotors
-    records = list(Chem.SDMolSupplier(str(run.sdf), removeHs=False))
-    lengths = torch.tensor(
-        [
-            [
-                Chem.rdMolTransforms.GetBondLength(
-                    r.GetConformer(), b.GetBeginAtomIdx(), b.GetEndAtomIdx()
-                )
-                for b in r.GetBonds()
-            ]
-            for r in records
-        ]
-    )
+    lengths = _bond_lengths(_records(run))
     # SDF coordinates carry 1e-4 Angstrom
     assert float((lengths - lengths[0]).abs().max()) < 5e-4
+
+
+def test_relaxed_torsional_records_are_minima_at_their_torsions(run):
+    """Relaxed records: bonds differ between records, and no relaxation at fixed free torsions
+    lowers a record's energy (each is the constrained MMFF minimum, up to SDF rounding)."""
+    report = run.report_data
+    if report["model"] != "torsional" or not report["relaxed"]:
+        pytest.skip("only relaxed torsional samples are minimised")
+    records = _records(run)[:20]
+    lengths = _bond_lengths(records)
+    assert float((lengths - lengths[0]).abs().max()) > 1e-3
+    for record in records:
+        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(record)
+        ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(record, props)
+        before = ff.CalcEnergy()
+        for quad in report["free_torsions"]:
+            angle = Chem.rdMolTransforms.GetDihedralDeg(record.GetConformer(), *quad)
+            ff.MMFFAddTorsionConstraint(*quad, False, angle, angle, 100.0)
+        ff.Initialize()
+        ff.Minimize(maxIts=2000)
+        assert ff.CalcEnergy() > before - 1e-2  # kcal/mol
 
 
 def test_checkpoint_reuse_skips_training_and_clusters(run, tmp_path):
