@@ -127,8 +127,8 @@ def bond_terms(x: Tensor, idx: Tensor, kb: Tensor, r0: Tensor) -> Terms:
     dr = r - r0
     energy = 0.5 * _C1 * kb * dr * dr * (1.0 + _CS * dr + _C3 * _CS * _CS * dr * dr)
     de_dr = _C1 * kb * dr * (1.0 + 1.5 * _CS * dr + 2.0 * _C3 * _CS * _CS * dr * dr)
-    gi = _scale(de_dr / r, d)
-    return energy.sum(0), (_piece(gi), -_piece(gi))
+    gi = _piece(_scale(de_dr / r, d))
+    return energy.sum(0), (gi, -gi)
 
 
 def angle_terms(

@@ -22,9 +22,9 @@ from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers, rdMolTransforms
 from torch import Tensor
 
-__all__ = ["relax_at_torsions"]
+from confflow.chem.molecule import ANGSTROM_PER_NM
 
-_NM_TO_A = 10.0
+__all__ = ["relax_at_torsions"]
 
 
 def relax_at_torsions(
@@ -64,13 +64,12 @@ def relax_at_torsions(
     props = rdForceFieldHelpers.MMFFGetMoleculeProperties(work, mmffVariant=variant)
     if props is None:
         raise ValueError(f"relax_at_torsions: MMFF ({variant}) cannot type the molecule")
-    positions = x.detach().to("cpu", torch.float64).numpy() * _NM_TO_A
+    positions = x.detach().to("cpu", torch.float64).numpy() * ANGSTROM_PER_NM
     out = np.empty_like(positions)
     unconverged = 0
     conformer = work.GetConformer()
     for b, pos in enumerate(positions):
-        for atom, (px, py, pz) in enumerate(pos.tolist()):
-            conformer.SetAtomPosition(atom, (px, py, pz))
+        conformer.SetPositions(pos)
         ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(work, props)
         for quad in torsions:
             angle = rdMolTransforms.GetDihedralDeg(conformer, *quad)
@@ -78,4 +77,4 @@ def relax_at_torsions(
         ff.Initialize()
         unconverged += ff.Minimize(maxIts=max_iters) != 0
         out[b] = np.asarray(ff.Positions()).reshape(n, 3)
-    return torch.from_numpy(out / _NM_TO_A), unconverged
+    return torch.from_numpy(out / ANGSTROM_PER_NM), unconverged

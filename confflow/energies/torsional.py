@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -104,29 +105,34 @@ class RelaxedTorsionalEnergy(TorsionalEnergy):
         finally:
             self._frozen = False
 
-    def _relaxed_internal(self, theta: Tensor) -> Tensor:
-        """Internal coordinates ``[B, D]`` of the relaxed conformers (no gradient)."""
-        with torch.no_grad():
-            start = self.embedding.embed(theta.detach().double())
-            relaxed, _ = relax_at_torsions(
-                self.mol, start, self.embedding.torsions, variant=self.cartesian.variant
-            )
-            z, _ = self.embedding.ic.inverse(relaxed.to(start))
-        return z
-
     def positions(self, theta: Tensor) -> Tensor:
-        """Relaxed conformers ``[B, N, 3]`` in nm (float64, device of ``theta``), no gradient."""
+        """Relaxed conformers ``[B, N, 3]`` in nm (float64, device of ``theta``), no gradient.
+
+        Warns when a minimisation stopped at its iteration limit (its energy is then too high).
+        """
         if self._frozen:
             return super().positions(theta)
-        z = self._relaxed_internal(theta)
         with torch.no_grad():
-            x, _ = self.embedding.ic(z)
-        return x
+            start = self.embedding.embed(theta.detach().double())
+            relaxed, unconverged = relax_at_torsions(
+                self.mol, start, self.embedding.torsions, variant=self.cartesian.variant
+            )
+        if unconverged:
+            warnings.warn(
+                f"RelaxedTorsionalEnergy: {unconverged} of {theta.shape[0]} minimisations "
+                "stopped at the iteration limit",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return relaxed.to(start)
 
     def _energy(self, x: Tensor) -> Tensor:
         if self._frozen:
             return super()._energy(x)
-        z = self._relaxed_internal(x).to(x.dtype)
-        z = z.index_copy(1, self.embedding.slots, wrap_angle(x))  # theta keeps its gradient
+        with torch.no_grad():
+            z, _ = self.embedding.ic.inverse(self.positions(x))
+        z = z.to(x.dtype).index_copy(
+            1, self.embedding.slots, wrap_angle(x)
+        )  # theta keeps its gradient
         positions, _ = self.embedding.ic(z)
         return self.cartesian.energy(positions)

@@ -118,3 +118,9 @@ def test_relaxed_torsional_energy_rejects_other_energies_and_molecules():
     other = molecule("CCCCCO")
     with pytest.raises(ValueError, match="molecule of 18 atoms"):
         RelaxedTorsionalEnergy(energy.cartesian, emb, other.rdkit_mol)
+
+
+def test_minimisations_cut_short_are_counted():
+    mol, x = _benzocaine(2)
+    _, unconverged = relax_at_torsions(mol, x, TORSIONS, max_iters=1)
+    assert unconverged == 2
