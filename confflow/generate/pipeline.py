@@ -239,6 +239,8 @@ def run_generate(
             "refine_steps": summary.refine_steps,
             "val_nll": summary.val_nll,
             "ess_history": summary.ess_history,
+            "relaxed_ess_history": summary.relaxed_ess_history,
+            "estimate_rms_kT": summary.estimate_rms,
             "stopped_early": summary.stopped_early,
             "skipped": config.checkpoint is not None,
         },

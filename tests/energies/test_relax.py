@@ -111,6 +111,22 @@ def test_relaxed_torsional_gradient_matches_finite_differences_of_relaxed_energi
         assert torch.allclose(grad[:, k], numeric, rtol=2e-2, atol=0.5), (k, grad[:, k], numeric)
 
 
+def test_frozen_energy_with_a_correction_subtracts_it_with_its_gradient():
+    _, emb, energy = _relaxed_energy()
+    theta = torch.randn(4, emb.dim, dtype=torch.float64, generator=_gen(2), requires_grad=True)
+    frozen = TorsionalEnergy(energy.cartesian, emb)
+    with energy.frozen(lambda t, e: t[:, 0].square() + 0.25 * e):
+        corrected = energy.energy(theta)
+    (grad,) = torch.autograd.grad(corrected.sum(), theta)
+    (grad_frozen,) = torch.autograd.grad(frozen.energy(theta).sum(), theta)
+    expected_energy = 0.75 * frozen.energy(theta) - theta[:, 0].square()
+    assert torch.allclose(corrected, expected_energy)
+    expected = 0.75 * grad_frozen
+    expected[:, 0] -= 2 * theta[:, 0].detach()
+    assert torch.allclose(grad, expected)
+    assert not energy._frozen and energy._correction is None  # restored after the block
+
+
 def test_relaxed_torsional_energy_rejects_other_energies_and_molecules():
     mol, emb, energy = _relaxed_energy()
     with pytest.raises(ValueError, match="relaxation uses MMFF"):
