@@ -287,11 +287,6 @@ class TrainingSummary:
     val_nll: float = float("nan")
 
 
-def _grow(trainer: Trainer, steps: int) -> None:
-    trainer.config = dataclasses.replace(trainer.config, steps=trainer.step + steps)
-    trainer.fit(resume=False)
-
-
 def _maximum_likelihood(trainer: Trainer, deadline: float) -> None:
     """Maximum likelihood in checks of :data:`ML_CHECK` steps until ``deadline``.
 
@@ -302,11 +297,11 @@ def _maximum_likelihood(trainer: Trainer, deadline: float) -> None:
     best, best_state, since_best = math.inf, None, 0
     while True:
         start = time.perf_counter()
-        _grow(trainer, ML_CHECK)
+        trainer.fit_more(ML_CHECK)
         nll = float(trainer.metrics.get("val_nll", math.inf))
         if nll < best:
             best, since_best = nll, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = trainer.snapshot()
         else:
             since_best += 1
         if (
@@ -361,20 +356,20 @@ def _refine(
     ``model``.
     """
     trainer = _refine_trainer(model, train, cap_threshold, common, batch, plan)
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_state = trainer.snapshot()
     summary.best_ess = float(trainer.validate().get("ess", 0.0))
     summary.target_evaluations += plan.ess_samples
     summary.ess_history.append(summary.best_ess)
     since_best = 0
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        _grow(trainer, plan.segment)
+        trainer.fit_more(plan.segment)
         summary.target_evaluations += plan.ess_samples
         ess = float(trainer.metrics.get("ess", 0.0))
         summary.ess_history.append(ess)
         if ess > summary.best_ess:
             summary.best_ess, since_best = ess, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = trainer.snapshot()
         else:
             since_best += 1
         if since_best >= plan.patience:
@@ -430,6 +425,7 @@ def train_model(
         trainer = Trainer(model, dataclasses.replace(nll_config, **common), train, val)
         _maximum_likelihood(trainer, time.perf_counter() + plan.nll_share * config.budget)
         summary.nll_steps = trainer.step
+        summary.target_evaluations += trainer.evaluations  # validation ESS samples
         summary.val_nll = float(trainer.metrics.get("val_nll", float("nan")))
         if on_checkpoint is not None:
             on_checkpoint(model)

@@ -19,7 +19,6 @@ steers training.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import torch
@@ -88,13 +87,8 @@ class RelaxationEstimate(nn.Module):
         delta: Tensor,
         steps: int,
         generator: torch.Generator,
-    ) -> float:
-        """Least-squares steps on ``theta [M, K]`` (rad), ``strain [M]``, ``delta [M]`` (kT).
-
-        Returns:
-            The RMS error (kT) of the last minibatch.
-        """
-        rms = float("nan")
+    ) -> None:
+        """Least-squares steps on ``theta [M, K]`` (rad), ``strain [M]``, ``delta [M]`` (kT)."""
         size = (min(FIT_BATCH, theta.shape[0]),)
         for _ in range(steps):
             idx = torch.randint(theta.shape[0], size, generator=generator)
@@ -102,8 +96,6 @@ class RelaxationEstimate(nn.Module):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            rms = float(loss.detach().sqrt())
-        return rms
 
 
 def refine_relaxed(
@@ -140,9 +132,8 @@ def refine_relaxed(
     estimate = RelaxationEstimate(energy.embedding.dim).to(trainer.device)
     gen = torch.Generator(trainer.device).manual_seed(seed)
     thetas: list[Tensor] = []
-    strains: list[Tensor] = []
+    frozens: list[Tensor] = []  # frozen-structure energies, kT
     deltas: list[Tensor] = []
-    reference: list[float] = []  # lowest frozen energy (kT) of the MD frames
 
     def add(theta: Tensor) -> Tensor:
         """Relaxes ``theta``, stores its relaxation energies; returns relaxed energies (kT)."""
@@ -151,20 +142,22 @@ def refine_relaxed(
             with energy.frozen():
                 frozen = model.reduced_energy(theta).double()
         ok = torch.isfinite(relaxed) & torch.isfinite(frozen)
-        if not reference:
-            reference.append(float(frozen[ok].min()) if bool(ok.any()) else 0.0)
         thetas.append(theta[ok])
-        strains.append((frozen[ok] - reference[0]).to(theta.dtype))
+        frozens.append(frozen[ok].to(theta.dtype))
         deltas.append((frozen - relaxed)[ok].clamp(0.0, DELTA_CAP).to(theta.dtype))
         return relaxed
 
+    add(data.to(trainer.device))
+    # strain: frozen energy above the lowest of the MD frames
+    reference = float(frozens[0].min()) if frozens[0].numel() else 0.0
+
     def fit() -> None:
-        estimate.fit(torch.cat(thetas), torch.cat(strains), torch.cat(deltas), FIT_STEPS, gen)
+        strain = torch.cat(frozens) - reference
+        estimate.fit(torch.cat(thetas), strain, torch.cat(deltas), FIT_STEPS, gen)
 
     def correction(theta: Tensor, frozen: Tensor) -> Tensor:
-        return thermal * estimate(theta, frozen / thermal - reference[0])
+        return thermal * estimate(theta, frozen / thermal - reference)
 
-    add(data.to(trainer.device))
     out = {"ess_history": [], "estimate_rms": [], "best_ess": -1.0, "stopped_early": False}
     out["evaluations"] = data.shape[0]
     fit()
@@ -180,7 +173,7 @@ def refine_relaxed(
         model.train()
         log_w = -add(theta) - log_q.double()
         with torch.no_grad():  # the estimate has not seen these samples yet
-            miss = estimate(thetas[-1], strains[-1]) - deltas[-1]
+            miss = estimate(thetas[-1], frozens[-1] - reference) - deltas[-1]
         out["estimate_rms"].append(float(miss.square().mean().sqrt()))
         out["evaluations"] += ROUND_SAMPLES
         finite = torch.isfinite(log_w)
@@ -189,7 +182,7 @@ def refine_relaxed(
         out["ess_history"].append(ess)
         if ess > out["best_ess"]:
             out["best_ess"], since_best = ess, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = trainer.snapshot()
         else:
             since_best += 1
         if since_best >= patience:
@@ -201,8 +194,7 @@ def refine_relaxed(
             break
         start = time.perf_counter()
         with energy.frozen(correction):
-            trainer.config = dataclasses.replace(trainer.config, steps=trainer.step + segment)
-            trainer.fit(resume=False)
+            trainer.fit_more(segment)
         refine_seconds = time.perf_counter() - start
         rounds += 1
     out["rounds"] = rounds

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +304,19 @@ class Trainer:
         logs["loss"] = float(loss.detach())
         logs["grad_norm"] = float(norm)
         return None, logs
+
+    def snapshot(self) -> dict[str, Tensor]:
+        """A detached copy of the model's parameters and buffers (for ``load_state_dict``)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def fit_more(self, steps: int) -> TrainResult:
+        """Trains ``steps`` more steps in memory: ``config.steps`` grows, nothing is resumed.
+
+        The learning-rate schedule is evaluated at the new ``config.steps``, so a constant
+        schedule (``min_lr_ratio = 1``) is the one that does not jump.
+        """
+        self.config = replace(self.config, steps=self.step + steps)
+        return self.fit(resume=False)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = True, max_seconds: float | None = None) -> TrainResult:

@@ -187,6 +187,20 @@ def test_early_stopping_when_validation_stalls(tmp_path):
     assert read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 30
 
 
+def test_fit_more_extends_training_and_snapshot_is_a_copy():
+    data = _exact_samples(256, seed=6)
+    cfg = TrainConfig(steps=5, batch_size=32, val_every=10**6, progress=False, device="cpu")
+    trainer = Trainer(_model(), cfg, train_data=data)
+    trainer.fit(resume=False)
+    before = trainer.snapshot()
+    result = trainer.fit_more(7)
+    assert result.step == 12 and trainer.step == 12 and trainer.config.steps == 12
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in after)  # training moved on
+    trainer.model.load_state_dict(before)
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
 def test_checkpoint_round_trip_and_identity(tmp_path):
     model = _model()
     cfg = TrainConfig(steps=20, kl_weight=1.0, val_every=10, progress=False, device="cpu")
