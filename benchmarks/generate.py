@@ -70,8 +70,11 @@ def main() -> None:
     parser.add_argument(
         "--model", default="auto", help="generator: auto (default), torsional or cartesian"
     )
-    parser.add_argument("--relax", action="store_true", help="torsional: relaxed conformers")
+    parser.add_argument(
+        "--relax-steps", type=int, default=None, help="torsional: generate --relax-steps"
+    )
     args = parser.parse_args()
+    label = args.model + ("" if args.relax_steps is None else f" --relax-steps {args.relax_steps}")
     torch.set_num_threads(args.threads)
     lines = [line.split() for line in MOLECULES.read_text().splitlines() if line.strip()]
     lines = lines[args.start :]
@@ -80,12 +83,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for smiles, name in lines:
             extra = {} if args.budget is None else {"budget": args.budget}
+            if args.relax_steps is not None:
+                extra["relax_steps"] = args.relax_steps
             config = GenerateConfig(
                 smiles,
                 Path(tmp) / f"{name}.sdf",
                 device=args.device,
                 model=args.model,
-                relax=args.relax,
                 progress=False,
                 **extra,
             )
@@ -122,14 +126,12 @@ def main() -> None:
             if args.json is not None:
                 args.json.write_text(
                     json.dumps(
-                        summarize(
-                            rows, args.device, args.model + (" --relax" if args.relax else "")
-                        ),
+                        summarize(rows, args.device, label),
                         indent=2,
                     )
                     + "\n"
                 )
-    summary = summarize(rows, args.device, args.model + (" --relax" if args.relax else ""))
+    summary = summarize(rows, args.device, label)
     print("\n| molecule | rotatable | ESS % | time s | stereo rejected | kept/written |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -5,8 +5,8 @@ For each molecule (default: three small ones of ``datasets/molecules/druglike.sm
 1. reference: replica exchange of the MMFF94 OpenMM System with ``confflow.md`` (4 replicas,
    300-600 K, swaps every 0.1 ps, frames every 0.5 ps, ``--md-ns`` ns per replica), the 300 K
    replica; resumable in ``--work/<name>/``;
-2. ``confflow generate`` with its defaults (``-n`` samples; ``--relax`` for relaxed torsional
-   conformers) into ``--work/<name>-ensemble/`` (``<name>-relaxed/`` with ``--relax``);
+2. ``confflow generate`` with its defaults (``-n`` samples; ``--relax-steps K`` to override its
+   relaxation) into ``--work/<name>-ensemble/`` (``<name>-ensemble-stepsK/``);
 3. for every heavy-atom torsion ``a-b-c-d`` about a rotatable bond: ``--bins`` histograms over
    (-180, 180] degrees of the reference frames and of the written conformers weighted by their
    ``weight`` tag, and their Jensen-Shannon divergence in bits (log base 2: 0 identical,
@@ -23,7 +23,7 @@ Prints one row per torsion; ``--json`` writes ``max_jsd`` (largest over all tors
 
 Usage:
     python benchmarks/torsion_jsd.py [--molecules amphetamine benzocaine hydrocinnamic_acid]
-        [--md-ns 2] [-n 5000] [--relax] [--work DIR] [--json out]
+        [--md-ns 2] [-n 5000] [--relax-steps K] [--work DIR] [--json out]
 """
 
 from __future__ import annotations
@@ -101,13 +101,16 @@ def reference(smiles: str, out: Path, ns: float) -> np.ndarray:
 
 
 def ensemble(
-    smiles: str, out: Path, n: int, seed: int, relax: bool
+    smiles: str, out: Path, n: int, seed: int, options: dict
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Positions ``[S, N, 3]`` (Å), weights ``[S]`` and report of a default generate run."""
+    """Positions ``[S, N, 3]`` (Å), weights ``[S]`` and report of a generate run.
+
+    ``options`` are :class:`GenerateConfig` fields beside the defaults (``relax_steps``).
+    """
     sdf = out / "ensemble.sdf"
     if not sdf.exists():
         out.mkdir(parents=True, exist_ok=True)
-        run_generate(GenerateConfig(smiles=smiles, out=sdf, n=n, seed=seed, relax=relax))
+        run_generate(GenerateConfig(smiles=smiles, out=sdf, n=n, seed=seed, **options))
     records = [r for r in Chem.SDMolSupplier(str(sdf), removeHs=False) if r is not None]
     x = np.stack([r.GetConformer().GetPositions() for r in records])
     w = np.array([float(r.GetProp("weight")) for r in records])
@@ -122,7 +125,9 @@ def main() -> None:
     )
     parser.add_argument("--md-ns", type=float, default=2.0, help="ns per replica")
     parser.add_argument("-n", type=int, default=5000, help="generate samples")
-    parser.add_argument("--relax", action="store_true", help="generate --relax")
+    parser.add_argument(
+        "--relax-steps", type=int, default=None, help="generate --relax-steps (default: its own)"
+    )
     parser.add_argument("--bins", type=int, default=36)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -139,8 +144,11 @@ def main() -> None:
         t0 = time.perf_counter()
         md = reference(smiles, args.work / name, args.md_ns)
         md_s = time.perf_counter() - t0
-        folder = args.work / f"{name}-{'relaxed' if args.relax else 'ensemble'}"
-        x, w, report = ensemble(smiles, folder, args.n, args.seed, args.relax)
+        options, label = {}, "ensemble"
+        if args.relax_steps is not None:
+            options["relax_steps"] = args.relax_steps
+            label += f"-steps{args.relax_steps}"
+        x, w, report = ensemble(smiles, args.work / f"{name}-{label}", args.n, args.seed, options)
         molecule = Molecule.from_smiles(smiles, stereo="first")
         quads = rotatable_torsions(molecule)
         half = len(md) // 2

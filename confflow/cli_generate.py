@@ -37,14 +37,15 @@ def generate(
             "(all internal coordinates) or 'auto' (torsional if any bond rotates)."
         ),
     ] = "auto",
-    relax: Annotated[
-        bool,
+    relax_steps: Annotated[
+        int | None,
         typer.Option(
-            "--relax",
-            help="Torsional model: relax each conformer at its torsions (MMFF minimisation), "
-            "so torsion marginals match flexible MD; slower, lower ESS for larger molecules.",
+            "--relax-steps",
+            help="Torsional model: gradient steps relaxing bonds and angles at each torsion "
+            "set (default 4; 0: the frozen seed structure).",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     unique: Annotated[
         float | None,
         typer.Option(help="Cluster into conformers at this heavy-atom RMSD (Angstrom)."),
@@ -74,7 +75,7 @@ def generate(
             replicas=replicas,
             energy=energy,
             model=model,
-            relax=relax,
+            **({} if relax_steps is None else {"relax_steps": relax_steps}),
             unique=None if unique is None else unique / 10.0,
             checkpoint=checkpoint,
             largest_fragment=largest_fragment,

@@ -5,8 +5,9 @@
 * :class:`OpenMMBridge` / :class:`OpenMMEnergy` — OpenMM itself (any System), batched.
 * :func:`mmff_openmm_system` — MMFF94 as an ``openmm.System`` for molecular dynamics.
 * :class:`CappedEnergy` / :func:`linlog_cap` — smooth energy cap for training.
-* :class:`TorsionalEnergy` — a Cartesian energy over free torsions at fixed local structure;
-  :class:`RelaxedTorsionalEnergy` — the MMFF energy at relaxed local structure.
+* :class:`TorsionalEnergy` — a Cartesian energy over free torsions at fixed or locally relaxed
+  structure (:class:`LocalRelaxation`, batched in torch); :func:`relax_at_torsions` — RDKit's
+  MMFF minimisation with torsions held, the reference for the relaxation.
 * :class:`DoubleWell`, :class:`GaussianMixture` — analytic targets with known normalisers.
 """
 
@@ -14,6 +15,7 @@ from confflow.energies.analytic import DoubleWell, GaussianMixture
 from confflow.energies.base import MOLAR_GAS_CONSTANT, Energy, kT
 from confflow.energies.bridge import OpenMMBridge, OpenMMEnergy, available_platforms
 from confflow.energies.cap import CappedEnergy, linlog_cap
+from confflow.energies.local_relax import LocalRelaxation
 from confflow.energies.mmff import MMFF_TERMS, MMFFEnergy
 from confflow.energies.mmff_openmm import mmff_openmm_system
 from confflow.energies.mmff_params import MMFFTypingError
@@ -25,7 +27,7 @@ from confflow.energies.systems import (
     ReferenceSystem,
     alanine_dipeptide,
 )
-from confflow.energies.torsional import RelaxedTorsionalEnergy, TorsionalEnergy
+from confflow.energies.torsional import TorsionalEnergy
 
 __all__ = [
     "ALANINE_DIPEPTIDE_SYSTEMS",
@@ -35,13 +37,13 @@ __all__ = [
     "DoubleWell",
     "Energy",
     "GaussianMixture",
+    "LocalRelaxation",
     "MMFFEnergy",
     "MMFFTypingError",
     "OpenMMBridge",
     "OpenMMEnergy",
     "OpenMMSystemEnergy",
     "ReferenceSystem",
-    "RelaxedTorsionalEnergy",
     "TorsionalEnergy",
     "UnsupportedCustomGBError",
     "UnsupportedForceError",

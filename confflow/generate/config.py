@@ -7,12 +7,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ENERGIES", "MODELS", "GenerateConfig", "GenerateError"]
+__all__ = ["ENERGIES", "MODELS", "RELAX_STEPS", "GenerateConfig", "GenerateError"]
 
 #: Force fields ``--energy`` accepts, mapped to the MMFF variant names of confflow.energies.
 ENERGIES: dict[str, Literal["MMFF94", "MMFF94s"]] = {"mmff94": "MMFF94", "mmff94s": "MMFF94s"}
 #: Models ``--model`` accepts (see :mod:`confflow.generate.model`).
 MODELS = ("auto", "torsional", "cartesian")
+#: Default relaxation steps of the torsional model's local structure (see ``relax_steps``).
+RELAX_STEPS = 4
 
 
 class GenerateError(ValueError):
@@ -37,14 +39,13 @@ class GenerateConfig:
         replicas: temperatures of the replica-exchange ladder (1: plain Langevin MD).
         t_max: K, highest temperature of the ladder.
         energy: ``"mmff94"`` or ``"mmff94s"``.
-        model: ``"torsional"`` (a flow over the free torsions; see ``relax``),
+        model: ``"torsional"`` (a flow over the free torsions; see ``relax_steps``),
             ``"cartesian"`` (all internal coordinates) or ``"auto"`` (torsional when the
             molecule has a rotatable bond, else Cartesian); see :mod:`confflow.generate.model`.
-        relax: torsional model only: relax every conformer's local structure at its torsions
-            (MMFF minimisation) so that the weights target the relaxed energies, whose torsion
-            marginals match flexible MD, instead of the energy at the lowest-energy seed's
-            frozen local structure. Each energy then costs a minimisation, so training takes
-            fewer steps in the budget and the ESS of larger molecules drops.
+        relax_steps: torsional model: preconditioned gradient steps that relax the local
+            structure (bonds, angles, rigid torsions) at each torsion set before its energy is
+            taken (:class:`~confflow.energies.LocalRelaxation`; 0: the lowest-energy seed's
+            frozen structure, the setting of torsional Boltzmann generators).
         unique: heavy-atom RMSD in nm that merges samples into one conformer (``None``: write
             every sample).
         checkpoint: trained model to reuse (skips training), or ``None``.
@@ -66,7 +67,7 @@ class GenerateConfig:
     t_max: float = 600.0
     energy: str = "mmff94"
     model: str = "auto"
-    relax: bool = False
+    relax_steps: int = RELAX_STEPS
     unique: float | None = None
     checkpoint: Path | None = None
     largest_fragment: bool = False
@@ -96,6 +97,8 @@ class GenerateConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 flag = "-n" if name == "n" else f"--{name}"
                 raise GenerateError(f"{flag}: must be a positive integer, got {value!r}")
+        if not isinstance(self.relax_steps, int) or self.relax_steps < 0:
+            raise GenerateError(f"--relax-steps: must be an integer >= 0, got {self.relax_steps!r}")
         if self.seed < 0:
             raise GenerateError(f"--seed: must be >= 0, got {self.seed}")
         if self.energy not in ENERGIES:
@@ -107,8 +110,6 @@ class GenerateConfig:
             raise GenerateError(
                 f"--model: unknown model {self.model!r}; choose one of {', '.join(MODELS)}"
             )
-        if self.relax and self.model == "cartesian":
-            raise GenerateError("--relax: applies to the torsional model, not --model cartesian")
         if self.unique is not None and not self.unique > 0:
             raise GenerateError(f"--unique: RMSD must be positive, got {self.unique!r}")
         if self.replicas > 1 and not self.t_max > self.temperature:

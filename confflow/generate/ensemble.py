@@ -1,10 +1,10 @@
 """Stages 4-6: sample with exact log-likelihoods, drop changed stereo, reweight, cluster.
 
 Torsional models sample torsions; they become the conformers of the model's torsional energy
-first (the reference's local structure, or the relaxed one), and ``log q`` is the density of the
-written conformer's torsions (rad^-K). Samples are rounded to the precision of
-an SDF file (1e-4 Angstrom) *before* their energy and ``log q`` are evaluated, so the
-numbers written next to a conformer are those of the written coordinates. Energies are float64
+first (the reference's local structure relaxed at those torsions), and ``log q`` is the density
+of the written conformer's torsions (rad^-K). Samples are rounded to the precision of an SDF
+file (1e-4 Angstrom) *before* their energy and ``log q`` are evaluated, so the numbers written
+next to a conformer are those of the written coordinates. Energies are float64
 MMFF (kJ/mol); ``log_w = -E / kT - log q`` in float64.
 """
 

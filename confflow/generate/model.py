@@ -7,15 +7,14 @@ Two models, chosen by ``GenerateConfig.model``:
   Boltzmann distribution, hard to match in minutes of CPU training.
 * ``"torsional"`` (what the default ``"auto"`` picks whenever a bond rotates): a flow over
   the free torsions (one per rotatable bond, hydrogen rotors included)
-  (:class:`~confflow.coordinates.TorsionalEmbedding`). By default its target is the MMFF
-  energy at the lowest-energy seed's frozen local structure
-  (:class:`~confflow.energies.TorsionalEnergy`, the setting of torsional Boltzmann
-  generators: conformers far from the reference cost several kT more than in the flexible
-  molecule). With ``relax=True`` it is the energy of the *relaxed* conformer at each torsion
-  set (:class:`~confflow.energies.RelaxedTorsionalEnergy`: bonds, angles and rigid torsions
-  minimised with the free torsions held), whose torsion marginals match flexible molecular
-  dynamics, at a minimisation per energy. An elementwise circular spline, then circular
-  spline couplings.
+  (:class:`~confflow.coordinates.TorsionalEmbedding`). Its target is the MMFF energy at each
+  torsion set with the local structure (bonds, angles, rigid torsions) of the lowest-energy
+  seed relaxed by ``relax_steps`` preconditioned gradient steps
+  (:class:`~confflow.energies.TorsionalEnergy`, :class:`~confflow.energies.LocalRelaxation`):
+  the frozen structure of torsional Boltzmann generators (``relax_steps=0``) charges conformers
+  far from the reference several kT too much, because bond angles cannot open as the torsions
+  turn, and its torsion marginals come out too narrow. An elementwise circular spline, then
+  circular spline couplings.
 
 Both are assembled here from the public pieces so they use *this* run's molecule (atom order of
 the input, largest fragment, chosen MMFF variant).
@@ -33,17 +32,12 @@ Training, within ``budget`` seconds of wall time:
    the same flow samples, which cuts the heavy weight tails that reverse KL alone leaves), in
    segments; after each segment the ESS of fresh flow samples is measured, the best model by
    ESS is kept and the refinement stops early when the ESS has not improved for ``patience``
-   segments (:data:`SCHEDULES`). The relaxed torsional model refines on the frozen-structure
-   energy first (:data:`RELAXED_FROZEN_SHARE` of the time left), then in rounds that relax
-   fresh flow samples (the exact ESS), learn the relaxation energy from them and refine on the
-   frozen energy minus that estimate (:mod:`confflow.generate.relaxation`).
+   segments (:data:`SCHEDULES`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -63,9 +57,8 @@ from confflow.coordinates import (
     rotatable_bonds,
 )
 from confflow.distributions import DomainProduct, Flow
-from confflow.energies import MMFFEnergy, RelaxedTorsionalEnergy, TorsionalEnergy
+from confflow.energies import MMFFEnergy, TorsionalEnergy
 from confflow.generate.config import GenerateConfig, GenerateError
-from confflow.generate.relaxation import refine_relaxed
 from confflow.models import BGConfig, BoltzmannGenerator, FlowConfig, Target, TargetConfig
 from confflow.models.builder import coupling_stack
 from confflow.training import CheckpointError, TrainConfig, Trainer, read_checkpoint
@@ -122,19 +115,11 @@ class Schedule:
     ess_samples: int
 
 
-#: Share of the refinement time the relaxed torsional model spends on the frozen-structure
-#: energy before its relaxation rounds.
-RELAXED_FROZEN_SHARE = 0.3
-
 #: Per model. The torsional model's MD data come from the flexible molecule, not from its
-#: target, so maximum likelihood only warms it up and the energy does the rest. The relaxed
-#: model's segments are its rounds' refinements on the stand-in energy (its ESS checks are the
-#: rounds' relaxed samples, :data:`~confflow.generate.relaxation.ROUND_SAMPLES`; the trainer's
-#: own checks against the stand-in use few samples).
+#: target, so maximum likelihood only warms it up and the energy does the rest.
 SCHEDULES = {
     "cartesian": Schedule(0.6, 0.5, 0.0, 128, 3e-4, 40, 3, 512),
     "torsional": Schedule(0.1, 1.0, 0.8, 256, 5e-4, 100, 5, 1024),
-    "relaxed": Schedule(0.1, 1.0, 0.8, 256, 5e-4, 100, 6, 64),
 }
 
 
@@ -182,12 +167,13 @@ def model_layout(
         data: ``[M, N, 3]`` nm training frames (the Cartesian model's normalisation).
 
     Returns:
-        ``{"model": "torsional", "reference": [[x, y, z], ...], "relaxed": bool}`` or
+        ``{"model": "torsional", "reference": [[x, y, z], ...], "relax_steps": int}`` or
         ``{"model": "cartesian", "normalization": {"mean", "std"}}``.
     """
     if resolve_model(molecule, config) == "torsional":
         reference_list = reference.double().tolist()
-        return {"model": "torsional", "reference": reference_list, "relaxed": config.relax}
+        steps = config.relax_steps
+        return {"model": "torsional", "reference": reference_list, "relax_steps": steps}
     ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
     z, _ = ic.inverse(data.to(torch.float64))
     norm = InternalNormalization.from_data(z, ic.latent_domain)
@@ -221,10 +207,10 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Bol
         embedding = TorsionalEmbedding(molecule, torch.tensor(layout["reference"]))
         latent = embedding.domain
         transform = _torsional_transform(latent)
-        if layout.get("relaxed", False):  # checkpoints from before relaxation are rigid
-            energy = RelaxedTorsionalEnergy(energy, embedding, molecule.rdkit_mol)
-        else:
-            energy = TorsionalEnergy(energy, embedding)
+        if layout.get("relaxed", False):
+            raise ValueError("trained with the former --relax minimisation; train it again")
+        # checkpoints from before local relaxation are frozen
+        energy = TorsionalEnergy(energy, embedding, layout.get("relax_steps", 0))
     else:
         normalization = layout["normalization"]
         ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
@@ -264,14 +250,10 @@ class TrainingSummary:
     Attributes:
         nll_steps: maximum-likelihood steps.
         refine_steps: refinement steps.
-        ess_history: ESS (fraction) after each refinement segment (relaxed torsional model:
-            of its frozen-structure stage, against that energy).
-        relaxed_ess_history: relaxed torsional model: ESS (fraction) of each relaxation round.
-        estimate_rms: relaxed torsional model: RMS error (kT) of the learned relaxation energy
-            on each round's samples before it was fitted to them.
+        ess_history: ESS (fraction) after each refinement segment.
         best_ess: ESS of the kept model.
-        target_evaluations: MMFF energy evaluations (refinement samples and ESS checks;
-            relaxations included).
+        target_evaluations: energy evaluations of the target (refinement samples and ESS
+            checks; the relaxation's gradient steps are part of one evaluation).
         stopped_early: refinement stopped for lack of ESS improvement.
         val_nll: validation NLL (nats) after maximum likelihood.
     """
@@ -279,8 +261,6 @@ class TrainingSummary:
     nll_steps: int = 0
     refine_steps: int = 0
     ess_history: list[float] = dataclasses.field(default_factory=list)
-    relaxed_ess_history: list[float] = dataclasses.field(default_factory=list)
-    estimate_rms: list[float] = dataclasses.field(default_factory=list)
     best_ess: float = 0.0
     target_evaluations: int = 0
     stopped_early: bool = False
@@ -417,40 +397,19 @@ def train_model(
         val_every=ML_CHECK,
         val_batch_size=256,
     )
-    relaxed = isinstance(model.energy, RelaxedTorsionalEnergy)
     summary = TrainingSummary()
     plan = SCHEDULES[model_kind(model)]
-    # the relaxed model trains on the frozen structure until its rounds (validation included)
-    with model.energy.frozen() if relaxed else contextlib.nullcontext():
-        trainer = Trainer(model, dataclasses.replace(nll_config, **common), train, val)
-        _maximum_likelihood(trainer, time.perf_counter() + plan.nll_share * config.budget)
-        summary.nll_steps = trainer.step
-        summary.target_evaluations += trainer.evaluations  # validation ESS samples
-        summary.val_nll = float(trainer.metrics.get("val_nll", float("nan")))
-        if on_checkpoint is not None:
-            on_checkpoint(model)
-        with torch.no_grad():
-            u_min = float(model.reduced_energy(train[:256].to(trainer.device)).min())
-        cap = u_min + CAP_ABOVE_MIN
-        refine = functools.partial(_refine, model, train, cap, common, batch, summary)
-        if relaxed:
-            # cheap frozen-structure steps get close before the relaxation rounds
-            share = RELAXED_FROZEN_SHARE * (deadline - time.perf_counter())
-            refine(SCHEDULES["torsional"], time.perf_counter() + share)
-        else:
-            refine(plan, deadline)
-    if relaxed:
-        plan = SCHEDULES["relaxed"]
-        trainer = _refine_trainer(model, train, cap, common, batch, plan)
-        rounds = refine_relaxed(
-            model, trainer, train, plan.segment, plan.patience, deadline, config.seed
-        )
-        summary.refine_steps += trainer.step
-        summary.target_evaluations += trainer.evaluations + rounds["evaluations"]
-        summary.relaxed_ess_history = rounds["ess_history"]
-        summary.estimate_rms = rounds["estimate_rms"]
-        summary.best_ess = rounds["best_ess"]
-        summary.stopped_early = rounds["stopped_early"]
+    trainer = Trainer(model, dataclasses.replace(nll_config, **common), train, val)
+    _maximum_likelihood(trainer, time.perf_counter() + plan.nll_share * config.budget)
+    summary.nll_steps = trainer.step
+    summary.target_evaluations += trainer.evaluations  # validation ESS samples
+    summary.val_nll = float(trainer.metrics.get("val_nll", float("nan")))
+    if on_checkpoint is not None:
+        on_checkpoint(model)
+    with torch.no_grad():
+        u_min = float(model.reduced_energy(train[:256].to(trainer.device)).min())
+    cap = u_min + CAP_ABOVE_MIN
+    _refine(model, train, cap, common, batch, summary, plan, deadline)
     model.eval()
     if on_checkpoint is not None:
         on_checkpoint(model)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from confflow.generate import GenerateConfig
+from confflow.generate.config import RELAX_STEPS
 
 __all__ = ["PipelineConfig", "PipelineError"]
 
@@ -36,8 +37,8 @@ class PipelineConfig:
         seed: seed of every random stage.
         device: training and sampling device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
         largest_fragment: keep the largest fragment of a salt or mixture.
-        relax: torsional generators over relaxed conformers instead of the seed's frozen local
-            structure (see ``confflow generate --relax``).
+        relax_steps: relaxation steps of the torsional generators' local structure (see
+            ``confflow generate --relax-steps``; 0: the seed's frozen structure).
         threads: torch threads per task (match the cores of one Dask worker thread).
         retries: Dask retries of a task that raised unexpectedly (a task whose worker died is
             rescheduled by Dask in any case).
@@ -54,7 +55,7 @@ class PipelineConfig:
     seed: int = 0
     device: str = "auto"
     largest_fragment: bool = False
-    relax: bool = False
+    relax_steps: int = RELAX_STEPS
     threads: int = 1
     retries: int = 2
 
@@ -87,7 +88,7 @@ class PipelineConfig:
             t_max=self.t_max,
             energy=self.energy,
             largest_fragment=self.largest_fragment,
-            relax=self.relax,
+            relax_steps=self.relax_steps,
             progress=False,
         )
 

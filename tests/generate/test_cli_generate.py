@@ -37,7 +37,7 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
         (["CCO", "--energy", "gaff"], "--energy: unknown force field"),
         (["CCO", "--model", "zmatrix"], "--model: unknown model"),
         (["c1ccccc1", "--model", "torsional"], "no rotatable bonds for --model torsional"),
-        (["CCO", "--model", "cartesian", "--relax"], "--relax: applies to the torsional model"),
+        (["CCO", "--relax-steps", "-1"], "--relax-steps: must be an integer >= 0"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path):

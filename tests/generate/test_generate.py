@@ -1,8 +1,8 @@
 """End-to-end tests of ``confflow generate`` on small molecules with tiny budgets.
 
-One run per model (2-pentanol: a stereocentre, rotatable torsions; Cartesian, torsional at the
-frozen local structure (the default) and torsional with relaxed conformers) is shared by the
-checks of its outputs; the SDF is read back with RDKit and its energies
+One run per model (2-pentanol: a stereocentre, rotatable torsions; Cartesian, torsional with
+the local structure relaxed at each torsion set (the default) and torsional at the frozen local
+structure) is shared by the checks of its outputs; the SDF is read back with RDKit and its energies
 re-evaluated with RDKit's MMFF94.
 """
 
@@ -28,12 +28,12 @@ def _config(out, **kw) -> GenerateConfig:
     return GenerateConfig(SMILES, out, **{**settings, **kw})
 
 
-@pytest.fixture(scope="module", params=["cartesian", "torsional", "relaxed"])
+@pytest.fixture(scope="module", params=["cartesian", "torsional", "frozen"])
 def run(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "pentanol.sdf"
     torch.set_num_threads(1)
-    if request.param == "relaxed":
-        return run_generate(_config(out, model="torsional", relax=True))
+    if request.param == "frozen":
+        return run_generate(_config(out, model="torsional", relax_steps=0))
     return run_generate(_config(out, model=request.param))
 
 
@@ -110,10 +110,10 @@ def test_report_contents(run):
     assert report["model"] == report["config"]["model"]
 
 
-def test_rigid_torsional_records_share_the_reference_local_structure(run):
-    """Rigid torsional samples differ only in their free torsions: bond lengths are the same."""
+def test_frozen_torsional_records_share_the_reference_local_structure(run):
+    """Frozen torsional samples differ only in their free torsions: bond lengths are the same."""
     report = run.report_data
-    if report["model"] != "torsional" or report["relaxed"]:
+    if report["model"] != "torsional" or report["relax_steps"] > 0:
         pytest.skip("bonds vary in Cartesian and relaxed torsional samples")
     assert len(report["free_torsions"]) == 5  # C-C, C-O, C-C, C-C, C-CH3 rotors
     lengths = _bond_lengths(_records(run))
@@ -121,15 +121,17 @@ def test_rigid_torsional_records_share_the_reference_local_structure(run):
     assert float((lengths - lengths[0]).abs().max()) < 5e-4
 
 
-def test_relaxed_torsional_records_are_minima_at_their_torsions(run):
-    """Relaxed records: bonds differ between records, and no relaxation at fixed free torsions
-    lowers a record's energy (each is the constrained MMFF minimum, up to SDF rounding)."""
+def test_relaxed_torsional_records_are_near_minima_at_their_torsions(run):
+    """Relaxed records: bonds differ between records, and RDKit's minimisation with the free
+    torsions held lowers a record's energy by little (the relaxation has done most of it)."""
     report = run.report_data
-    if report["model"] != "torsional" or not report["relaxed"]:
-        pytest.skip("only relaxed torsional samples are minimised")
+    if report["model"] != "torsional" or report["relax_steps"] == 0:
+        pytest.skip("only relaxed torsional samples are relaxed")
+    assert report["relax_steps"] == GenerateConfig.relax_steps  # the default
     records = _records(run)[:20]
     lengths = _bond_lengths(records)
     assert float((lengths - lengths[0]).abs().max()) > 1e-3
+    drops = []
     for record in records:
         props = rdForceFieldHelpers.MMFFGetMoleculeProperties(record)
         ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(record, props)
@@ -139,7 +141,8 @@ def test_relaxed_torsional_records_are_minima_at_their_torsions(run):
             ff.MMFFAddTorsionConstraint(*quad, False, angle, angle, 100.0)
         ff.Initialize()
         ff.Minimize(maxIts=2000)
-        assert ff.CalcEnergy() > before - 1e-2  # kcal/mol
+        drops.append(before - ff.CalcEnergy())
+    assert sorted(drops)[len(drops) // 2] < 0.01  # kcal/mol
 
 
 def test_checkpoint_reuse_skips_training_and_clusters(run, tmp_path):

@@ -1,0 +1,156 @@
+"""Batched relaxation of the local structure at fixed free torsions, in torch.
+
+A torsional generator's frozen local structure (bonds, angles, rigid torsions of a reference
+conformer) cannot follow the torsions: bond angles that open as a group turns into a gauche or
+eclipsed position stay shut, so conformers away from the reference cost several kT more than
+in the flexible molecule and the torsion marginals come out too narrow.
+:class:`LocalRelaxation` moves the local structure ``s`` downhill at the given torsions with a
+fixed number of preconditioned gradient steps, all conformers of a batch at once:
+
+``s <- s - alpha * P grad_s E(theta, s)``, ``P = H^-1``,
+
+where ``H`` is the Hessian of the energy in the local internal coordinates at the reference
+(central differences of the analytic gradient, eigenvalues floored at :data:`MIN_CURVATURE`),
+so one step is a Newton step for the quadratic part of the energy. A step is kept only where it
+lowers a conformer's energy; elsewhere that conformer's step length halves for the next try.
+Each step is clipped to at most :data:`MAX_BOND_STEP` nm per bond and :data:`MAX_ANGLE_STEP`
+rad per angle or rigid torsion.
+
+The result ``s(theta)`` is a deterministic function of the torsions, so
+``p(theta) ~ exp(-E(theta, s(theta)) / kT)`` is a well-defined target whose samples are real
+conformers with exact energies. Its gradient follows the envelope theorem as for a true minimum:
+``dE/dtheta`` is taken with ``s`` held (exact where the relaxation has converged).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from confflow.coordinates.torsional import TorsionalEmbedding
+from confflow.domains import wrap_angle
+from confflow.energies.base import Energy
+
+__all__ = ["MAX_ANGLE_STEP", "MAX_BOND_STEP", "MIN_CURVATURE", "LocalRelaxation"]
+
+#: Largest change of one bond length in one step, nm.
+MAX_BOND_STEP = 0.01
+#: Largest change of one bond angle or rigid torsion in one step, rad.
+MAX_ANGLE_STEP = 0.3
+#: Floor of the reference Hessian's eigenvalues, kJ/mol per squared unit (nm or rad).
+MIN_CURVATURE = 1.0
+#: Central-difference step of the Hessian, in the coordinates' units (nm or rad).
+_HESSIAN_STEP = 1e-5
+#: Margin (rad) that keeps trial bond angles inside ``(0, pi)``.
+_ANGLE_MARGIN = 0.05
+#: Shortest trial bond length, nm.
+_MIN_BOND = 0.02
+
+
+class LocalRelaxation(nn.Module):
+    """Relaxes the local structure of torsional conformers by preconditioned gradient steps.
+
+    Args:
+        cartesian: energy over positions ``[B, N, 3]`` nm, kJ/mol (e.g. ``MMFFEnergy``).
+        embedding: the torsion space; its reference is the starting local structure.
+        steps: gradient steps per relaxation (0: the frozen reference structure).
+
+    Raises:
+        ValueError: negative ``steps``, or energy and embedding of different molecules.
+    """
+
+    def __init__(self, cartesian: Energy, embedding: TorsionalEmbedding, steps: int) -> None:
+        super().__init__()
+        if steps < 0:
+            raise ValueError(f"LocalRelaxation: steps must be >= 0, got {steps}")
+        if cartesian.n_atoms != embedding.n_atoms:
+            raise ValueError(
+                f"LocalRelaxation: energy of {cartesian.n_atoms} atoms, embedding of "
+                f"{embedding.n_atoms}"
+            )
+        self.cartesian = cartesian
+        self.embedding = embedding
+        self.steps = steps
+        n, size = embedding.n_atoms, embedding.z_ref.numel()
+        free = torch.zeros(size, dtype=torch.bool)
+        free[embedding.slots] = True
+        local = torch.nonzero(~free).squeeze(1)
+        limits = torch.where(local < n - 1, MAX_BOND_STEP, MAX_ANGLE_STEP).double()
+        self.register_buffer("_local", local, persistent=False)
+        self.register_buffer("_limits", limits, persistent=False)
+        self.register_buffer("_preconditioner", self._inverse_hessian(), persistent=False)
+
+    @property
+    def reference(self) -> Tensor:
+        """``[L]`` local internal coordinates of the reference (nm and rad), float64."""
+        return self.embedding.z_ref.double().index_select(0, self._local)
+
+    def internal(self, theta: Tensor, local: Tensor) -> Tensor:
+        """Full internal coordinates ``[B, 3N-6]`` from torsions and local structure.
+
+        Args:
+            theta: ``[B, K]`` free torsions in rad.
+            local: ``[B, L]`` local coordinates (bonds nm, angles and rigid torsions rad).
+
+        Returns:
+            ``[B, 3N-6]`` internal coordinates (angles kept inside ``(0, pi)``, torsions
+            wrapped), differentiable in both inputs, dtype of ``theta``.
+        """
+        n = self.embedding.n_atoms
+        z = self.embedding.z_ref.to(theta).expand(theta.shape[0], -1)
+        z = z.index_copy(1, self._local, local.to(theta))
+        z = z.index_copy(1, self.embedding.slots, theta)
+        bonds, angles, torsions = z[:, : n - 1], z[:, n - 1 : 2 * n - 3], z[:, 2 * n - 3 :]
+        angles = angles.clamp(_ANGLE_MARGIN, torch.pi - _ANGLE_MARGIN)
+        return torch.cat([bonds.clamp_min(_MIN_BOND), angles, wrap_angle(torsions)], dim=1)
+
+    def energy_at(self, theta: Tensor, local: Tensor) -> Tensor:
+        """Energies ``[B]`` kJ/mol of the conformers with torsions ``theta`` and ``local``."""
+        x, _ = self.embedding.ic(self.internal(theta, local))
+        return self.cartesian.energy(x)
+
+    def relax(self, theta: Tensor) -> Tensor:
+        """The relaxed local structure ``[B, L]`` (dtype of ``theta``, no gradient) at ``theta``.
+
+        Args:
+            theta: ``[B, K]`` free torsions in rad.
+        """
+        theta = wrap_angle(theta.detach())
+        local = self.reference.to(theta).expand(theta.shape[0], -1).clone()
+        if self.steps == 0:
+            return local
+        energy, grad = self._energy_and_gradient(theta, local)
+        scale = torch.ones_like(energy).unsqueeze(1)
+        for _ in range(self.steps):
+            step = -grad @ self._preconditioner.to(theta)
+            over = (step.abs() / self._limits.to(theta)).amax(1, keepdim=True)
+            trial = local + scale * step / over.clamp_min(1.0)
+            trial_energy, trial_grad = self._energy_and_gradient(theta, trial)
+            better = (trial_energy < energy).unsqueeze(1)
+            local = torch.where(better, trial, local)
+            energy = torch.where(better[:, 0], trial_energy, energy)
+            grad = torch.where(better, trial_grad, grad)
+            scale = torch.where(better, torch.ones_like(scale), 0.5 * scale)
+        return local
+
+    def _energy_and_gradient(self, theta: Tensor, local: Tensor) -> tuple[Tensor, Tensor]:
+        """Energies ``[B]`` kJ/mol (``inf`` where not finite) and ``dE/d local`` ``[B, L]``."""
+        with torch.enable_grad():
+            local = local.detach().requires_grad_(True)
+            energy = self.energy_at(theta, local)
+            (grad,) = torch.autograd.grad(energy.sum(), local)
+        ok = torch.isfinite(energy) & torch.isfinite(grad).all(1)
+        energy = torch.where(ok, energy.detach(), torch.inf)
+        return energy, torch.where(ok.unsqueeze(1), grad, 0.0)
+
+    def _inverse_hessian(self) -> Tensor:
+        """``[L, L]`` inverse of the reference Hessian (eigenvalues floored), float64."""
+        local = self.reference
+        size = local.numel()
+        shift = _HESSIAN_STEP * torch.eye(size, dtype=torch.float64)
+        points = torch.cat([local + shift, local - shift])
+        theta = self.embedding.z_ref.double().index_select(0, self.embedding.slots)
+        _, grad = self._energy_and_gradient(theta.expand(2 * size, -1), points)
+        hessian = (grad[:size] - grad[size:]) / (2 * _HESSIAN_STEP)
+        values, vectors = torch.linalg.eigh(0.5 * (hessian + hessian.T))
+        return (vectors / values.clamp_min(MIN_CURVATURE)) @ vectors.T
