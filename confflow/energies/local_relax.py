@@ -14,7 +14,8 @@ where ``H`` is the Hessian of the energy in the local internal coordinates at th
 so one step is a Newton step for the quadratic part of the energy. A step is kept only where it
 lowers a conformer's energy; elsewhere that conformer's step length halves for the next try.
 Each step is clipped to at most :data:`MAX_BOND_STEP` nm per bond and :data:`MAX_ANGLE_STEP`
-rad per angle or rigid torsion.
+rad per angle or rigid torsion, and trial bond angles stay at least :data:`ANGLE_MARGIN` rad
+inside ``(0, pi)`` (or where the reference has them, for near-linear groups).
 
 The result ``s(theta)`` is a deterministic function of the torsions, so
 ``p(theta) ~ exp(-E(theta, s(theta)) / kT)`` is a well-defined target whose samples are real
@@ -31,7 +32,7 @@ from confflow.coordinates.torsional import TorsionalEmbedding
 from confflow.domains import wrap_angle
 from confflow.energies.base import Energy
 
-__all__ = ["MAX_ANGLE_STEP", "MAX_BOND_STEP", "MIN_CURVATURE", "LocalRelaxation"]
+__all__ = ["ANGLE_MARGIN", "MAX_ANGLE_STEP", "MAX_BOND_STEP", "MIN_CURVATURE", "LocalRelaxation"]
 
 #: Largest change of one bond length in one step, nm.
 MAX_BOND_STEP = 0.01
@@ -42,7 +43,7 @@ MIN_CURVATURE = 1.0
 #: Central-difference step of the Hessian, in the coordinates' units (nm or rad).
 _HESSIAN_STEP = 1e-5
 #: Margin (rad) that keeps trial bond angles inside ``(0, pi)``.
-_ANGLE_MARGIN = 0.05
+ANGLE_MARGIN = 0.05
 #: Shortest trial bond length, nm.
 _MIN_BOND = 0.02
 
@@ -75,9 +76,15 @@ class LocalRelaxation(nn.Module):
         free = torch.zeros(size, dtype=torch.bool)
         free[embedding.slots] = True
         local = torch.nonzero(~free).squeeze(1)
-        limits = torch.where(local < n - 1, MAX_BOND_STEP, MAX_ANGLE_STEP).double()
+        bond, angle = local < n - 1, (local >= n - 1) & (local < 2 * n - 3)
+        limits = torch.where(bond, MAX_BOND_STEP, MAX_ANGLE_STEP).double()
+        start = embedding.z_ref.double().index_select(0, local)
+        lower = torch.where(angle, start.clamp(max=ANGLE_MARGIN), -torch.inf)
+        upper = torch.where(angle, start.clamp(min=torch.pi - ANGLE_MARGIN), torch.inf)
         self.register_buffer("_local", local, persistent=False)
         self.register_buffer("_limits", limits, persistent=False)
+        self.register_buffer("_lower", torch.where(bond, _MIN_BOND, lower), persistent=False)
+        self.register_buffer("_upper", upper, persistent=False)
         self.register_buffer("_preconditioner", self._inverse_hessian(), persistent=False)
 
     @property
@@ -93,16 +100,14 @@ class LocalRelaxation(nn.Module):
             local: ``[B, L]`` local coordinates (bonds nm, angles and rigid torsions rad).
 
         Returns:
-            ``[B, 3N-6]`` internal coordinates (angles kept inside ``(0, pi)``, torsions
-            wrapped), differentiable in both inputs, dtype of ``theta``.
+            ``[B, 3N-6]`` internal coordinates (torsions wrapped), differentiable in both
+            inputs, dtype of ``theta``.
         """
         n = self.embedding.n_atoms
         z = self.embedding.z_ref.to(theta).expand(theta.shape[0], -1)
         z = z.index_copy(1, self._local, local.to(theta))
         z = z.index_copy(1, self.embedding.slots, theta)
-        bonds, angles, torsions = z[:, : n - 1], z[:, n - 1 : 2 * n - 3], z[:, 2 * n - 3 :]
-        angles = angles.clamp(_ANGLE_MARGIN, torch.pi - _ANGLE_MARGIN)
-        return torch.cat([bonds.clamp_min(_MIN_BOND), angles, wrap_angle(torsions)], dim=1)
+        return torch.cat([z[:, : 2 * n - 3], wrap_angle(z[:, 2 * n - 3 :])], dim=1)
 
     def energy_at(self, theta: Tensor, local: Tensor) -> Tensor:
         """Energies ``[B]`` kJ/mol of the conformers with torsions ``theta`` and ``local``."""
@@ -125,6 +130,9 @@ class LocalRelaxation(nn.Module):
             step = -grad @ self._preconditioner.to(theta)
             over = (step.abs() / self._limits.to(theta)).amax(1, keepdim=True)
             trial = local + scale * step / over.clamp_min(1.0)
+            trial = torch.minimum(
+                torch.maximum(trial, self._lower.to(theta)), self._upper.to(theta)
+            )
             trial_energy, trial_grad = self._energy_and_gradient(theta, trial)
             better = (trial_energy < energy).unsqueeze(1)
             local = torch.where(better, trial, local)

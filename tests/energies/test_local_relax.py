@@ -13,6 +13,7 @@ from rdkit.Chem import rdForceFieldHelpers
 
 from confflow.coordinates import TorsionalEmbedding
 from confflow.energies import LocalRelaxation, MMFFEnergy, TorsionalEnergy
+from confflow.energies.local_relax import ANGLE_MARGIN
 from confflow.energies.relax import relax_at_torsions
 from tests.coordinates.conftest import molecule
 
@@ -124,3 +125,17 @@ def test_bad_arguments_are_rejected():
         LocalRelaxation(other, emb, steps=2)
     frozen = TorsionalEnergy(cartesian, emb, relax_steps=0)
     assert frozen.relaxation is None
+
+
+def test_relaxation_starts_from_the_frozen_structure_with_near_linear_angles():
+    """An alkyne's ~180 degree angles are kept as they are, not pulled inside a margin."""
+    _, emb, cartesian = _setup("CC#CCO")
+    n = emb.n_atoms
+    assert float(emb.z_ref[n - 1 : 2 * n - 3].max()) > math.pi - ANGLE_MARGIN
+    relaxation = LocalRelaxation(cartesian, emb, steps=4)
+    theta = _torsions(emb, 8, 6)
+    start = relaxation.reference.expand(8, -1)
+    frozen = TorsionalEnergy(cartesian, emb).double().energy(theta)
+    torch.testing.assert_close(relaxation.energy_at(theta, start), frozen)
+    relaxed = relaxation.energy_at(theta, relaxation.relax(theta))
+    assert (relaxed <= frozen).all()
