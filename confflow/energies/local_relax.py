@@ -32,7 +32,14 @@ from confflow.coordinates.torsional import TorsionalEmbedding
 from confflow.domains import wrap_angle
 from confflow.energies.base import Energy
 
-__all__ = ["ANGLE_MARGIN", "MAX_ANGLE_STEP", "MAX_BOND_STEP", "MIN_CURVATURE", "LocalRelaxation"]
+__all__ = [
+    "ANGLE_MARGIN",
+    "MAX_ANGLE_STEP",
+    "MAX_BOND_STEP",
+    "MIN_CURVATURE",
+    "LocalRelaxation",
+    "check_same_atoms",
+]
 
 #: Largest change of one bond length in one step, nm.
 MAX_BOND_STEP = 0.01
@@ -46,6 +53,14 @@ _HESSIAN_STEP = 1e-5
 ANGLE_MARGIN = 0.05
 #: Shortest trial bond length, nm.
 _MIN_BOND = 0.02
+
+
+def check_same_atoms(owner: str, cartesian: Energy, embedding: TorsionalEmbedding) -> None:
+    """Raises ``ValueError`` naming ``owner`` unless energy and embedding have the same atoms."""
+    if cartesian.n_atoms != embedding.n_atoms:
+        raise ValueError(
+            f"{owner}: energy of {cartesian.n_atoms} atoms, embedding of {embedding.n_atoms}"
+        )
 
 
 class LocalRelaxation(nn.Module):
@@ -64,11 +79,7 @@ class LocalRelaxation(nn.Module):
         super().__init__()
         if steps < 0:
             raise ValueError(f"LocalRelaxation: steps must be >= 0, got {steps}")
-        if cartesian.n_atoms != embedding.n_atoms:
-            raise ValueError(
-                f"LocalRelaxation: energy of {cartesian.n_atoms} atoms, embedding of "
-                f"{embedding.n_atoms}"
-            )
+        check_same_atoms("LocalRelaxation", cartesian, embedding)
         self.cartesian = cartesian
         self.embedding = embedding
         self.steps = steps
@@ -120,11 +131,27 @@ class LocalRelaxation(nn.Module):
         Args:
             theta: ``[B, K]`` free torsions in rad.
         """
+        return self._relax(theta)[0]
+
+    def energy(self, theta: Tensor) -> Tensor:
+        """Energies ``[B]`` kJ/mol at torsions ``theta [B, K]`` (rad) of the relaxed conformers.
+
+        Differentiable in ``theta`` with the relaxed structure held (envelope theorem), from the
+        gradient of the relaxation's last accepted evaluation: no extra energy evaluation. The
+        result has no second derivatives.
+        """
+        _, energy, grad = self._relax(theta)
+        shift = theta - theta.detach()  # zero, carries the gradient
+        return energy + (shift * grad).sum(1)
+
+    def _relax(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Relaxed structure ``[B, L]``, energies ``[B]`` kJ/mol, ``dE/dtheta [B, K]`` kJ/mol/rad.
+
+        No gradient; dtype of ``theta``.
+        """
         theta = wrap_angle(theta.detach())
         local = self.reference.to(theta).expand(theta.shape[0], -1).clone()
-        if self.steps == 0:
-            return local
-        energy, grad = self._energy_and_gradient(theta, local)
+        energy, grad, grad_theta = self._energy_and_gradient(theta, local)
         scale = torch.ones_like(energy).unsqueeze(1)
         for _ in range(self.steps):
             step = -grad @ self._preconditioner.to(theta)
@@ -133,23 +160,31 @@ class LocalRelaxation(nn.Module):
             trial = torch.minimum(
                 torch.maximum(trial, self._lower.to(theta)), self._upper.to(theta)
             )
-            trial_energy, trial_grad = self._energy_and_gradient(theta, trial)
+            trial_energy, trial_grad, trial_grad_theta = self._energy_and_gradient(theta, trial)
             better = (trial_energy < energy).unsqueeze(1)
             local = torch.where(better, trial, local)
             energy = torch.where(better[:, 0], trial_energy, energy)
             grad = torch.where(better, trial_grad, grad)
+            grad_theta = torch.where(better, trial_grad_theta, grad_theta)
             scale = torch.where(better, torch.ones_like(scale), 0.5 * scale)
-        return local
+        return local, energy, grad_theta
 
-    def _energy_and_gradient(self, theta: Tensor, local: Tensor) -> tuple[Tensor, Tensor]:
-        """Energies ``[B]`` kJ/mol (``inf`` where not finite) and ``dE/d local`` ``[B, L]``."""
+    def _energy_and_gradient(self, theta: Tensor, local: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Energies ``[B]`` kJ/mol, ``dE/d local [B, L]`` and ``dE/dtheta [B, K]``.
+
+        Energies are ``inf`` and both gradients zero where any of them is not finite.
+        """
         with torch.enable_grad():
             local = local.detach().requires_grad_(True)
+            theta = theta.detach().requires_grad_(True)
             energy = self.energy_at(theta, local)
-            (grad,) = torch.autograd.grad(energy.sum(), local)
-        ok = torch.isfinite(energy) & torch.isfinite(grad).all(1)
+            grad, grad_theta = torch.autograd.grad(energy.sum(), (local, theta))
+        ok = (
+            torch.isfinite(energy) & torch.isfinite(grad).all(1) & torch.isfinite(grad_theta).all(1)
+        )
         energy = torch.where(ok, energy.detach(), torch.inf)
-        return energy, torch.where(ok.unsqueeze(1), grad, 0.0)
+        keep = ok.unsqueeze(1)
+        return energy, torch.where(keep, grad, 0.0), torch.where(keep, grad_theta, 0.0)
 
     def _inverse_hessian(self) -> Tensor:
         """``[L, L]`` inverse of the reference Hessian (eigenvalues floored), float64."""
@@ -158,7 +193,7 @@ class LocalRelaxation(nn.Module):
         shift = _HESSIAN_STEP * torch.eye(size, dtype=torch.float64)
         points = torch.cat([local + shift, local - shift])
         theta = self.embedding.z_ref.double().index_select(0, self.embedding.slots)
-        _, grad = self._energy_and_gradient(theta.expand(2 * size, -1), points)
+        _, grad, _ = self._energy_and_gradient(theta.expand(2 * size, -1), points)
         hessian = (grad[:size] - grad[size:]) / (2 * _HESSIAN_STEP)
         values, vectors = torch.linalg.eigh(0.5 * (hessian + hessian.T))
         return (vectors / values.clamp_min(MIN_CURVATURE)) @ vectors.T

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from confflow.coordinates.torsional import TorsionalEmbedding
 from confflow.energies.base import Energy
-from confflow.energies.local_relax import LocalRelaxation
+from confflow.energies.local_relax import LocalRelaxation, check_same_atoms
 
 __all__ = ["TorsionalEnergy"]
 
@@ -35,11 +35,7 @@ class TorsionalEnergy(Energy):
         self, cartesian: Energy, embedding: TorsionalEmbedding, relax_steps: int = 0
     ) -> None:
         super().__init__()
-        if cartesian.n_atoms != embedding.n_atoms:
-            raise ValueError(
-                f"TorsionalEnergy: energy of {cartesian.n_atoms} atoms, embedding of "
-                f"{embedding.n_atoms}"
-            )
+        check_same_atoms("TorsionalEnergy", cartesian, embedding)
         self.cartesian = cartesian
         self.embedding = embedding
         self.relaxation = (
@@ -63,4 +59,4 @@ class TorsionalEnergy(Energy):
     def _energy(self, x: Tensor) -> Tensor:
         if self.relaxation is None:
             return self.cartesian.energy(self.embedding.embed(x))
-        return self.relaxation.energy_at(x, self.relaxation.relax(x))
+        return self.relaxation.energy(x)
