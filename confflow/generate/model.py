@@ -55,6 +55,7 @@ from confflow.coordinates import (
     TorsionalEmbedding,
     ZMatrix,
     rotatable_bonds,
+    structurally_rigid,
 )
 from confflow.distributions import DomainProduct, Flow
 from confflow.energies import MMFFEnergy, TorsionalEnergy
@@ -168,7 +169,7 @@ def model_layout(
 
     Returns:
         ``{"model": "torsional", "reference": [[x, y, z], ...], "relax_steps": int}`` or
-        ``{"model": "cartesian", "normalization": {"mean", "std"}}``.
+        ``{"model": "cartesian", "normalization": {"mean", "std", "rigid"}}``.
     """
     if resolve_model(molecule, config) == "torsional":
         reference_list = reference.double().tolist()
@@ -176,9 +177,10 @@ def model_layout(
         return {"model": "torsional", "reference": reference_list, "relax_steps": steps}
     ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
     z, _ = ic.inverse(data.to(torch.float64))
-    norm = InternalNormalization.from_data(z, ic.latent_domain)
-    stats = {"mean": norm.mean.tolist(), "std": norm.std.tolist()}
-    return {"model": "cartesian", "normalization": stats}
+    # rotors stay circular even where the short MD did not cross their barriers
+    rigid = structurally_rigid(molecule, ic)
+    norm = InternalNormalization.from_data(z, ic.latent_domain, rigid=rigid)
+    return {"model": "cartesian", "normalization": norm.stats()}
 
 
 def _torsional_transform(domain) -> Transform:
@@ -214,11 +216,7 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Bol
     else:
         normalization = layout["normalization"]
         ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
-        norm = InternalNormalization(
-            ic.latent_domain,
-            torch.tensor(normalization["mean"]),
-            torch.tensor(normalization["std"]),
-        )
+        norm = InternalNormalization.from_stats(ic.latent_domain, normalization)
         latent = norm.latent_domain
         transform = Compose([*coupling_stack(latent, FLOW).transforms, norm, ic])
     target = Target(

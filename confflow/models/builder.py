@@ -132,16 +132,13 @@ def _molecular_transform(
             norm = InternalNormalization.from_data(z, ic.latent_domain)
         else:
             norm = InternalNormalization.from_molecule(target.molecule, ic)
-        stats = {"mean": norm.mean.tolist(), "std": norm.std.tolist()}
-        config = dataclasses.replace(config, normalization=stats)
-    stats = config.normalization
-    if len(stats["mean"]) != ic.features:
+        config = dataclasses.replace(config, normalization=norm.stats())
+    if len(config.normalization["mean"]) != ic.features:
         raise ValueError(
-            f"normalization: {len(stats['mean'])} entries for {ic.features} internal coordinates"
+            f"normalization: {len(config.normalization['mean'])} entries for "
+            f"{ic.features} internal coordinates"
         )
-    norm = InternalNormalization(
-        ic.latent_domain, torch.tensor(stats["mean"]), torch.tensor(stats["std"])
-    )
+    norm = InternalNormalization.from_stats(ic.latent_domain, config.normalization)
     latent = norm.latent_domain
     return config, Compose([*coupling_stack(latent, config.flow).transforms, norm, ic]), latent
 

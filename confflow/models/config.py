@@ -106,8 +106,9 @@ class BGConfig:
         target: the target density.
         temperature: K, the temperature of the target ``exp(-E / kT)``.
         flow: the coupling flow.
-        normalization: for molecular targets, ``{"mean": [...], "std": [...]}`` of the
-            internal coordinates (bonds nm, angles and torsions rad); filled by the builder
+        normalization: for molecular targets, the statistics of the internal coordinates,
+            ``{"mean": [...], "std": [...], "rigid": [...]}`` (see
+            :meth:`~confflow.coordinates.InternalNormalization.stats`); filled by the builder
             from data or from MMFF minima when ``None``.
     """
 
@@ -126,10 +127,13 @@ class BGConfig:
             raise ConfigError(f"temperature: must be a positive number of kelvin, got {t!r}")
         norm = self.normalization
         if norm is not None:
-            if not (isinstance(norm, dict) and set(norm) == {"mean", "std"}):
-                raise ConfigError("normalization: expected {'mean': [...], 'std': [...]}")
-            if len(norm["mean"]) != len(norm["std"]):
-                raise ConfigError("normalization: mean and std differ in length")
+            if not (isinstance(norm, dict) and set(norm) == {"mean", "std", "rigid"}):
+                raise ConfigError(
+                    "normalization: expected {'mean': [...], 'std': [...], 'rigid': [...]} "
+                    "(a model saved by an older confflow without 'rigid' must be trained again)"
+                )
+            if not len(norm["mean"]) == len(norm["std"]) == len(norm["rigid"]):
+                raise ConfigError("normalization: mean, std and rigid differ in length")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON- and ``weights_only``-safe)."""
