@@ -78,8 +78,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0, help="training minutes")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     parser.add_argument("--bins", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--kl-batch-size", type=int, default=256)
     parser.add_argument("--md-block", type=int, default=100)
     parser.add_argument(
-        "--patience", type=int, default=3, help="validations without improvement (0: never stop)"
+        "--patience", type=int, default=5, help="validations without improvement (0: never stop)"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)

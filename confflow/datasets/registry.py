@@ -105,9 +105,10 @@ DATASETS: dict[str, DatasetRecipe] = {
             "aldp",
             "aldp",
             10.0,
-            1.0,
+            0.1,
             2500.0,
-            "alanine dipeptide, Amber99SB-ILDN + OBC2, 300 K (phi > 0 not visited in 10 ns)",
+            "alanine dipeptide, Amber99SB-ILDN + OBC2, 300 K, frames every 0.1 ps (phi > 0 "
+            "is a rare event: not at its equilibrium share in 10 ns)",
         ),
         _aldp(
             "aldp-small",
@@ -133,7 +134,7 @@ DATASETS: dict[str, DatasetRecipe] = {
         DatasetRecipe(
             "aldp-rex",
             "aldp",
-            MDConfig(ns=10.0, stride_ps=1.0, equilibration_ps=100.0, chunk_frames=500),
+            MDConfig(ns=10.0, stride_ps=0.1, equilibration_ps=100.0, chunk_frames=5000),
             ReplicaConfig(n_replicas=4, t_max=1000.0, exchange_ps=0.1),
             22,
             2500.0,
