@@ -40,7 +40,9 @@ class TrainConfig:
             skipped steps (non-finite batch, loss or gradient).
         val_every: steps between validations (and early-stopping checks).
         val_batch_size: samples per validation batch.
-        patience: stop after this many validations without improvement (``0``: never).
+        patience: stop after this many validations without improvement of the validation
+            loss, ``(1 - kl_weight) * NLL(validation data) + kl_weight * KL(flow samples)``
+            (``0``: never).
         checkpoint_every: steps between checkpoints (``0``: only at the end).
         seed: seed of initialisation, mini-batches and flow samples.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:i]"``.

@@ -3,7 +3,8 @@
 One run lives in an output folder::
 
     checkpoint.pt   latest state (model, optimiser, scheduler, RNG, step), written atomically
-    best.pt         model with the best validation metric so far
+    best.pt         model with the best validation loss so far (validation NLL, flow-sample
+                    reverse KL, or their mix weighted as in training)
     metrics.jsonl   one JSON object per logged step, validation or event
     final.json      metrics at the end of the run
 
@@ -262,7 +263,12 @@ class Trainer:
         return out
 
     def _monitor(self, metrics: dict[str, float]) -> float:
-        return metrics.get("val_nll", metrics.get("kl", math.inf))
+        """The validation form of the training loss: ``(1 - w) val_nll + w kl`` (nats)."""
+        w = self.config.kl_weight
+        nll, kl = metrics.get("val_nll"), metrics.get("kl", math.inf)
+        if nll is None or w == 1:
+            return kl
+        return nll if w == 0 else (1 - w) * nll + w * kl
 
     # ------------------------------------------------------------------ one step
     def _train_step(self) -> tuple[str | None, dict[str, float]]:

@@ -187,6 +187,30 @@ def test_early_stopping_when_validation_stalls(tmp_path):
     assert read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 30
 
 
+@pytest.mark.parametrize("kl_weight", [0.0, 0.5, 1.0])
+def test_best_model_minimises_the_validation_form_of_the_training_loss(tmp_path, kl_weight):
+    data = _exact_samples(2000, seed=7)
+    cfg = TrainConfig(
+        steps=80,
+        kl_weight=kl_weight,
+        lr=3e-3,
+        warmup=5,
+        val_every=10,
+        val_batch_size=512,
+        progress=False,
+        device="cpu",
+    )
+    # validation data off the target, so that its NLL and the reverse KL disagree on the best step
+    shifted = data[:500] + torch.tensor([0.0, 2.0])
+    Trainer(_model(), cfg, train_data=data, val_data=shifted, out_dir=tmp_path).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    validations = [r for r in records if r.get("event") == "validation"]
+    losses = [(1 - kl_weight) * r["val_nll"] + kl_weight * r["kl"] for r in validations]
+    best = validations[losses.index(min(losses))]["step"]
+    assert len({round(v, 6) for v in losses}) > 1
+    assert read_checkpoint(tmp_path / "best.pt")["step"] == best
+
+
 def test_fit_more_extends_training_and_snapshot_is_a_copy():
     data = _exact_samples(256, seed=6)
     cfg = TrainConfig(steps=5, batch_size=32, val_every=10**6, progress=False, device="cpu")
