@@ -145,7 +145,7 @@ DATASETS: dict[str, DatasetRecipe] = {
             "aldp-ff96",
             "aldp-ff96",
             1.0,
-            1.0,
+            0.1,
             75.0,
             "alanine dipeptide, Amber ff96 + OBC1 (openmmtools), 300 K; long runs are GPU jobs",
         ),
