@@ -233,17 +233,19 @@ class InternalNormalization(Transform):
         out = torch.cat(parts, dim=1)
         return out[:, self._unsort.to(out.device)]
 
-    def _stat(self, name: str, like: Tensor) -> tuple[Tensor, Tensor]:
-        idx = self._groups[name].to(like.device)
-        return self.mean[idx].to(like.dtype), self.std[idx].to(like.dtype)
+    def _prepare(
+        self, v: Tensor
+    ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]], Tensor, Tensor]:
+        """Columns of ``v`` by group, ``(mean, std)`` per group, interval lows and spans."""
+        stats = []
+        for idx in self._groups.values():
+            idx = idx.to(v.device)
+            stats.append((self.mean[idx].to(v.dtype), self.std[idx].to(v.dtype)))
+        return self._parts(v), stats, self._low.to(v.dtype), self._span.to(v.dtype)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        p = self._parts(x)
-        m_real, s_real = self._stat("real", x)
-        m_int, s_int = self._stat("interval", x)
-        m_rig, s_rig = self._stat("rigid", x)
-        m_free, _ = self._stat("free", x)
-        low, span = self._low.to(x.dtype), self._span.to(x.dtype)
+        p, stats, low, span = self._prepare(x)
+        (m_real, s_real), (m_int, s_int), (m_rig, s_rig), (m_free, _) = stats
         y_int = p["interval"] * s_int + m_int
         y_rig = p["rigid"] * s_rig
         out = [
@@ -260,12 +262,8 @@ class InternalNormalization(Transform):
         return self._merge(out), ladj.expand(x.shape[0])
 
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        p = self._parts(y)
-        m_real, s_real = self._stat("real", y)
-        m_int, s_int = self._stat("interval", y)
-        m_rig, s_rig = self._stat("rigid", y)
-        m_free, _ = self._stat("free", y)
-        low, span = self._low.to(y.dtype), self._span.to(y.dtype)
+        p, stats, low, span = self._prepare(y)
+        (m_real, s_real), (m_int, s_int), (m_rig, s_rig), (m_free, _) = stats
         u_int = (p["interval"] - low) / span
         u_rig = (wrap_angle(p["rigid"] - m_rig) + math.pi) / (2 * math.pi)
         out = [
