@@ -88,6 +88,12 @@ def main() -> None:
         "--kl-weight", type=float, default=0.9, help="share of reverse KL (0: maximum likelihood)"
     )
     parser.add_argument("--kl-batch-size", type=int, default=256)
+    parser.add_argument(
+        "--cap-threshold",
+        type=float,
+        default=TrainConfig.cap_threshold,
+        help="reduced energy (kT) above which the KL term's energy is capped (linear-log)",
+    )
     parser.add_argument("--md-block", type=int, default=100)
     parser.add_argument(
         "--patience", type=int, default=0, help="validations without improvement (0: never stop)"
@@ -117,6 +123,7 @@ def main() -> None:
         batch_size=args.batch_size,
         kl_weight=args.kl_weight,
         kl_batch_size=args.kl_batch_size,
+        cap_threshold=args.cap_threshold,
         val_every=10_000,
         device=args.device,
         progress=False,
@@ -131,6 +138,7 @@ def main() -> None:
         batch_size=args.batch_size,
         kl_weight=args.kl_weight,
         kl_batch_size=args.kl_batch_size,
+        cap_threshold=args.cap_threshold,
         lr=args.lr,
         warmup=min(500, steps // 20),
         val_every=max(50, steps // 20),
