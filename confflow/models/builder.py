@@ -3,7 +3,7 @@
 For a molecule the flow's data side is Cartesian positions ``[B, N, 3]`` in nm::
 
     base (DomainProduct over the normalised layout)
-      -> spline couplings (circular splines on torsions, bounded on angles, real on bonds)
+      -> spline couplings (circular splines on free torsions, real-line splines on the rest)
       -> InternalNormalization -> InternalCoordinates -> x [B, N, 3]
 
 so ``log q(x)`` is the density of the canonical pose (rigid-body motion removed). For
