@@ -56,8 +56,14 @@ THERMAL_LOGIT_STD = 0.065
 _STATS_KEYS = {"mean", "std", "rigid"}
 
 
-def _logit(u: Tensor) -> Tensor:
-    return torch.log(u) - torch.log1p(-u)
+#: Feature groups, in the order the maps concatenate them.
+_GROUPS = ("real", "interval", "rigid", "free")
+
+
+def _logit_and_log_slope(u: Tensor) -> tuple[Tensor, Tensor]:
+    """``logit(u)`` and ``log(u (1 - u))``, the log-slope of the sigmoid at that logit."""
+    log_u, log_1mu = torch.log(u), torch.log1p(-u)
+    return log_u - log_1mu, log_u + log_1mu
 
 
 def _log_sigmoid_slope(y: Tensor) -> Tensor:
@@ -107,14 +113,15 @@ class InternalNormalization(Transform):
         self.latent_domain = Domain(kinds, low, tuple(-v for v in low))
         lo, hi = domain.bounds()
         interval = domain.mask(Kind.INTERVAL)
-        self._groups = {
-            "real": torch.tensor(domain.indices(Kind.REAL), dtype=torch.long),
-            "interval": torch.nonzero(interval).flatten(),
-            "rigid": torch.nonzero(rigid).flatten(),
-            "free": torch.nonzero(free).flatten(),
-        }
-        order = torch.cat(list(self._groups.values()))
-        self._unsort = torch.argsort(order)
+        real = torch.tensor(domain.indices(Kind.REAL), dtype=torch.long)
+        masks = (interval, rigid, free)
+        groups = dict(zip(_GROUPS, (real, *(torch.nonzero(m).flatten() for m in masks))))
+        # index buffers follow the module's device, so the maps copy nothing per call
+        for name, idx in groups.items():
+            self.register_buffer(f"_idx_{name}", idx, persistent=False)
+        self.register_buffer(
+            "_unsort", torch.argsort(torch.cat(list(groups.values()))), persistent=False
+        )
         self.register_buffer("mean", mean)
         self.register_buffer("std", torch.where(free, torch.ones_like(std), std))
         self.register_buffer("rigid", rigid)
@@ -226,22 +233,19 @@ class InternalNormalization(Transform):
         )
 
     # ------------------------------------------------------------------- maps
-    def _parts(self, x: Tensor) -> dict[str, Tensor]:
-        return {name: x[:, idx.to(x.device)] for name, idx in self._groups.items()}
-
-    def _merge(self, parts: list[Tensor]) -> Tensor:
-        out = torch.cat(parts, dim=1)
-        return out[:, self._unsort.to(out.device)]
-
     def _prepare(
         self, v: Tensor
     ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]], Tensor, Tensor]:
         """Columns of ``v`` by group, ``(mean, std)`` per group, interval lows and spans."""
-        stats = []
-        for idx in self._groups.values():
-            idx = idx.to(v.device)
+        parts, stats = {}, []
+        for name in _GROUPS:
+            idx = getattr(self, f"_idx_{name}")
+            parts[name] = v[:, idx]
             stats.append((self.mean[idx].to(v.dtype), self.std[idx].to(v.dtype)))
-        return self._parts(v), stats, self._low.to(v.dtype), self._span.to(v.dtype)
+        return parts, stats, self._low.to(v.dtype), self._span.to(v.dtype)
+
+    def _merge(self, parts: list[Tensor]) -> Tensor:
+        return torch.cat(parts, dim=1)[:, self._unsort]
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         p, stats, low, span = self._prepare(x)
@@ -264,16 +268,15 @@ class InternalNormalization(Transform):
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         p, stats, low, span = self._prepare(y)
         (m_real, s_real), (m_int, s_int), (m_rig, s_rig), (m_free, _) = stats
-        u_int = (p["interval"] - low) / span
+        logit_int, log_slope_int = _logit_and_log_slope((p["interval"] - low) / span)
         u_rig = (wrap_angle(p["rigid"] - m_rig) + math.pi) / (2 * math.pi)
+        logit_rig, log_slope_rig = _logit_and_log_slope(u_rig)
         out = [
             (p["real"] - m_real) / s_real,
-            (_logit(u_int) - m_int) / s_int,
-            _logit(u_rig) / s_rig,
+            (logit_int - m_int) / s_int,
+            logit_rig / s_rig,
             wrap_angle(p["free"] - m_free),
         ]
-        log_slope_int = torch.log(u_int) + torch.log1p(-u_int)
-        log_slope_rig = torch.log(u_rig) + torch.log1p(-u_rig)
         ladj = -(
             s_real.log().sum()
             + (s_int.log() + span.log() + log_slope_int).sum(1)
