@@ -114,8 +114,8 @@ class InternalNormalization(Transform):
         lo, hi = domain.bounds()
         interval = domain.mask(Kind.INTERVAL)
         real = torch.tensor(domain.indices(Kind.REAL), dtype=torch.long)
-        masks = (interval, rigid, free)
-        groups = dict(zip(_GROUPS, (real, *(torch.nonzero(m).flatten() for m in masks))))
+        indices = (real, *(torch.nonzero(m).flatten() for m in (interval, rigid, free)))
+        groups = dict(zip(_GROUPS, indices, strict=True))
         # index buffers follow the module's device, so the maps copy nothing per call
         for name, idx in groups.items():
             self.register_buffer(f"_idx_{name}", idx, persistent=False)
