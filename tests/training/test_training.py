@@ -305,3 +305,55 @@ def test_wall_clock_budget_stops_and_checkpoints(tmp_path):
     assert result.out_of_time and result.step == 1
     assert read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
     assert '"event": "out_of_time"' in (tmp_path / "metrics.jsonl").read_text()
+
+
+def _spiky_config(steps: int) -> TrainConfig:
+    # factor 1.05: about half the steps exceed the running median, so the guard acts often
+    return TrainConfig(
+        steps=steps,
+        spike_factor=1.05,
+        max_nonfinite=0,
+        lr=3e-3,
+        warmup=10,
+        val_every=40,
+        checkpoint_every=40,
+        progress=False,
+        device="cpu",
+    )
+
+
+def test_gradient_spikes_are_skipped_counted_and_logged(tmp_path):
+    data = _exact_samples(5000, seed=1)
+    result = Trainer(_model(), _spiky_config(120), train_data=data, out_dir=tmp_path).fit()
+    # skipped as spikes, not as non-finite steps (max_nonfinite=0 would have stopped the run)
+    assert result.skipped == 0
+    assert 10 < result.spikes < 100, result.spikes
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    spikes = [e for e in events if e.get("event") == "spike"]
+    assert len(spikes) == result.spikes
+    assert all(e["step"] > 20 for e in spikes)  # no decision before 20 norms are known
+    assert json.loads((tmp_path / "final.json").read_text())["spikes"] == result.spikes
+
+
+def test_spike_guard_state_survives_resume(tmp_path):
+    """A run cut after one step and resumed ends where an uninterrupted run ends."""
+    data = _exact_samples(5000, seed=1)
+    torch.manual_seed(0)
+    whole = Trainer(_model(), _spiky_config(120), train_data=data, out_dir=tmp_path / "a").fit()
+    torch.manual_seed(0)
+    model = _model()
+    Trainer(model, _spiky_config(120), train_data=data, out_dir=tmp_path / "b").fit(max_seconds=0.0)
+    torch.manual_seed(0)
+    resumed = _model()
+    result = Trainer(resumed, _spiky_config(120), train_data=data, out_dir=tmp_path / "b").fit()
+    assert result.resumed_from == 1 and result.spikes == whole.spikes
+    a = read_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    b = read_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_spike_factor_is_validated():
+    for bad in (-1.0, 0.5, 1.0, math.inf):
+        with pytest.raises(ValueError, match=r"train\.spike_factor"):
+            TrainConfig(spike_factor=bad)
