@@ -21,11 +21,7 @@ reverse KL on the energy, ``(1 - w) NLL + w KL`` with ``w = --kl-weight`` (defau
 Steps are set from a timing of the first steps so that the cosine schedule ends within the
 budget; the trainer also stops at the budget, or after ``--patience`` validations without a
 better validation loss (default 0: never), and the model with the best validation loss (the
-validation NLL and flow-sample reverse KL, mixed as in training) is the one evaluated. Steps
-whose gradient norm exceeds ``--spike-factor`` (default 10) times the median of the previous
-100 are skipped (``spikes_skipped`` in the JSON): rare flow samples in steep regions of the
-circular splines give single-sample gradients a thousand times the typical one, and without
-the guard some seeds drift away from the data.
+validation NLL and flow-sample reverse KL, mixed as in training) is the one evaluated.
 
 Usage:
     python benchmarks/aldp.py [--dataset aldp-rex] [--reference aldp-reference] [--budget 30]
@@ -98,12 +94,6 @@ def main() -> None:
         default=TrainConfig.cap_threshold,
         help="reduced energy (kT) above which the KL term's energy is capped (linear-log)",
     )
-    parser.add_argument(
-        "--spike-factor",
-        type=float,
-        default=10.0,
-        help="skip steps whose gradient norm exceeds this multiple of the recent median (0: off)",
-    )
     parser.add_argument("--md-block", type=int, default=100)
     parser.add_argument(
         "--patience", type=int, default=0, help="validations without improvement (0: never stop)"
@@ -149,7 +139,6 @@ def main() -> None:
         kl_weight=args.kl_weight,
         kl_batch_size=args.kl_batch_size,
         cap_threshold=args.cap_threshold,
-        spike_factor=args.spike_factor,
         lr=args.lr,
         warmup=min(500, steps // 20),
         val_every=max(50, steps // 20),
@@ -210,7 +199,6 @@ def main() -> None:
         "steps": result.step,
         "best_step": int(best["step"]),
         "stopped_early": result.stopped_early,
-        "spikes_skipped": result.spikes,
         "train_frames": len(train_x),
         "test_frames": len(test_x),
         "n_samples": args.samples,

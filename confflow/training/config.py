@@ -8,9 +8,7 @@ from typing import Any
 
 from confflow.models.config import ConfigError
 
-__all__ = ["SPIKE_WINDOW", "TrainConfig"]
-
-SPIKE_WINDOW = 100  # steps whose gradient norms set the median of the spike guard
+__all__ = ["TrainConfig"]
 
 
 @dataclass(frozen=True)
@@ -35,10 +33,6 @@ class TrainConfig:
         warmup: linear warm-up steps before the cosine decay.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
         clip: maximum gradient norm.
-        spike_factor: skip a step whose gradient norm (before clipping) exceeds this multiple
-            of the median norm of the previous ``SPIKE_WINDOW`` (100) steps (``0``: never). Such
-            steps, dominated by one or two samples in a steep region of the flow, are counted
-            as ``spikes``, apart from the non-finite ones.
         cap_threshold: reduced energies (kT) above this are capped (smooth linear-log) in the
             reverse-KL loss.
         cap_scale: scale of the logarithmic part of the cap (kT).
@@ -65,7 +59,6 @@ class TrainConfig:
     warmup: int = 50
     min_lr_ratio: float = 0.0
     clip: float = 10.0
-    spike_factor: float = 0.0
     cap_threshold: float = 1e3
     cap_scale: float = 1e2
     max_nonfinite: int = 100
@@ -95,14 +88,6 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 <= v <= 1):
                 raise ConfigError(f"train.{name}: must be in [0, 1], got {v!r}")
-        if not (
-            isinstance(self.spike_factor, int | float)
-            and (self.spike_factor == 0 or 1 < self.spike_factor < math.inf)
-        ):
-            raise ConfigError(
-                f"train.spike_factor: must be 0 (off) or a finite number > 1, "
-                f"got {self.spike_factor!r}"
-            )
         if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
             raise ConfigError(f"train.weight_decay: must be >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.cap_threshold, int | float) and math.isfinite(self.cap_threshold)):

@@ -17,11 +17,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import sys
 import time
 import warnings
-from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,12 +35,10 @@ from confflow.training.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from confflow.training.config import SPIKE_WINDOW, TrainConfig
+from confflow.training.config import TrainConfig
 from confflow.training.losses import energy_loss, mixed_loss, nll_loss
 
 __all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "resolve_device"]
-
-SPIKE = "gradient spike"  # skip reason of a step dropped by the spike guard
 
 
 class TrainingDivergedError(RuntimeError):
@@ -66,7 +62,6 @@ class TrainResult:
     Attributes:
         step: steps completed.
         skipped: steps skipped by the non-finite guard.
-        spikes: steps skipped as gradient spikes (``TrainConfig.spike_factor``).
         stopped_early: early stopping ended the run.
         out_of_time: the wall-clock budget of :meth:`Trainer.fit` ended the run.
         resumed_from: step of the checkpoint the run resumed from (``None``: fresh start).
@@ -81,7 +76,6 @@ class TrainResult:
     stopped_early: bool
     resumed_from: int | None
     out_of_time: bool = False
-    spikes: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     target_evaluations: int = 0
     seconds: float = 0.0
@@ -147,8 +141,6 @@ class Trainer:
         self.sample_gen = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.step = 0
         self.skipped = 0
-        self.spikes = 0
-        self.recent_norms: deque[float] = deque(maxlen=SPIKE_WINDOW)
         self.best = math.inf
         self.since_best = 0
         self.evaluations = 0
@@ -183,8 +175,6 @@ class Trainer:
             "rng": rng,
             "step": self.step,
             "skipped": self.skipped,
-            "spikes": self.spikes,
-            "recent_norms": list(self.recent_norms),
             "best": self.best,
             "since_best": self.since_best,
             "evaluations": self.evaluations,
@@ -206,8 +196,6 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.step = int(data["step"])
         self.skipped = int(data["skipped"])
-        self.spikes = int(data.get("spikes", 0))
-        self.recent_norms = deque(data.get("recent_norms", []), maxlen=SPIKE_WINDOW)
         self.best = float(data["best"])
         self.since_best = int(data["since_best"])
         self.evaluations = int(data["evaluations"])
@@ -318,25 +306,10 @@ class Trainer:
         if not bool(torch.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return "non-finite gradient", logs
-        if self._is_spike(float(norm)):
-            self.optimizer.zero_grad(set_to_none=True)
-            logs["grad_norm"] = float(norm)
-            return SPIKE, logs
         self.optimizer.step()
         logs["loss"] = float(loss.detach())
         logs["grad_norm"] = float(norm)
         return None, logs
-
-    def _is_spike(self, norm: float) -> bool:
-        """Records ``norm``; true when it exceeds ``spike_factor`` times the recent median."""
-        factor = self.config.spike_factor
-        spike = (
-            factor > 0
-            and len(self.recent_norms) >= SPIKE_WINDOW // 5
-            and norm > factor * statistics.median(self.recent_norms)
-        )
-        self.recent_norms.append(norm)
-        return spike
 
     def snapshot(self) -> dict[str, Tensor]:
         """A detached copy of the model's parameters and buffers (for ``load_state_dict``)."""
@@ -396,10 +369,7 @@ class Trainer:
                     self.scheduler.step()
                 self.step += 1
                 bar.update(task, advance=1)
-                if reason == SPIKE:
-                    self.spikes += 1
-                    self._log({"step": self.step, "event": "spike", **logs})
-                elif reason is not None:
+                if reason is not None:
                     self.skipped += 1
                     self._log({"step": self.step, "event": "skipped", "reason": reason})
                     if self.skipped > cfg.max_nonfinite:
@@ -437,7 +407,6 @@ class Trainer:
         result = TrainResult(
             step=self.step,
             skipped=self.skipped,
-            spikes=self.spikes,
             stopped_early=stopped_early,
             resumed_from=resumed_from,
             out_of_time=out_of_time,
@@ -449,7 +418,6 @@ class Trainer:
             final = {
                 "step": result.step,
                 "skipped": result.skipped,
-                "spikes": result.spikes,
                 "stopped_early": stopped_early,
                 "target_evaluations": self.evaluations,
                 **{k: _jsonable(v) for k, v in self.metrics.items()},
