@@ -1,4 +1,4 @@
-"""Boltzmann generator on alanine dipeptide (``aldp``, 300 K): maximum likelihood on MD data.
+"""Boltzmann generator on alanine dipeptide (``aldp``, 300 K): MD data and the energy, mixed.
 
 Trains the default Boltzmann generator (internal coordinates, circular and real-line spline
 couplings) on the MD training split within a wall-clock budget: maximum likelihood mixed with
