@@ -31,6 +31,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import tempfile
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+from _budget import seconds_per_step
 from _report import report_metrics
 
 from confflow.datasets import get_recipe, load, reference_phi_free_energy
@@ -89,6 +91,12 @@ def main() -> None:
     )
     parser.add_argument("--kl-batch-size", type=int, default=256)
     parser.add_argument(
+        "--forward-weight",
+        type=float,
+        default=0.0,
+        help="share of importance-weighted forward KL in the energy term (0: reverse KL only)",
+    )
+    parser.add_argument(
         "--cap-threshold",
         type=float,
         default=TrainConfig.cap_threshold,
@@ -116,38 +124,30 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build_boltzmann_generator(config, data=train_x)
 
-    # time a few steps on a copy to size the schedule to the budget
-    probe = build_boltzmann_generator(model.config)
-    probe_cfg = TrainConfig(
-        steps=30,
-        batch_size=args.batch_size,
-        kl_weight=args.kl_weight,
-        kl_batch_size=args.kl_batch_size,
-        cap_threshold=args.cap_threshold,
-        val_every=10_000,
-        device=args.device,
-        progress=False,
-    )
-    t0 = time.perf_counter()
-    Trainer(probe, probe_cfg, train_data=train_x).fit()
-    per_step = (time.perf_counter() - t0) / 30
-    budget_s = 60 * args.budget
-    steps = max(50, int(0.9 * budget_s / per_step))
     train_cfg = TrainConfig(
-        steps=steps,
         batch_size=args.batch_size,
         kl_weight=args.kl_weight,
         kl_batch_size=args.kl_batch_size,
+        forward_weight=args.forward_weight,
         cap_threshold=args.cap_threshold,
         lr=args.lr,
-        warmup=min(500, steps // 20),
-        val_every=max(50, steps // 20),
         val_batch_size=2000,
-        checkpoint_every=max(50, steps // 10),
         patience=args.patience,
         seed=args.seed,
         device=args.device,
         progress=False,
+    )
+    # size the schedule to the budget from a timing of a fresh copy
+    t0 = time.perf_counter()
+    per_step = seconds_per_step(model.config, train_cfg, train_x)
+    budget_s = 60 * args.budget
+    steps = max(50, int(0.9 * (budget_s - (time.perf_counter() - t0)) / per_step))
+    train_cfg = dataclasses.replace(
+        train_cfg,
+        steps=steps,
+        warmup=min(500, steps // 20),
+        val_every=max(50, steps // 20),
+        checkpoint_every=max(50, steps // 10),
     )
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="aldp-bench-"))
     trainer = Trainer(model, train_cfg, train_x, val_x, out_dir)
