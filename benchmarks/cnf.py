@@ -29,14 +29,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import time
 from pathlib import Path
 
 import torch
-from _budget import seconds_per_step
 from _report import report_metrics
 from rdkit import Chem
 
@@ -200,12 +198,20 @@ def main() -> None:
 
     # ---------------------------------------------------------------- coupling flow
     log(f"coupling: maximum likelihood for {args.budget:.0f} s")
-    train_cfg = TrainConfig(
-        batch_size=256, val_every=10**6, seed=args.seed, device=args.device, progress=False
-    )
-    per_step = seconds_per_step(coupling.config, train_cfg, train_x)
+    steps_probe = TrainConfig(steps=20, batch_size=256, val_every=10**6, progress=False)
+    t0 = time.perf_counter()
+    Trainer(build_boltzmann_generator(coupling.config), steps_probe, train_data=train_x).fit()
+    per_step = (time.perf_counter() - t0) / 20
     steps = max(50, int(0.9 * args.budget / per_step))
-    train_cfg = dataclasses.replace(train_cfg, steps=steps, warmup=min(500, steps // 20))
+    train_cfg = TrainConfig(
+        steps=steps,
+        batch_size=256,
+        warmup=min(500, steps // 20),
+        val_every=10**6,
+        seed=args.seed,
+        device=args.device,
+        progress=False,
+    )
     coupling = coupling.to(device)
     t0 = time.perf_counter()
     result = Trainer(coupling, train_cfg, train_data=train_x).fit(
