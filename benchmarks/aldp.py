@@ -3,7 +3,9 @@
 Trains the default Boltzmann generator (internal coordinates, circular and real-line spline
 couplings) on the MD training split within a wall-clock budget: maximum likelihood mixed with
 reverse KL on the energy, ``(1 - w) NLL + w KL`` with ``w = --kl-weight`` (default 0.9;
-``--kl-weight 0`` is maximum likelihood alone), then evaluates against the MD test split:
+``--kl-weight 0`` is maximum likelihood alone; ``--forward-weight a`` makes the energy term
+``(1 - a)`` reverse KL plus ``a`` importance-weighted forward KL; ``--oversample-phi-pos k``
+repeats the phi > 0 training frames ``k`` times), then evaluates against the MD test split:
 
 * ``test_nll`` — mean -log q of the test frames (nats; density of the canonical pose, nm);
 * ``ess`` — Kish ESS fraction of ``--samples`` flow samples reweighted to the target
@@ -142,19 +144,19 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build_boltzmann_generator(config, data=train_x)
 
-    # time a few steps on a copy to size the schedule to the budget
-    probe = build_boltzmann_generator(model.config)
-    probe_cfg = TrainConfig(
-        steps=30,
+    # the settings that set the cost of a step, shared by the timing probe and the run
+    step_settings = dict(
         batch_size=args.batch_size,
         kl_weight=args.kl_weight,
         kl_batch_size=args.kl_batch_size,
         forward_weight=args.forward_weight,
         cap_threshold=args.cap_threshold,
-        val_every=10_000,
         device=args.device,
         progress=False,
     )
+    # time a few steps on a copy to size the schedule to the budget
+    probe = build_boltzmann_generator(model.config)
+    probe_cfg = TrainConfig(steps=30, val_every=10_000, **step_settings)
     t0 = time.perf_counter()
     Trainer(probe, probe_cfg, train_data=train_x).fit()
     per_step = (time.perf_counter() - t0) / 30
@@ -162,11 +164,6 @@ def main() -> None:
     steps = max(50, int(0.9 * budget_s / per_step))
     train_cfg = TrainConfig(
         steps=steps,
-        batch_size=args.batch_size,
-        kl_weight=args.kl_weight,
-        kl_batch_size=args.kl_batch_size,
-        forward_weight=args.forward_weight,
-        cap_threshold=args.cap_threshold,
         lr=args.lr,
         warmup=min(500, steps // 20),
         val_every=max(50, steps // 20),
@@ -174,8 +171,7 @@ def main() -> None:
         checkpoint_every=max(50, steps // 10),
         patience=args.patience,
         seed=args.seed,
-        device=args.device,
-        progress=False,
+        **step_settings,
     )
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="aldp-bench-"))
     fit_x = oversampled(train_x, torsion(train_x.double(), PHI) > 0, args.oversample_phi_pos)
