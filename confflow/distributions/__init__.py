@@ -7,11 +7,17 @@ from confflow.distributions.base import (
     Uniform,
     UniformCircle,
 )
+from confflow.distributions.circular_mixture import (
+    CircularMixtureProduct,
+    WrappedNormalMixture,
+    fit_wrapped_normal_mixture,
+)
 from confflow.distributions.flow import Flow
 from confflow.distributions.meanfree import MeanFreeNormal
 from confflow.distributions.toy import GaussianMixture, TorusMixture
 
 __all__ = [
+    "CircularMixtureProduct",
     "Distribution",
     "DomainProduct",
     "Flow",
@@ -21,4 +27,6 @@ __all__ = [
     "TorusMixture",
     "Uniform",
     "UniformCircle",
+    "WrappedNormalMixture",
+    "fit_wrapped_normal_mixture",
 ]

@@ -82,7 +82,7 @@ __all__ = [
 ]
 
 #: Flow architecture of ``generate`` (small enough for minutes of CPU training).
-FLOW = FlowConfig(layers=8, bins=8, hidden=(128, 128))
+FLOW = FlowConfig(layers=8, bins=8, hidden=(128, 128), circular_components=0)
 #: Reduced energy (kT) above the lowest of the training frames where the energy cap starts.
 CAP_ABOVE_MIN = 100.0
 #: Maximum-likelihood steps between validations, and validations without a lower validation

@@ -18,7 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from confflow.coordinates import InternalCoordinates, InternalNormalization, ZMatrix
-from confflow.distributions import DomainProduct, Flow
+from confflow.distributions import (
+    CircularMixtureProduct,
+    Distribution,
+    DomainProduct,
+    Flow,
+    WrappedNormalMixture,
+    fit_wrapped_normal_mixture,
+)
 from confflow.domains import Domain
 from confflow.models.config import BGConfig, FlowConfig
 from confflow.models.targets import Target, build_target
@@ -140,7 +147,25 @@ def _molecular_transform(
         )
     norm = InternalNormalization.from_stats(ic.latent_domain, config.normalization)
     latent = norm.latent_domain
+    circles = list(latent.circular_indices)
+    k = config.flow.circular_components
+    if k and circles and config.base_mixture is None:
+        if data is None:  # nothing to fit: a uniform base, kept in the config all the same
+            mixture = WrappedNormalMixture.uniform(len(circles), k)
+        else:
+            with torch.no_grad():
+                z, _ = norm.inverse(ic.inverse(data.to(torch.float64))[0])
+            mixture = fit_wrapped_normal_mixture(z[:, circles], k)
+        config = dataclasses.replace(config, base_mixture=mixture.to_dict())
     return config, Compose([*coupling_stack(latent, config.flow).transforms, norm, ic]), latent
+
+
+def _base(config: BGConfig, domain: Domain) -> Distribution:
+    """The base density: a mixture on the circles when the config asks for one."""
+    if not config.flow.circular_components or not domain.circular_indices:
+        return DomainProduct(domain)
+    assert config.base_mixture is not None  # filled by _molecular_transform
+    return CircularMixtureProduct(domain, WrappedNormalMixture.from_dict(config.base_mixture))
 
 
 def build_boltzmann_generator(config: BGConfig, data: Tensor | None = None) -> BoltzmannGenerator:
@@ -148,12 +173,18 @@ def build_boltzmann_generator(config: BGConfig, data: Tensor | None = None) -> B
 
     Args:
         config: the configuration. For molecules without ``normalization`` the statistics
-            come from ``data`` when given, else from ETKDG + MMFF94 minima; the returned
-            model's ``config`` carries them, so a checkpoint rebuilds the same model.
+            come from ``data`` when given, else from ETKDG + MMFF94 minima; with
+            ``flow.circular_components > 0`` and no ``base_mixture`` the circular mixtures of
+            the base are fitted to ``data`` (without data they put all their weight on the
+            uniform). The returned model's ``config`` carries both, so a checkpoint rebuilds
+            the same model.
         data: optional ``[M, N, 3]`` training positions in nm (molecules only).
 
     Returns:
         The model in float32 on the CPU, its flow at the identity map.
+
+    Raises:
+        ValueError: data of the wrong shape.
     """
     target = build_target(config.target, config.temperature)
     if target.molecule is None:
@@ -166,5 +197,5 @@ def build_boltzmann_generator(config: BGConfig, data: Tensor | None = None) -> B
                 f"got {tuple(data.shape)}"
             )
         config, transform, domain = _molecular_transform(config, target, data)
-    flow = Flow(DomainProduct(domain), transform)
+    flow = Flow(_base(config, domain), transform)
     return BoltzmannGenerator(config, flow, target)

@@ -39,6 +39,11 @@ class FlowConfig:
         hidden: widths of each conditioner's hidden layers.
         bound: half-width of the spline region on real-line coordinates (identity tails).
         mask_seed: seed of the random half splits that pick the transformed coordinates.
+        circular_components: wrapped normals in the base density of each circular coordinate
+            (free torsions), fitted to the training data with a uniform component
+            (:func:`~confflow.distributions.fit_wrapped_normal_mixture`); ``0``: a uniform
+            base on the circles. A base that already holds every well of a torsion spares
+            the splines steep maps across barriers (see ``benchmarks/README.md``, aldp).
     """
 
     layers: int = 8
@@ -46,6 +51,7 @@ class FlowConfig:
     hidden: tuple[int, ...] = (256, 256)
     bound: float = 5.0
     mask_seed: int = 0
+    circular_components: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -57,6 +63,9 @@ class FlowConfig:
             raise ConfigError(f"flow.hidden: needs positive widths, got {self.hidden!r}")
         if not (isinstance(self.bound, int | float) and self.bound > 0):
             raise ConfigError(f"flow.bound: must be positive, got {self.bound!r}")
+        k = self.circular_components
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= 16:
+            raise ConfigError(f"flow.circular_components: must be an integer in [0, 16], got {k!r}")
 
 
 @dataclass(frozen=True)
@@ -110,12 +119,17 @@ class BGConfig:
             ``{"mean": [...], "std": [...], "rigid": [...]}`` (see
             :meth:`~confflow.coordinates.InternalNormalization.stats`); filled by the builder
             from data or from MMFF minima when ``None``.
+        base_mixture: for ``flow.circular_components > 0``, the fitted circular mixtures
+            ``{"loc": [[...]], "scale": [[...]], "weight": [[...]]}`` (rad; see
+            :class:`~confflow.distributions.WrappedNormalMixture`), one row per circular
+            latent coordinate; filled by the builder from data when ``None``.
     """
 
     target: TargetConfig
     temperature: float = 300.0
     flow: FlowConfig = field(default_factory=FlowConfig)
     normalization: dict[str, list[float]] | None = None
+    base_mixture: dict[str, list[list[float]]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, TargetConfig):
@@ -134,6 +148,13 @@ class BGConfig:
                 )
             if not len(norm["mean"]) == len(norm["std"]) == len(norm["rigid"]):
                 raise ConfigError("normalization: mean, std and rigid differ in length")
+        mix = self.base_mixture
+        if mix is not None and not (
+            isinstance(mix, dict) and set(mix) == {"loc", "scale", "weight"}
+        ):
+            raise ConfigError(
+                "base_mixture: expected {'loc': [...], 'scale': [...], 'weight': [...]}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON- and ``weights_only``-safe)."""

@@ -16,6 +16,7 @@ from confflow.models import (
 from confflow.testing import LADJ_TOL
 
 FLOW = {"layers": 2, "hidden": [16], "bins": 4}
+UNIFORM = {**FLOW, "circular_components": 0}  # a uniform base on the circles
 
 
 def test_config_round_trip():
@@ -34,6 +35,12 @@ def test_config_round_trip():
         (lambda: FlowConfig(layers=3), "flow.layers: must be an even integer"),
         (lambda: FlowConfig(bins=1), "flow.bins"),
         (lambda: FlowConfig(hidden=()), "flow.hidden"),
+        (lambda: FlowConfig(circular_components=-1), "flow.circular_components"),
+        (lambda: FlowConfig(circular_components=True), "flow.circular_components"),
+        (
+            lambda: BGConfig(TargetConfig("aldp"), base_mixture={"loc": []}),
+            "base_mixture: expected",
+        ),
         (
             lambda: BGConfig(TargetConfig("aldp"), temperature=-5.0),
             "temperature: must be a positive number of kelvin",
@@ -120,3 +127,60 @@ def test_samples_that_cannot_be_weighted_get_zero_weight():
     assert model.invalid(x, log_q).tolist() == [False, True, True]
     expected = -model.reduced_energy(x[:1]).double() + 1.0
     torch.testing.assert_close(log_w[:1], expected)
+
+
+def test_circular_mixture_base_fitted_to_data_and_saved_in_the_config():
+    flow = {**FLOW, "circular_components": 3}
+    target = TargetConfig("smiles", {"smiles": "CCO"})
+    plain = build_boltzmann_generator(BGConfig(target, flow=UNIFORM))
+    n_free = len(plain.flow.base.domain.circular_indices)
+    # data whose free torsions have three wells (rad, in the latent frame of the rotors)
+    wells = {
+        "loc": [[-2.1, 0.0, 2.1]] * n_free,
+        "scale": [[0.2, 0.2, 0.2]] * n_free,
+        "weight": [[0.33, 0.33, 0.33, 0.01]] * n_free,
+    }
+    norm = plain.config.normalization
+    truth = build_boltzmann_generator(
+        BGConfig(target, flow=flow, normalization=norm, base_mixture=wells)
+    )
+    with torch.no_grad():
+        x, _ = truth.sample(3000, torch.Generator().manual_seed(3))
+    model = build_boltzmann_generator(BGConfig(target, flow=flow, normalization=norm), data=x)
+    mixture = model.config.base_mixture
+    assert n_free > 0 and len(mixture["loc"]) == n_free and len(mixture["weight"][0]) == 4
+    loc = torch.tensor(mixture["loc"]).sort(1).values
+    torch.testing.assert_close(loc, torch.tensor(wells["loc"]), atol=0.05, rtol=0)
+    # the fitted base is far more likely on its data than the uniform one
+    uniform = build_boltzmann_generator(BGConfig(target, flow=UNIFORM, normalization=norm))
+    with torch.no_grad():
+        gain = float(model.log_prob(x).mean() - uniform.log_prob(x).mean())
+        assert gain > 0.5 * n_free
+        y, log_q = model.sample(64, torch.Generator().manual_seed(4))
+        torch.testing.assert_close(model.log_prob(y), log_q, atol=LADJ_TOL[torch.float32], rtol=0)
+    # a checkpoint's config rebuilds the same model without data
+    again = build_boltzmann_generator(BGConfig.from_dict(model.config.to_dict()))
+    again.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again.log_prob(x), model.log_prob(x))
+
+
+def test_circular_mixture_without_data_is_uniform():
+    flow = {**FLOW, "circular_components": 2}
+    target = TargetConfig("smiles", {"smiles": "CCO"})
+    model = build_boltzmann_generator(BGConfig(target, flow=flow))
+    assert model.config.base_mixture is not None
+    plain = build_boltzmann_generator(BGConfig(target, flow=UNIFORM))
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        x, log_q = model.sample(256, torch.Generator().manual_seed(5))
+        torch.testing.assert_close(plain.log_prob(x), log_q, atol=LADJ_TOL[torch.float32], rtol=0)
+    # the empty components (weight 0, log-weight -inf) leave the gradients finite
+    model.log_prob(x).sum().backward()
+    grads = [p.grad for p in model.flow.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+    # targets without circles keep the plain base
+    model = build_boltzmann_generator(
+        BGConfig(TargetConfig("double-well", {"dim": 2}), flow={**FLOW, "circular_components": 2})
+    )
+    assert model.config.base_mixture is None
