@@ -5,7 +5,9 @@ couplings) on the MD training split within a wall-clock budget: maximum likeliho
 reverse KL on the energy, ``(1 - w) NLL + w KL`` with ``w = --kl-weight`` (default 0.9;
 ``--kl-weight 0`` is maximum likelihood alone; ``--forward-weight a`` makes the energy term
 ``(1 - a)`` reverse KL plus ``a`` importance-weighted forward KL; ``--oversample-phi-pos k``
-repeats the phi > 0 training frames ``k`` times), then evaluates against the MD test split:
+repeats the phi > 0 training frames ``k`` times; ``--circular-components K`` sets the wrapped
+normals of the base on each free torsion, ``0`` a uniform base), then evaluates against the MD
+test split:
 
 * ``test_nll`` — mean -log q of the test frames (nats; density of the canonical pose, nm);
 * ``ess`` — Kish ESS fraction of ``--samples`` flow samples reweighted to the target
@@ -96,6 +98,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     parser.add_argument("--bins", type=int, default=8)
+    parser.add_argument(
+        "--circular-components",
+        type=int,
+        default=FlowConfig.circular_components,
+        help="wrapped normals per free torsion in the base (0: uniform on the circle)",
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
@@ -139,7 +147,12 @@ def main() -> None:
     recipe = get_recipe(args.dataset)
     splits = load(args.dataset)
     train_x, val_x, test_x = splits.train.float(), splits.validation.float(), splits.test.float()
-    flow = FlowConfig(layers=args.layers, hidden=tuple(args.hidden), bins=args.bins)
+    flow = FlowConfig(
+        layers=args.layers,
+        hidden=tuple(args.hidden),
+        bins=args.bins,
+        circular_components=args.circular_components,
+    )
     config = BGConfig(target_for_system(recipe.system), recipe.config.temperature, flow)
     torch.manual_seed(args.seed)
     model = build_boltzmann_generator(config, data=train_x)
@@ -227,6 +240,7 @@ def main() -> None:
         "stopped_early": result.stopped_early,
         "train_frames": len(train_x),
         "oversample_phi_pos": args.oversample_phi_pos,
+        "circular_components": args.circular_components,
         "test_frames": len(test_x),
         "n_samples": args.samples,
         "repeats": args.repeats,
