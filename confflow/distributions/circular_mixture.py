@@ -28,6 +28,7 @@ from confflow.domains import Domain, Kind, wrap_angle
 
 __all__ = [
     "MAX_SCALE",
+    "MIN_SCALE",
     "MIN_UNIFORM",
     "CircularMixtureProduct",
     "WrappedNormalMixture",
@@ -198,8 +199,12 @@ def fit_wrapped_normal_mixture(
     loc = wrap_angle(mean[:, None] + spread)
     scale = torch.full((c, components), min(MAX_SCALE, math.pi / components), dtype=torch.float64)
     weight = torch.cat(
-        [torch.full((c, components), 0.95 / components), torch.full((c, 1), 0.05)], 1
-    ).double()
+        [
+            torch.full((c, components), 0.95 / components, dtype=torch.float64),
+            torch.full((c, 1), 0.05, dtype=torch.float64),
+        ],
+        1,
+    )
     unrolled = centres[:, None, None, None].expand(-1, c, 1, 1) + _WRAPS  # [bins, C, 1, J]
     last = -math.inf
     for _ in range(iterations):
