@@ -133,9 +133,13 @@ def _molecular_transform(
 ) -> tuple[BGConfig, Transform, Domain]:
     assert target.molecule is not None
     ic = InternalCoordinates(ZMatrix.from_molecule(target.molecule))
-    if config.normalization is None:
-        if data is not None:
+    k = config.flow.circular_components
+    z = None  # the data's internal coordinates, computed once for whatever is fitted to them
+    if data is not None and (config.normalization is None or (k and config.base_mixture is None)):
+        with torch.no_grad():
             z, _ = ic.inverse(data.to(torch.float64))
+    if config.normalization is None:
+        if z is not None:
             norm = InternalNormalization.from_data(z, ic.latent_domain)
         else:
             norm = InternalNormalization.from_molecule(target.molecule, ic)
@@ -148,14 +152,13 @@ def _molecular_transform(
     norm = InternalNormalization.from_stats(ic.latent_domain, config.normalization)
     latent = norm.latent_domain
     circles = list(latent.circular_indices)
-    k = config.flow.circular_components
     if k and circles and config.base_mixture is None:
-        if data is None:  # nothing to fit: a uniform base, kept in the config all the same
+        if z is None:  # nothing to fit: a uniform base, kept in the config all the same
             mixture = WrappedNormalMixture.uniform(len(circles), k)
         else:
             with torch.no_grad():
-                z, _ = norm.inverse(ic.inverse(data.to(torch.float64))[0])
-            mixture = fit_wrapped_normal_mixture(z[:, circles], k)
+                y, _ = norm.inverse(z)
+            mixture = fit_wrapped_normal_mixture(y[:, circles], k)
         config = dataclasses.replace(config, base_mixture=mixture.to_dict())
     return config, Compose([*coupling_stack(latent, config.flow).transforms, norm, ic]), latent
 
