@@ -75,20 +75,23 @@ class EGNNLayer(nn.Module):
         Returns:
             ``(h, x)`` updated, same shapes.
         """
-        b, n, width = h.shape
+        width = h.shape[-1]
         diff = x[:, :, None, :] - x[:, None, :, :]  # [B, N, N, 3]: x_i - x_j
         d2 = (diff * diff).sum(-1, keepdim=True)
-        edge_in = torch.cat(
-            [
-                h[:, :, None, :].expand(b, n, n, width),
-                h[:, None, :, :].expand(b, n, n, width),
-                d2,
-                bonds[None, :, :, None].expand(b, n, n, 1),
-            ],
-            dim=-1,
+        # The first edge layer acts on [h_i, h_j, d2, bond]: applied to each part separately
+        # and summed, so the [B, N, N, 2H + 2] input is never formed (same weights, same map).
+        first = self.edge[0]
+        w_i, w_j = first.weight[:, :width], first.weight[:, width : 2 * width]
+        w_d2, w_bond = first.weight[:, 2 * width], first.weight[:, 2 * width + 1]
+        pre = (
+            (h @ w_i.T)[:, :, None, :]
+            + (h @ w_j.T)[:, None, :, :]
+            + d2 * w_d2
+            + (bonds[:, :, None] * w_bond + first.bias)
         )
-        m = self.edge(edge_in) * mask[None, :, :, None]
+        m = self.edge[1:](pre) * mask[None, :, :, None]
         weight = self.coordinate_scale * torch.tanh(self.coord(m)) * mask[None, :, :, None]
+        n = h.shape[1]
         x = x + (diff * weight / torch.sqrt(d2 + 1.0)).sum(2) / max(n - 1, 1)
         h = h + self.node(torch.cat([h, m.sum(2) / max(n - 1, 1)], dim=-1))
         return h, x

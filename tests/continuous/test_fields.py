@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from confflow.distributions import Flow, MeanFreeNormal
 from confflow.nn import EGNN
 from confflow.nn.e3nn_field import E3NNField
+from confflow.nn.egnn import EGNNLayer, bond_matrix
 from confflow.testing import assert_equivariant, assert_invariant
 from confflow.transforms import CNF, ODEConfig
 
@@ -58,6 +59,37 @@ def test_bonds_break_permutation_symmetry(name):
     # Exchanging the centre (bonded to all) with an outer atom is not a symmetry.
     with pytest.raises(AssertionError, match="not equivariant"):
         assert_equivariant(lambda y: field(t, y), x, classes=[0] * 5, trials=4)
+
+
+def test_egnn_layer_matches_the_concatenated_edge_input():
+    # The layer applies its first edge weights to h_i, h_j, d2 and the bond flag separately;
+    # the map must equal the textbook form that concatenates them per edge.
+    layer = _randomise(EGNNLayer(6).to(F64), 0.4)
+    gen = torch.Generator().manual_seed(3)
+    h = torch.randn(3, 5, 6, generator=gen, dtype=F64)
+    x = torch.randn(3, 5, 3, generator=gen, dtype=F64)
+    bonds = bond_matrix(5, BONDS).to(F64)
+    mask = 1.0 - torch.eye(5, dtype=F64)
+    h_out, x_out = layer(h, x, bonds, mask)
+
+    diff = x[:, :, None] - x[:, None, :]
+    d2 = (diff * diff).sum(-1, keepdim=True)
+    pair = torch.cat(
+        [
+            h[:, :, None].expand(3, 5, 5, 6),
+            h[:, None, :].expand(3, 5, 5, 6),
+            d2,
+            bonds[None, :, :, None].expand(3, 5, 5, 1),
+        ],
+        dim=-1,
+    )
+    m = layer.edge(pair) * mask[None, :, :, None]
+    weight = torch.tanh(layer.coord(m)) * mask[None, :, :, None]
+    x_ref = x + (diff * weight / torch.sqrt(d2 + 1.0)).sum(2) / 4
+    h_ref = h + layer.node(torch.cat([h, m.sum(2) / 4], dim=-1))
+    assert float((x_out - x_ref).abs().max()) <= 1e-12
+    assert float((h_out - h_ref).abs().max()) <= 1e-12
+    assert float((x_out - x).abs().max()) > 1e-3  # the coordinate update is not trivial
 
 
 class Anisotropic(nn.Module):
