@@ -20,7 +20,15 @@ then evaluates both on the same footing:
 * ``*_rama_tv`` — total variation between (phi, psi) histograms (36 x 36) of the MD test frames
   and the reweighted samples;
 * ``cnf_nfe`` — vector-field evaluations per integration (sampling with likelihood);
-* ``*_samples_per_s`` — samples with exact log-likelihood per second.
+* ``*_samples_per_s`` — samples with exact log-likelihood per second;
+* ``*_logw_std`` — standard deviation of the log-weights (nats), readable where the Kish ESS
+  of a small sample says little.
+
+The flow-matching schedule (cosine decay) is sized from 20 timed steps to end within the
+budget. ``--coupling-budget`` gives the coupling flow its own training time; ``--save-field``
+writes the trained CNF field (state dict, arguments, training figures) and ``--load-field``
+evaluates such a file instead of training (same ``--field``, ``--hidden``, ``--layers``);
+``--solver``, ``--rtol`` and ``--step-size`` choose the integrator for sampling and test NLL.
 
 Usage:
     python benchmarks/cnf.py [--budget 1800] [--samples 10000] [--device cpu|cuda] [--json out]
@@ -29,6 +37,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 import time
@@ -45,7 +54,7 @@ from confflow.flow_matching import FlowMatchingConfig, fit_flow_matching
 from confflow.models import BGConfig, FlowConfig, build_boltzmann_generator
 from confflow.nn import EGNN
 from confflow.reweighting import kish_ess, log_weights, torsion
-from confflow.training import TrainConfig, Trainer
+from confflow.training import TrainConfig, Trainer, write_checkpoint
 from confflow.training.spec import target_for_system
 from confflow.transforms import CNF, ODEConfig
 
@@ -85,17 +94,43 @@ def evaluate(name, sample_fn, log_prob_fn, reduced, check, test_x, n, chunk, out
             x, log_q = sample_fn(min(chunk, n - start))
             xs.append(x.detach().double().cpu())
             log_qs.append(log_q.detach().double().cpu())
+            log(f"{name}: {start + len(x)} samples in {time.perf_counter() - t0:.0f} s")
         seconds = time.perf_counter() - t0
         x, log_q = torch.cat(xs), torch.cat(log_qs)
         wrong = check.flag(x)
         keep = ~wrong & torch.isfinite(log_q)
-        u = torch.cat([reduced(c).double().cpu() for c in x[keep].split(chunk)])
-        log_w = log_weights(u, log_q[keep])
+        kept = int(keep.sum())
+        if kept:
+            u = torch.cat([reduced(c).double().cpu() for c in x[keep].split(chunk)])
+            log_w = log_weights(u, log_q[keep])
     out[f"{name}_nll"] = float(nll.mean())
-    out[f"{name}_ess"] = float(kish_ess(log_w))
     out[f"{name}_wrong_chirality"] = float(wrong.double().mean())
-    out[f"{name}_rama_tv"] = rama_tv(x[keep], log_w, test_x.cpu())
+    # With no sample kept there is nothing to reweight: ESS 0, histograms disjoint.
+    out[f"{name}_ess"] = float(kish_ess(log_w)) if kept else 0.0
+    out[f"{name}_logw_std"] = float(log_w[torch.isfinite(log_w)].std()) if kept else None
+    out[f"{name}_rama_tv"] = rama_tv(x[keep], log_w, test_x.cpu()) if kept else 1.0
     out[f"{name}_samples_per_s"] = n / seconds
+
+
+def train_cnf(field, base, data, classes, args) -> dict[str, float]:
+    """Flow matching within ``args.budget`` s; returns steps, final loss and seconds."""
+    # Size the cosine schedule so that it ends within the budget: time 20 steps on a copy.
+    settings = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    t0 = time.perf_counter()
+    fm_probe = FlowMatchingConfig(steps=20, **settings)
+    fit_flow_matching(copy.deepcopy(field), base, data, fm_probe, classes)
+    steps = max(100, int(0.9 * args.budget / ((time.perf_counter() - t0) / 20)))
+    log(f"cnf: flow matching, {steps} steps within {args.budget:.0f} s")
+    fm = FlowMatchingConfig(steps=steps, **settings)
+    t0 = time.perf_counter()
+    losses = fit_flow_matching(
+        field, base, data, fm, classes, deadline=time.monotonic() + args.budget
+    )
+    return {
+        "cnf_steps": len(losses),
+        "cnf_fm_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+        "cnf_train_s": time.perf_counter() - t0,
+    }
 
 
 def symmetry_classes(mol: Chem.Mol) -> list[int]:
@@ -107,6 +142,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="aldp")
     parser.add_argument("--budget", type=float, default=1800.0, help="training seconds each")
+    parser.add_argument(
+        "--coupling-budget", type=float, default=None, help="coupling seconds (default --budget)"
+    )
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--chunk", type=int, default=500)
     parser.add_argument("--test-frames", type=int, default=0, help="0: the whole test split")
@@ -115,13 +153,23 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--rtol", type=float, default=1e-4)
+    parser.add_argument("--solver", default="dopri5", help="torchdiffeq solver for sampling")
+    parser.add_argument("--rtol", type=float, default=1e-4, help="rtol = atol (adaptive solvers)")
+    parser.add_argument("--step-size", type=float, default=None, help="fixed-step solvers only")
     parser.add_argument("--coupling-layers", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--save-field", type=Path, default=None, help="file for the CNF field")
+    parser.add_argument(
+        "--load-field", type=Path, default=None, help="skip flow matching: a --save-field file"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    try:
+        ode = ODEConfig(args.solver, rtol=args.rtol, atol=args.rtol, step_size=args.step_size)
+    except ValueError as err:
+        parser.error(str(err))
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -163,18 +211,20 @@ def main() -> None:
         )
     field = field.to(device)
     base = MeanFreeNormal(molecule.n_atoms, std).to(device)
-    log(f"cnf: flow matching for {args.budget:.0f} s")
-    fm = FlowMatchingConfig(steps=10**7, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    t0 = time.perf_counter()
-    losses = fit_flow_matching(
-        field, base, centred.to(device), fm, classes, deadline=time.monotonic() + args.budget
-    )
-    out["cnf_steps"] = len(losses)
-    out["cnf_fm_loss"] = sum(losses[-50:]) / max(1, len(losses[-50:]))
-    out["cnf_train_s"] = time.perf_counter() - t0
-    cnf = CNF(
-        field, (molecule.n_atoms, 3), ODEConfig(rtol=args.rtol, atol=args.rtol), mean_free=True
-    )
+    if args.load_field is not None:
+        saved = torch.load(args.load_field, map_location=device, weights_only=True)
+        field.load_state_dict(saved["field"])
+        training = saved.get("metrics", {})
+        log(f"cnf: field loaded from {args.load_field}")
+    else:
+        training = train_cnf(field, base, centred.to(device), classes, args)
+    if args.save_field is not None:
+        plain_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        payload = {"field": field.state_dict(), "args": plain_args, "metrics": training}
+        write_checkpoint(args.save_field, payload)
+    for key in ("cnf_steps", "cnf_fm_loss", "cnf_train_s"):
+        out[key] = training.get(key)
+    cnf = CNF(field, (molecule.n_atoms, 3), ode, mean_free=True)
     flow = Flow(base, cnf).to(device)
     nfe: list[int] = []
 
@@ -197,12 +247,14 @@ def main() -> None:
     out["cnf_nfe"] = sum(nfe) / len(nfe)
 
     # ---------------------------------------------------------------- coupling flow
-    log(f"coupling: maximum likelihood for {args.budget:.0f} s")
+    budget = args.budget if args.coupling_budget is None else args.coupling_budget
+    out["coupling_budget_s"] = budget
+    log(f"coupling: maximum likelihood for {budget:.0f} s")
     steps_probe = TrainConfig(steps=20, batch_size=256, val_every=10**6, progress=False)
     t0 = time.perf_counter()
     Trainer(build_boltzmann_generator(coupling.config), steps_probe, train_data=train_x).fit()
     per_step = (time.perf_counter() - t0) / 20
-    steps = max(50, int(0.9 * args.budget / per_step))
+    steps = max(50, int(0.9 * budget / per_step))
     train_cfg = TrainConfig(
         steps=steps,
         batch_size=256,
@@ -214,9 +266,7 @@ def main() -> None:
     )
     coupling = coupling.to(device)
     t0 = time.perf_counter()
-    result = Trainer(coupling, train_cfg, train_data=train_x).fit(
-        resume=False, max_seconds=args.budget
-    )
+    result = Trainer(coupling, train_cfg, train_data=train_x).fit(resume=False, max_seconds=budget)
     out["coupling_steps"] = result.step
     out["coupling_train_s"] = time.perf_counter() - t0
     coupling.eval()
