@@ -170,6 +170,8 @@ def main() -> None:
         ode = ODEConfig(args.solver, rtol=args.rtol, atol=args.rtol, step_size=args.step_size)
     except ValueError as err:
         parser.error(str(err))
+    if args.load_field is not None and not args.load_field.is_file():
+        parser.error(f"--load-field: no file {args.load_field}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
