@@ -45,6 +45,28 @@ _WRAPS = torch.arange(-2, 3, dtype=torch.float64) * 2 * math.pi
 _BINS = 4096
 
 
+def _log_terms(
+    unrolled: Tensor, loc: Tensor, scale: Tensor, weight: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Log-densities of every wrap of every component, and the uniform's weighted term.
+
+    Args:
+        unrolled: ``[..., C, 1, J]`` angles plus ``2 pi j`` for each wrap ``j`` (rad).
+        loc: ``[C, K]`` component centres (rad).
+        scale: ``[C, K]`` component widths (rad).
+        weight: ``[C, K + 1]`` weights, the uniform's last.
+
+    Returns:
+        ``log N(theta + 2 pi j; mu_k, sigma_k^2)`` ``[..., C, K, J]`` (unweighted: a component
+        of weight 0 must not make a whole ``logsumexp`` over wraps ``-inf``, whose gradient is
+        NaN) and ``log(w_u / (2 pi))`` ``[C, 1]`` (nats per radian).
+    """
+    z = (unrolled - loc[..., None]) / scale[..., None]
+    log_n = -0.5 * z**2 - scale[..., None].log() - 0.5 * math.log(2 * math.pi)
+    log_u = weight[:, -1:].log() - math.log(2 * math.pi)
+    return log_n, log_u
+
+
 class WrappedNormalMixture(nn.Module):
     """``C`` circular mixtures of ``K`` wrapped normals plus a uniform (fixed, not trained).
 
@@ -104,13 +126,10 @@ class WrappedNormalMixture(nn.Module):
     def log_prob(self, theta: Tensor) -> Tensor:
         """Log-density ``[B, C]`` (nats per radian) of angles ``theta`` ``[B, C]`` (rad)."""
         loc, scale, weight = (t.to(theta.dtype) for t in (self.loc, self.scale, self.weight))
-        wraps = self._wraps.to(theta.dtype)
-        d = theta[:, :, None, None] + wraps - loc[None, :, :, None]  # [B, C, K, J]
-        log_normal = -0.5 * (d / scale[..., None]) ** 2 - scale[..., None].log()
-        log_normal = log_normal - 0.5 * math.log(2 * math.pi)
-        log_comp = torch.logsumexp(log_normal, -1) + weight[:, :-1].log()
-        log_unif = (weight[:, -1].log() - math.log(2 * math.pi)).expand(len(theta), -1)
-        return torch.logsumexp(torch.cat([log_comp, log_unif[..., None]], -1), -1)
+        unrolled = theta[:, :, None, None] + self._wraps.to(theta.dtype)  # [B, C, 1, J]
+        log_n, log_u = _log_terms(unrolled, loc, scale, weight)
+        log_comp = torch.logsumexp(log_n, -1) + weight[:, :-1].log()  # [B, C, K]
+        return torch.logsumexp(torch.cat([log_comp, log_u.expand(len(theta), -1, 1)], -1), -1)
 
     def sample(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
         """Draws ``[n, C]`` angles (rad, ``[-pi, pi)``) on the device and dtype of ``like``."""
@@ -208,14 +227,12 @@ def fit_wrapped_normal_mixture(
     unrolled = centres[:, None, None, None].expand(-1, c, 1, 1) + _WRAPS  # [bins, C, 1, J]
     last = -math.inf
     for _ in range(iterations):
-        d = unrolled - loc[None, :, :, None]  # [bins, C, K, J]
-        log_n = -0.5 * (d / scale[..., None]) ** 2 - scale[..., None].log()
-        log_n = log_n - 0.5 * math.log(2 * math.pi) + weight[:, :-1, None].log()
-        log_u = (weight[:, -1].log() - math.log(2 * math.pi)).expand(_BINS, c)
-        flat = torch.cat([log_n.flatten(2), log_u[..., None]], -1)
+        log_n, log_u = _log_terms(unrolled, loc, scale, weight)  # [bins, C, K, J], [C, 1]
+        log_n = log_n + weight[:, :-1, None].log()
+        flat = torch.cat([log_n.flatten(2), log_u.expand(_BINS, c, 1)], -1)
         log_z = torch.logsumexp(flat, -1)  # [bins, C]
         resp = torch.exp(flat - log_z[..., None]) * freq[..., 0]
-        r_n = resp[..., :-1].reshape(d.shape)
+        r_n = resp[..., :-1].reshape(log_n.shape)
         mass = r_n.sum((0, 3)).clamp_min(1e-12)  # [C, K]
         loc = (r_n * unrolled).sum((0, 3)) / mass
         var = (r_n * (unrolled - loc[None, :, :, None]) ** 2).sum((0, 3)) / mass

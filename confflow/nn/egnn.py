@@ -75,7 +75,7 @@ class EGNNLayer(nn.Module):
         Returns:
             ``(h, x)`` updated, same shapes.
         """
-        width = h.shape[-1]
+        _, n, width = h.shape
         diff = x[:, :, None, :] - x[:, None, :, :]  # [B, N, N, 3]: x_i - x_j
         d2 = (diff * diff).sum(-1, keepdim=True)
         # The first edge layer acts on [h_i, h_j, d2, bond]: applied to each part separately
@@ -91,7 +91,6 @@ class EGNNLayer(nn.Module):
         )
         m = self.edge[1:](pre) * mask[None, :, :, None]
         weight = self.coordinate_scale * torch.tanh(self.coord(m)) * mask[None, :, :, None]
-        n = h.shape[1]
         x = x + (diff * weight / torch.sqrt(d2 + 1.0)).sum(2) / max(n - 1, 1)
         h = h + self.node(torch.cat([h, m.sum(2) / max(n - 1, 1)], dim=-1))
         return h, x
