@@ -1,0 +1,53 @@
+"""The one atomic-write helper: all or nothing, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from confflow.atomic import atomic_path, write_bytes, write_json, write_text
+
+
+def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    write_json(target, {"a": [1, 2.5]})
+    assert json.loads(target.read_text()) == {"a": [1, 2.5]}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_failure_inside_the_block_keeps_the_old_file(tmp_path):
+    target = tmp_path / "data.bin"
+    write_bytes(target, b"old")
+    with pytest.raises(RuntimeError, match="writer died"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half a fi")
+        raise RuntimeError("writer died")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["data.bin"]
+
+
+def test_unencodable_json_writes_nothing(tmp_path):
+    target = tmp_path / "r.json"
+    with pytest.raises(TypeError):
+        write_json(target, {"x": object()})
+    assert not any(tmp_path.iterdir())
+
+
+def test_temporary_keeps_the_suffix_and_missing_folders_are_made(tmp_path):
+    target = tmp_path / "a" / "b" / "samples.npz"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".npz"
+        np.savez(tmp, x=np.arange(3))  # would append .npz to a name without it
+    assert np.load(target)["x"].tolist() == [0, 1, 2]
+    write_text(tmp_path / "note.txt", "ü\n")
+    assert (tmp_path / "note.txt").read_text(encoding="utf-8") == "ü\n"
+
+
+def test_unwritable_destination_raises_oserror_naming_it(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError) as info:
+        write_text(blocker / "inside.txt", "y")  # a file where a folder should be
+    assert str(blocker) in str(info.value)
