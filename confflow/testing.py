@@ -6,9 +6,11 @@
   ``torch.autograd`` computes, in float64, in both directions.
 * :func:`assert_equivariant` / :func:`assert_invariant` — vector fields and densities on
   positions ``[B, N, 3]`` under random rotations, translations and permutations.
+* :func:`assert_not_above` — ``a <= b`` up to the rounding of values that were computed
+  along different paths (another batch, another CPU's vector width, another thread count).
 
-Tolerances per dtype are declared once, here, in :data:`ROUND_TRIP_TOL` and
-:data:`LADJ_TOL`.
+Tolerances per dtype are declared once, here, in :data:`ROUND_TRIP_TOL`, :data:`LADJ_TOL`
+and :data:`RECOMPUTE_RTOL`.
 
 Example:
     >>> import torch
@@ -34,12 +36,14 @@ __all__ = [
     "EQUIVARIANCE_TOL",
     "INVARIANCE_TOL",
     "LADJ_TOL",
+    "RECOMPUTE_RTOL",
     "ROUND_TRIP_TOL",
     "assert_bijective",
     "assert_equivariant",
     "assert_frame_ladj_matches_autograd",
     "assert_invariant",
     "assert_ladj_matches_autograd",
+    "assert_not_above",
     "max_abs_difference",
     "random_rotation",
 ]
@@ -49,6 +53,42 @@ ROUND_TRIP_TOL: dict[torch.dtype, float] = {torch.float64: 1e-10, torch.float32:
 
 #: Largest allowed difference between ``ladj`` and autograd's log|det J| (float64 only).
 LADJ_TOL: dict[torch.dtype, float] = {torch.float64: 1e-8, torch.float32: 1e-3}
+
+#: Relative rounding allowed between two evaluations of one quantity along different paths:
+#: a few hundred ulps of the magnitude, far below any physical difference.
+RECOMPUTE_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def assert_not_above(a: Tensor, b: Tensor, rtol: float | None = None) -> None:
+    """Asserts ``a <= b`` elementwise, allowing the rounding of a recomputed value.
+
+    A minimiser that rejects a step returns the same structure, but its energy, evaluated again
+    in another batch or with another reduction order, can come out a few ulps higher. Use this
+    instead of an exact ``<=`` whenever ``a`` and ``b`` come from separate evaluations.
+
+    Args:
+        a: ``[...]`` values that must not exceed ``b`` (any unit).
+        b: ``[...]`` bounds, same shape and unit.
+        rtol: allowed excess relative to ``max(1, |b|)``; default :data:`RECOMPUTE_RTOL` of
+            ``b``'s dtype.
+
+    Raises:
+        AssertionError: naming the worst element and its excess.
+
+    Example:
+        >>> import torch
+        >>> e = torch.tensor([10.0, 5.0], dtype=torch.float64)
+        >>> assert_not_above(e * (1 + 1e-15), e)
+    """
+    tol = rtol if rtol is not None else RECOMPUTE_RTOL[b.dtype]
+    excess = (a - b) / b.abs().clamp(min=1.0)
+    if excess.numel() and not bool((excess <= tol).all()):
+        worst = int(excess.argmax())
+        value = float(excess.flatten()[worst])
+        raise AssertionError(
+            f"assert_not_above: element {worst} exceeds its bound by {value:.3g} (relative), "
+            f"tolerance {tol:g}"
+        )
 
 
 def max_abs_difference(a: Tensor, b: Tensor, domain: Domain | None = None) -> float:

@@ -1,9 +1,11 @@
 """The shipped test helpers catch broken transforms."""
 
+import math
+
 import pytest
 import torch
 
-from confflow.testing import assert_bijective, assert_ladj_matches_autograd
+from confflow.testing import assert_bijective, assert_ladj_matches_autograd, assert_not_above
 from confflow.transforms import ElementwiseAffine, Transform
 
 
@@ -43,3 +45,13 @@ def test_helper_leaves_the_module_dtype_alone():
     t = ElementwiseAffine(3)
     assert_ladj_matches_autograd(t, torch.randn(4, 3))
     assert t.shift.dtype == torch.float32
+
+
+def test_assert_not_above_allows_rounding_only():
+    bound = torch.tensor([350.0, -20.0, 0.0], dtype=torch.float64)
+    assert_not_above(bound * (1 + 4e-16) + 1e-15, bound)  # a recomputation's last bits
+    assert_not_above(bound - 1.0, bound)
+    with pytest.raises(AssertionError, match="element 0 exceeds"):
+        assert_not_above(bound + torch.tensor([1e-9, 0.0, 0.0], dtype=torch.float64), bound)
+    with pytest.raises(AssertionError, match="element 2"):
+        assert_not_above(torch.tensor([0.0, -30.0, math.nan], dtype=torch.float64), bound)

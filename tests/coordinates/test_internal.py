@@ -210,7 +210,9 @@ def test_block_size_does_not_change_results():
     x = mol.embed(10, seed=0)
     z_small, ladj_small = InternalCoordinates(zm, block_size=3).inverse(x)
     z_big, ladj_big = InternalCoordinates(zm).inverse(x)
-    assert torch.equal(z_small, z_big) and torch.equal(ladj_small, ladj_big)
+    # blocks change only the order of the log-det's sum: equal up to rounding
+    torch.testing.assert_close(z_small, z_big, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj_small, ladj_big, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="block_size must be >= 1, got 0"):
         InternalCoordinates(zm, block_size=0)
 

@@ -15,6 +15,7 @@ from confflow.coordinates import TorsionalEmbedding
 from confflow.energies import LocalRelaxation, MMFFEnergy, TorsionalEnergy
 from confflow.energies.local_relax import ANGLE_MARGIN
 from confflow.energies.relax import relax_at_torsions
+from confflow.testing import assert_not_above
 from tests.coordinates.conftest import molecule
 
 KJ_PER_KCAL = 4.184
@@ -55,7 +56,8 @@ def test_relaxation_lowers_every_energy_and_more_steps_lower_it_further():
         for k in (0, 1, 4, 12)
     ]
     for before, after in itertools.pairwise(energies):
-        assert (after <= before).all()
+        # a rejected step keeps the structure; its energy, recomputed, may differ by rounding
+        assert_not_above(after, before)
     # conformers away from the reference relax by many kT (kJ/mol)
     assert (energies[0] - energies[-1]).median() > 5.0
 
@@ -138,4 +140,4 @@ def test_relaxation_starts_from_the_frozen_structure_with_near_linear_angles():
     frozen = TorsionalEnergy(cartesian, emb).double().energy(theta)
     torch.testing.assert_close(relaxation.energy_at(theta, start), frozen)
     relaxed = relaxation.energy_at(theta, relaxation.relax(theta))
-    assert (relaxed <= frozen).all()
+    assert_not_above(relaxed, frozen)
