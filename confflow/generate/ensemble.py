@@ -165,6 +165,8 @@ class Clusters:
             member, clusters ordered by decreasing population.
         labels: ``[B]`` cluster of every sample (index into ``representatives``).
         population: ``[K]`` float64 reweighted populations (sum to 1).
+        log_population: ``[K]`` float64 natural logarithms of the populations, computed in log
+            space (exact where a population underflows float64, e.g. ``e^-800``).
         free_energy: ``[K]`` float64 ``F_k - F_0`` in kT relative to the most populated cluster.
         free_energy_std: ``[K]`` float64 bootstrap standard deviations (kT; 0 for cluster 0).
     """
@@ -172,6 +174,7 @@ class Clusters:
     representatives: Tensor
     labels: Tensor
     population: Tensor
+    log_population: Tensor
     free_energy: Tensor
     free_energy_std: Tensor
 
@@ -207,7 +210,8 @@ def cluster(
 
     The lowest-energy unassigned sample founds a cluster and takes every unassigned sample
     within ``threshold`` of it; repeat until all are assigned. Populations are sums of the
-    normalised weights; free energies ``-ln(p_k / p_0)`` with bootstrap errors from
+    normalised weights; free energies ``-ln(p_k / p_0)``, computed from the log-weights (finite
+    where ``p_k`` underflows float64), with bootstrap errors from
     :func:`~confflow.reweighting.free_energy_difference`.
 
     Args:
@@ -243,6 +247,10 @@ def cluster(
     relabel[rank] = torch.arange(len(rank))
     labels = relabel[labels]
     population = population[rank]
+    log_total = torch.logsumexp(ensemble.log_w, 0)
+    log_population = torch.stack(
+        [torch.logsumexp(ensemble.log_w[labels == k], 0) - log_total for k in range(len(rank))]
+    )
     representatives = torch.tensor(founders, dtype=torch.long)[rank]
     gen = torch.Generator().manual_seed(seed)
     top = labels == 0
@@ -250,11 +258,13 @@ def cluster(
     free_energy_std = torch.zeros(len(rank), dtype=torch.float64)
     for k in range(1, len(rank)):
         members = labels == k
-        if not bool(torch.isfinite(ensemble.log_w[members]).any()) or population[k] == 0:
+        if not bool(torch.isfinite(ensemble.log_w[members]).any()):
             free_energy[k] = free_energy_std[k] = math.inf
             continue
         result = free_energy_difference(
             ensemble.log_w, top, members, n_bootstrap=n_bootstrap, generator=gen
         )
         free_energy[k], free_energy_std[k] = result.value, result.std
-    return Clusters(representatives, labels, population, free_energy, free_energy_std)
+    return Clusters(
+        representatives, labels, population, log_population, free_energy, free_energy_std
+    )

@@ -254,6 +254,7 @@ def run_generate(
         report["clusters"] = [
             {
                 "population": float(clusters.population[k]),
+                "log_population": float(clusters.log_population[k]),
                 "free_energy_kT": float(clusters.free_energy[k]),
                 "free_energy_kT_std": float(clusters.free_energy_std[k]),
                 "size": int((clusters.labels == k).sum()),
