@@ -14,7 +14,8 @@ test split:
   (median of ``--repeats`` independent draws; min and max reported too);
 * ``rama_tv`` — total variation between the (phi, psi) histograms (36 x 36 bins) of the MD
   test frames and of the reweighted flow samples;
-* ``dF_flow_kT`` / ``dF_md_kT`` — free energy of phi > 0 relative to phi < 0 (kT) from the
+* ``dF_flow_kT`` / ``dF_md_kT`` — free energy of phi > 0 relative to phi < 0,
+  ``F(phi > 0) - F(phi < 0)`` in kT (positive: phi > 0 is the less likely state), from the
   reweighted flow (bootstrap sd) and from the MD reference ``--reference`` (default
   ``aldp-reference``: umbrella sampling on phi + MBAR, block-bootstrap sd; ``--reference test``
   counts the MD test split, block bootstrap over ``--md-block`` frames), ``dF_err_kT`` their

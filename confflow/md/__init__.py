@@ -8,6 +8,7 @@ Example:
 from confflow.md.config import MDConfig, MDInputError, ReplicaConfig, available_platforms
 from confflow.md.free_energy import (
     FreeEnergyEstimate,
+    MacrostateFreeEnergy,
     block_standard_error,
     integrated_autocorrelation_time,
     macrostate_free_energy,
@@ -27,6 +28,7 @@ __all__ = [
     "MDInputError",
     "MDResult",
     "MDSystem",
+    "MacrostateFreeEnergy",
     "ReplicaConfig",
     "ReplicaExchangeDriver",
     "RunDirectory",
