@@ -5,7 +5,7 @@ Example:
     >>> result = run_md(named_system("aldp"), MDConfig(ns=0.01), "runs/aldp")  # doctest: +SKIP
 """
 
-from confflow.md.config import MDConfig, MDInputError, ReplicaConfig, available_platforms
+from confflow.md.config import MDConfig, MDInputError, ReplicaConfig
 from confflow.md.free_energy import (
     FreeEnergyEstimate,
     MacrostateFreeEnergy,
@@ -32,7 +32,6 @@ __all__ = [
     "ReplicaConfig",
     "ReplicaExchangeDriver",
     "RunDirectory",
-    "available_platforms",
     "block_standard_error",
     "geometric_ladder",
     "integrated_autocorrelation_time",
