@@ -24,6 +24,8 @@ from confflow.energies.openmm_torch import OpenMMSystemEnergy, UnsupportedForceE
 from confflow.energies.relax import relax_at_torsions
 from confflow.energies.systems import (
     ALANINE_DIPEPTIDE_SYSTEMS,
+    ALDP_PHI,
+    ALDP_PSI,
     ReferenceSystem,
     alanine_dipeptide,
 )
@@ -31,6 +33,8 @@ from confflow.energies.torsional import TorsionalEnergy
 
 __all__ = [
     "ALANINE_DIPEPTIDE_SYSTEMS",
+    "ALDP_PHI",
+    "ALDP_PSI",
     "MMFF_TERMS",
     "MOLAR_GAS_CONSTANT",
     "CappedEnergy",
