@@ -14,7 +14,8 @@ test split:
   (median of ``--repeats`` independent draws; min and max reported too);
 * ``rama_tv`` — total variation between the (phi, psi) histograms (36 x 36 bins) of the MD
   test frames and of the reweighted flow samples;
-* ``dF_flow_kT`` / ``dF_md_kT`` — free energy of phi > 0 relative to phi < 0 (kT) from the
+* ``dF_flow_kT`` / ``dF_md_kT`` — free energy of phi > 0 relative to phi < 0,
+  ``F(phi > 0) - F(phi < 0)`` in kT (positive: phi > 0 is the less likely state), from the
   reweighted flow (bootstrap sd) and from the MD reference ``--reference`` (default
   ``aldp-reference``: umbrella sampling on phi + MBAR, block-bootstrap sd; ``--reference test``
   counts the MD test split, block bootstrap over ``--md-block`` frames), ``dF_err_kT`` their
@@ -48,13 +49,12 @@ import torch
 from _report import report_metrics
 
 from confflow.datasets import get_recipe, load, reference_phi_free_energy
+from confflow.energies import ALDP_PHI, ALDP_PSI
 from confflow.models import BGConfig, FlowConfig, build_boltzmann_generator
 from confflow.reweighting import free_energy_difference, kish_ess, torsion
 from confflow.training import TrainConfig, Trainer
 from confflow.training.checkpoint import read_checkpoint
 from confflow.training.spec import target_for_system
-
-PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 
 
 def rama_hist(phi: torch.Tensor, psi: torch.Tensor, w: torch.Tensor, bins: int) -> torch.Tensor:
@@ -81,8 +81,8 @@ def draw(model, n: int, chunk: int, seed: int, device: torch.device):
     for start in range(0, n, chunk):
         x, log_q = model.sample(min(chunk, n - start), gen)
         log_ws.append(model.log_weights(x, log_q).cpu())
-        phis.append(torsion(x, PHI).cpu())
-        psis.append(torsion(x, PSI).cpu())
+        phis.append(torsion(x, ALDP_PHI).cpu())
+        psis.append(torsion(x, ALDP_PSI).cpu())
     return torch.cat(phis), torch.cat(psis), torch.cat(log_ws)
 
 
@@ -187,7 +187,7 @@ def main() -> None:
         **step_settings,
     )
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="aldp-bench-"))
-    fit_x = oversampled(train_x, torsion(train_x.double(), PHI) > 0, args.oversample_phi_pos)
+    fit_x = oversampled(train_x, torsion(train_x.double(), ALDP_PHI) > 0, args.oversample_phi_pos)
     trainer = Trainer(model, train_cfg, fit_x, val_x, out_dir)
     result = trainer.fit(resume=False, max_seconds=budget_s - (time.perf_counter() - t0))
     train_s = time.perf_counter() - start
@@ -201,7 +201,7 @@ def main() -> None:
                 [-model.log_prob(c.to(device)).double().cpu() for c in test_x.split(4096)]
             ).mean()
         )
-    md_phi, md_psi = torsion(test_x.double(), PHI), torsion(test_x.double(), PSI)
+    md_phi, md_psi = torsion(test_x.double(), ALDP_PHI), torsion(test_x.double(), ALDP_PSI)
     md_hist = rama_hist(md_phi, md_psi, torch.ones_like(md_phi), 36)
     gen = torch.Generator().manual_seed(args.seed)
     in_b_md = md_phi > 0

@@ -50,6 +50,7 @@ from rdkit import Chem
 from confflow.coordinates.chirality import StereoCheck
 from confflow.datasets import get_recipe, load
 from confflow.distributions import Flow, MeanFreeNormal
+from confflow.energies import ALDP_PHI, ALDP_PSI
 from confflow.flow_matching import FlowMatchingConfig, fit_flow_matching
 from confflow.models import BGConfig, FlowConfig, build_boltzmann_generator
 from confflow.nn import EGNN
@@ -57,8 +58,6 @@ from confflow.reweighting import kish_ess, log_weights, torsion
 from confflow.training import TrainConfig, Trainer, write_checkpoint
 from confflow.training.spec import target_for_system
 from confflow.transforms import CNF, ODEConfig
-
-PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 
 
 def log(message: str) -> None:
@@ -71,8 +70,8 @@ def rama_tv(x: torch.Tensor, log_w: torch.Tensor, ref: torch.Tensor, bins: int =
 
     def hist(pos: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         edges = torch.linspace(-math.pi, math.pi, bins + 1, dtype=torch.float64)[1:-1]
-        i = torch.bucketize(torsion(pos.double(), PHI), edges)
-        j = torch.bucketize(torsion(pos.double(), PSI), edges)
+        i = torch.bucketize(torsion(pos.double(), ALDP_PHI), edges)
+        j = torch.bucketize(torsion(pos.double(), ALDP_PSI), edges)
         h = torch.zeros(bins * bins, dtype=torch.float64).index_add_(0, i * bins + j, w)
         return h / h.sum()
 

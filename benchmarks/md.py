@@ -20,7 +20,8 @@ import time
 import openmm
 import torch
 
-from confflow.md import MDConfig, ReplicaConfig, available_platforms, resolve_system
+from confflow.energies import available_platforms
+from confflow.md import MDConfig, ReplicaConfig, resolve_system
 from confflow.md.langevin import LangevinDriver
 from confflow.md.replica_exchange import ReplicaExchangeDriver
 

@@ -18,9 +18,6 @@ import typer
 
 __all__ = ["register", "reweight", "sample", "train"]
 
-#: Backbone torsions of alanine dipeptide (atom indices of the aldp systems).
-_ALDP_TORSIONS = {"phi": (4, 6, 8, 14), "psi": (6, 8, 14, 16)}
-
 
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -136,10 +133,12 @@ def sample(
 
 
 def _cv(spec: str, x, kind: str):
+    from confflow.energies.systems import ALDP_PHI, ALDP_PSI
     from confflow.reweighting import torsion
 
-    if spec in _ALDP_TORSIONS and kind.startswith("aldp"):
-        return torsion(x, _ALDP_TORSIONS[spec]), 2 * math.pi
+    aldp_torsions = {"phi": ALDP_PHI, "psi": ALDP_PSI}
+    if spec in aldp_torsions and kind.startswith("aldp"):
+        return torsion(x, aldp_torsions[spec]), 2 * math.pi
     if spec.startswith("torsion:"):
         atoms = tuple(int(a) for a in spec.removeprefix("torsion:").split(","))
         return torsion(x, atoms), 2 * math.pi

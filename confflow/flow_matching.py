@@ -32,6 +32,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from confflow.coordinates.align import kabsch_align
 from confflow.distributions.base import Distribution
 from confflow.training import read_checkpoint, write_checkpoint
 
@@ -40,7 +41,6 @@ __all__ = [
     "align_to_reference",
     "fit_flow_matching",
     "flow_matching_loss",
-    "kabsch_rotation",
     "ot_pairing",
     "permute_identical_atoms",
 ]
@@ -91,14 +91,8 @@ class FlowMatchingConfig:
             raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay!r}")
 
 
-def kabsch_rotation(x: Tensor, ref: Tensor) -> Tensor:
-    """Proper rotations ``R [B, 3, 3]`` minimising ``|x R^T - ref|`` for centred ``[B, N, 3]``."""
-    h = x.transpose(1, 2) @ ref  # [B, 3, 3]
-    u, _, vh = torch.linalg.svd(h)
-    d = torch.sign(torch.det(vh.transpose(1, 2) @ u.transpose(1, 2)))
-    fix = torch.ones_like(h[:, 0])
-    fix[:, 2] = d
-    return vh.transpose(1, 2) @ torch.diag_embed(fix) @ u.transpose(1, 2)
+def _center(v: Tensor) -> Tensor:
+    return v - v.mean(dim=1, keepdim=True)
 
 
 def permute_identical_atoms(x: Tensor, ref: Tensor, classes: Sequence[int] | Tensor) -> Tensor:
@@ -136,9 +130,11 @@ def align_to_reference(
 ) -> Tensor:
     """Centres ``x`` and alternates Kabsch rotation and Hungarian permutation onto ``ref``.
 
+    The rotations are :func:`~confflow.coordinates.kabsch_align` onto the centred ``ref``.
+
     Args:
         x: ``[B, N, 3]`` positions (e.g. data samples, nm).
-        ref: ``[B, N, 3]`` centred references (e.g. base samples).
+        ref: ``[B, N, 3]`` references (e.g. base samples); only their centred shape counts.
         classes: ``[N]`` labels of exchangeable atoms; ``None`` rotates only.
         iterations: rotation/permutation rounds (each ends with a rotation).
 
@@ -149,13 +145,12 @@ def align_to_reference(
         raise ValueError(
             f"x, ref: need equal [B, N, 3] shapes, got {tuple(x.shape)}, {tuple(ref.shape)}"
         )
-    x = x - x.mean(dim=1, keepdim=True)
-    x = x @ kabsch_rotation(x, ref).transpose(1, 2)
+    ref = _center(ref)  # so the aligned copies stay centred
+    x = kabsch_align(x, ref)
     if classes is None:
         return x
     for _ in range(iterations):
-        x = permute_identical_atoms(x, ref, classes)
-        x = x @ kabsch_rotation(x, ref).transpose(1, 2)
+        x = kabsch_align(permute_identical_atoms(x, ref, classes), ref)
     return x
 
 
@@ -169,10 +164,6 @@ def ot_pairing(x0: Tensor, x1: Tensor) -> Tensor:
     cost = torch.cdist(x0.reshape(x0.shape[0], -1), x1.reshape(x1.shape[0], -1)) ** 2
     _, cols = linear_sum_assignment(cost.detach().cpu().numpy())
     return torch.as_tensor(cols, device=x1.device)
-
-
-def _center(v: Tensor) -> Tensor:
-    return v - v.mean(dim=1, keepdim=True)
 
 
 def flow_matching_loss(

@@ -11,7 +11,7 @@ from confflow.datasets.analysis import (
     phi_free_energy,
     reference_phi_free_energy,
 )
-from confflow.datasets.registry import ALDP_PHI, DATASETS, DatasetRecipe, get_recipe
+from confflow.datasets.registry import DATASETS, DatasetRecipe, get_recipe
 from confflow.datasets.store import (
     CACHE_ENV,
     DatasetSplits,
@@ -23,7 +23,6 @@ from confflow.datasets.store import (
 )
 
 __all__ = [
-    "ALDP_PHI",
     "CACHE_ENV",
     "DATASETS",
     "DatasetRecipe",

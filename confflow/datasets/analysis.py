@@ -10,8 +10,12 @@ import numpy as np
 
 from confflow.datasets.registry import DatasetRecipe, get_recipe
 from confflow.datasets.store import dataset_path, not_generated
-from confflow.md.free_energy import FreeEnergyEstimate, macrostate_free_energy
-from confflow.md.umbrella import UmbrellaEstimate, read_umbrella, umbrella_free_energy
+from confflow.md.free_energy import (
+    FreeEnergyEstimate,
+    MacrostateFreeEnergy,
+    macrostate_free_energy,
+)
+from confflow.md.umbrella import read_umbrella, umbrella_free_energy
 
 __all__ = ["backbone_torsions", "phi_free_energy", "reference_phi_free_energy"]
 
@@ -36,7 +40,9 @@ def backbone_torsions(trajectory: str | Path | mdtraj.Trajectory) -> tuple[np.nd
 def phi_free_energy(
     trajectory: str | Path | mdtraj.Trajectory, n_blocks: int = 10
 ) -> FreeEnergyEstimate:
-    """Free energy of the phi > 0 basin relative to phi < 0, in kT, with its standard error.
+    """``F(phi > 0) - F(phi < 0)`` in kT, with its standard error.
+
+    The phi > 0 basin is macrostate B and the rest A, so ``fraction`` is ``P(phi > 0)``.
 
     Args:
         trajectory: an alanine dipeptide trajectory (path or mdtraj object), frames in time
@@ -52,8 +58,10 @@ def reference_phi_free_energy(
     cache: str | Path | None = None,
     *,
     chains: Sequence[int] | None = None,
-) -> FreeEnergyEstimate | UmbrellaEstimate:
-    """Free energy of phi > 0 relative to phi < 0 (kT, with its error) from a cached dataset.
+) -> MacrostateFreeEnergy:
+    """``F(phi > 0) - F(phi < 0)`` in kT, with its error, from a cached dataset.
+
+    The phi > 0 basin is macrostate B and the rest A, so ``fraction`` is ``P(phi > 0)``.
 
     Umbrella-sampling datasets (``aldp-reference``) are combined with MBAR
     (:func:`~confflow.md.umbrella.umbrella_free_energy`, block bootstrap with 10 blocks per

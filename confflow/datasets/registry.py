@@ -12,16 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from confflow.energies.systems import ALDP_PHI
 from confflow.md.config import MDConfig, MDInputError, ReplicaConfig
 from confflow.md.umbrella import UmbrellaConfig
 
-__all__ = ["ALDP_PHI", "DATASETS", "DatasetRecipe", "get_recipe"]
+__all__ = ["DATASETS", "DatasetRecipe", "get_recipe"]
 
 _BYTES_PER_COORD = 4  # float32 positions in the HDF5 trajectory
 _SMILES_NS_PER_DAY = 400.0
-
-#: Atom indices of the backbone torsion phi (C-N-CA-C) in the alanine dipeptide systems.
-ALDP_PHI = (4, 6, 8, 14)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@
 * :class:`TorsionalEnergy` — a Cartesian energy over free torsions at fixed or locally relaxed
   structure (:class:`LocalRelaxation`, batched in torch); :func:`relax_at_torsions` — RDKit's
   MMFF minimisation with torsions held, the reference for the relaxation.
-* :class:`DoubleWell`, :class:`GaussianMixture` — analytic targets with known normalisers.
+* :class:`DoubleWell`, :class:`GaussianMixtureEnergy` — analytic targets with known normalisers.
 """
 
-from confflow.energies.analytic import DoubleWell, GaussianMixture
+from confflow.energies.analytic import DoubleWell, GaussianMixtureEnergy
 from confflow.energies.base import MOLAR_GAS_CONSTANT, Energy, kT
 from confflow.energies.bridge import OpenMMBridge, OpenMMEnergy, available_platforms
 from confflow.energies.cap import CappedEnergy, linlog_cap
@@ -24,6 +24,8 @@ from confflow.energies.openmm_torch import OpenMMSystemEnergy, UnsupportedForceE
 from confflow.energies.relax import relax_at_torsions
 from confflow.energies.systems import (
     ALANINE_DIPEPTIDE_SYSTEMS,
+    ALDP_PHI,
+    ALDP_PSI,
     ReferenceSystem,
     alanine_dipeptide,
 )
@@ -31,12 +33,14 @@ from confflow.energies.torsional import TorsionalEnergy
 
 __all__ = [
     "ALANINE_DIPEPTIDE_SYSTEMS",
+    "ALDP_PHI",
+    "ALDP_PSI",
     "MMFF_TERMS",
     "MOLAR_GAS_CONSTANT",
     "CappedEnergy",
     "DoubleWell",
     "Energy",
-    "GaussianMixture",
+    "GaussianMixtureEnergy",
     "LocalRelaxation",
     "MMFFEnergy",
     "MMFFTypingError",

@@ -9,7 +9,7 @@ that ``reduced(x, temperature)`` gives back ``u``. ``log_partition()`` is
   (tilted, for ``c != 0``) double well along ``x_0``, standard normal in the other
   dimensions. ``log Z`` is a 1-D integral computed by adaptive quadrature (relative error
   below 1e-10) plus ``(D - 1)/2 log(2 pi)``.
-* :class:`GaussianMixture` — ``u(x) = -log sum_k w_k N(x; mu_k, diag(sigma_k^2))``, normalised
+* :class:`GaussianMixtureEnergy` — ``u(x) = -log sum_k w_k N(x; mu_k, diag(sigma_k^2))``, normalised
   (``log Z = 0``), with exact sampling.
 
 Example:
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from confflow.energies.base import Energy, kT
 
-__all__ = ["DoubleWell", "GaussianMixture"]
+__all__ = ["DoubleWell", "GaussianMixtureEnergy"]
 
 
 class _AnalyticTarget(Energy):
@@ -121,7 +121,7 @@ class DoubleWell(_AnalyticTarget):
         return math.log(total) - u_min + 0.5 * (self.dim - 1) * math.log(2 * math.pi)
 
 
-class GaussianMixture(_AnalyticTarget):
+class GaussianMixtureEnergy(_AnalyticTarget):
     """A normalised mixture of diagonal Gaussians (``log Z = 0``).
 
     Args:

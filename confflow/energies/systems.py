@@ -25,10 +25,24 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
-__all__ = ["ALANINE_DIPEPTIDE_SYSTEMS", "ReferenceSystem", "alanine_dipeptide"]
+__all__ = [
+    "ALANINE_DIPEPTIDE_SYSTEMS",
+    "ALDP_PHI",
+    "ALDP_PSI",
+    "ReferenceSystem",
+    "alanine_dipeptide",
+]
 
 #: Names accepted by :func:`alanine_dipeptide`.
 ALANINE_DIPEPTIDE_SYSTEMS: tuple[str, ...] = ("aldp-vacuum", "aldp", "aldp-ff96")
+
+#: Atom indices (0-based) of the backbone torsion phi (C-N-CA-C) in every alanine dipeptide
+#: system.
+ALDP_PHI: tuple[int, int, int, int] = (4, 6, 8, 14)
+
+#: Atom indices (0-based) of the backbone torsion psi (N-CA-C-N) in every alanine dipeptide
+#: system.
+ALDP_PSI: tuple[int, int, int, int] = (6, 8, 14, 16)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ Example:
     >>> result = run_md(named_system("aldp"), MDConfig(ns=0.01), "runs/aldp")  # doctest: +SKIP
 """
 
-from confflow.md.config import MDConfig, MDInputError, ReplicaConfig, available_platforms
+from confflow.md.config import MDConfig, MDInputError, ReplicaConfig
 from confflow.md.free_energy import (
     FreeEnergyEstimate,
+    MacrostateFreeEnergy,
     block_standard_error,
     integrated_autocorrelation_time,
     macrostate_free_energy,
@@ -27,10 +28,10 @@ __all__ = [
     "MDInputError",
     "MDResult",
     "MDSystem",
+    "MacrostateFreeEnergy",
     "ReplicaConfig",
     "ReplicaExchangeDriver",
     "RunDirectory",
-    "available_platforms",
     "block_standard_error",
     "geometric_ladder",
     "integrated_autocorrelation_time",

@@ -15,20 +15,12 @@ __all__ = [
     "MDConfig",
     "MDInputError",
     "ReplicaConfig",
-    "available_platforms",
     "choose_platform",
 ]
 
 
 class MDInputError(ValueError):
     """A run setting or input confflow cannot use; the message names the input and the cause."""
-
-
-def available_platforms() -> list[str]:
-    """Names of the OpenMM platforms available here, e.g. ``["Reference", "CPU"]``."""
-    return [
-        openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())
-    ]
 
 
 def choose_platform(name: str, system: openmm.System) -> str:
@@ -41,6 +33,9 @@ def choose_platform(name: str, system: openmm.System) -> str:
     """
     if name != "auto":
         return name
+    # imported here: confflow.energies loads torch, which a bare `import confflow.md` does not
+    from confflow.energies.bridge import available_platforms
+
     platforms = available_platforms()
     if "CUDA" in platforms:
         return "CUDA"
@@ -90,6 +85,9 @@ class MDConfig:
             raise MDInputError(f"chunk_frames: must be >= 1, got {self.chunk_frames}")
         if self.seed < 1:
             raise MDInputError(f"seed: must be >= 1 (OpenMM treats 0 as random), got {self.seed}")
+        # imported here: confflow.energies loads torch, which a bare `import confflow.md` does not
+        from confflow.energies.bridge import available_platforms
+
         if self.platform != "auto" and self.platform not in available_platforms():
             raise MDInputError(
                 f"platform: OpenMM platform {self.platform!r} is not available here; "

@@ -1,9 +1,11 @@
 r"""Free-energy differences between macrostates from correlated MD samples, with errors.
 
-A macrostate is a boolean per frame (e.g. :math:`\phi > 0` of alanine dipeptide). With
-:math:`p` the fraction of frames in state A, the free-energy difference in units of kT is
+A macrostate B is a boolean per frame (e.g. :math:`\phi > 0` of alanine dipeptide) and A is
+its complement. With :math:`p` the fraction of frames in B, the free energy of B relative to A
+in units of kT is (the library's one sign convention, as in
+:func:`confflow.reweighting.free_energy_difference`)
 
-.. math:: \Delta F = F_A - F_B = -\ln \frac{p}{1 - p},
+.. math:: \Delta F = F_B - F_A = -\ln \frac{p}{1 - p},
 
 and its standard error follows from that of :math:`p` by the delta method,
 :math:`\sigma_{\Delta F} = \sigma_p / (p (1 - p))`. Because MD frames are correlated,
@@ -27,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "FreeEnergyEstimate",
+    "MacrostateFreeEnergy",
     "block_standard_error",
     "integrated_autocorrelation_time",
     "macrostate_free_energy",
@@ -90,36 +93,49 @@ def integrated_autocorrelation_time(x: np.ndarray, window_factor: float = 5.0) -
 
 
 @dataclass(frozen=True)
-class FreeEnergyEstimate:
-    """A macrostate free-energy difference ``F_A - F_B`` in kT with its standard error.
+class MacrostateFreeEnergy:
+    """Free energy of a macrostate B relative to its complement A, ``F_B - F_A`` in kT.
 
     Attributes:
-        delta_f: ``-ln(p / (1 - p))`` in kT (``inf`` when A is never visited, ``-inf`` when
-            B is never visited).
-        stderr: the larger of the block and autocorrelation errors, in kT.
-        stderr_block: block-averaging error in kT.
-        stderr_autocorr: autocorrelation-time error in kT.
-        fraction: ``p``, the fraction of frames in A.
+        delta_f: ``F_B - F_A = -ln(P(B) / P(A))`` in kT (``inf`` when B is never visited,
+            ``-inf`` when A is never visited).
+        stderr: standard error of ``delta_f`` in kT.
+        fraction: ``P(B)``, the probability of B (``1 / (1 + exp(delta_f))``).
         n_frames: frames used.
-        tau: integrated autocorrelation time of the indicator, in frames.
-        n_blocks: blocks used for the block error.
     """
 
     delta_f: float
     stderr: float
-    stderr_block: float
-    stderr_autocorr: float
     fraction: float
     n_frames: int
+
+
+@dataclass(frozen=True)
+class FreeEnergyEstimate(MacrostateFreeEnergy):
+    """``F_B - F_A`` in kT from one correlated time series, with block and autocorrelation errors.
+
+    Attributes:
+        delta_f: ``F_B - F_A = -ln(p / (1 - p))`` in kT, ``p`` the fraction of frames in B.
+        stderr: the larger of the block and autocorrelation errors, in kT.
+        fraction: ``p``, the fraction of frames in B.
+        n_frames: frames used.
+        stderr_block: block-averaging error in kT.
+        stderr_autocorr: autocorrelation-time error in kT.
+        tau: integrated autocorrelation time of the indicator, in frames.
+        n_blocks: blocks used for the block error.
+    """
+
+    stderr_block: float
+    stderr_autocorr: float
     tau: float
     n_blocks: int
 
 
-def macrostate_free_energy(in_a: np.ndarray, n_blocks: int = 10) -> FreeEnergyEstimate:
-    """Free energy of macrostate A relative to its complement B, from a time series.
+def macrostate_free_energy(in_b: np.ndarray, n_blocks: int = 10) -> FreeEnergyEstimate:
+    """Free energy ``F_B - F_A`` of macrostate B relative to its complement A, from a time series.
 
     Args:
-        in_a: ``[T]`` booleans, True where the frame is in A (e.g. ``phi > 0``), in time order.
+        in_b: ``[T]`` booleans, True where the frame is in B (e.g. ``phi > 0``), in time order.
         n_blocks: blocks for the block-averaging error.
 
     Returns:
@@ -128,25 +144,33 @@ def macrostate_free_energy(in_a: np.ndarray, n_blocks: int = 10) -> FreeEnergyEs
     Raises:
         ValueError: not a 1-D boolean series, or fewer frames than blocks.
     """
-    arr = np.asarray(in_a)
+    arr = np.asarray(in_b)
     if arr.dtype != np.bool_:
-        raise ValueError(f"in_a: expected a boolean series, got dtype {arr.dtype}")
-    x = _series(arr.astype(np.float64), "in_a", max(n_blocks, 2))
+        raise ValueError(f"in_b: expected a boolean series, got dtype {arr.dtype}")
+    x = _series(arr.astype(np.float64), "in_b", max(n_blocks, 2))
     p = float(x.mean())
     tau = integrated_autocorrelation_time(x)
     se_block = block_standard_error(x, n_blocks)
     se_tau = math.sqrt(tau * p * (1 - p) / len(x))
     if p in (0.0, 1.0):
-        delta = math.inf if p == 0.0 else -math.inf
-        return FreeEnergyEstimate(delta, math.inf, math.inf, math.inf, p, len(x), tau, n_blocks)
+        return FreeEnergyEstimate(
+            delta_f=math.inf if p == 0.0 else -math.inf,
+            stderr=math.inf,
+            fraction=p,
+            n_frames=len(x),
+            stderr_block=math.inf,
+            stderr_autocorr=math.inf,
+            tau=tau,
+            n_blocks=n_blocks,
+        )
     jac = 1.0 / (p * (1.0 - p))
     return FreeEnergyEstimate(
         delta_f=-math.log(p / (1.0 - p)),
         stderr=max(se_block, se_tau) * jac,
-        stderr_block=se_block * jac,
-        stderr_autocorr=se_tau * jac,
         fraction=p,
         n_frames=len(x),
+        stderr_block=se_block * jac,
+        stderr_autocorr=se_tau * jac,
         tau=tau,
         n_blocks=n_blocks,
     )

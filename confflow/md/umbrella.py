@@ -46,6 +46,7 @@ from scipy.special import logsumexp
 
 from confflow import __version__
 from confflow.md.config import MDConfig, MDInputError, choose_platform
+from confflow.md.free_energy import MacrostateFreeEnergy
 from confflow.md.io import atomic_write_bytes, read_frames
 from confflow.md.langevin import GAS_CONSTANT
 from confflow.md.mbar import mbar_free_energies, mbar_log_weights
@@ -325,13 +326,13 @@ def read_umbrella(
 
 
 @dataclass(frozen=True)
-class UmbrellaEstimate:
-    """A free-energy difference ``F_A - F_B`` in kT from umbrella sampling.
+class UmbrellaEstimate(MacrostateFreeEnergy):
+    """``F_B - F_A`` in kT of a torsion macrostate B and its complement A, from umbrella sampling.
 
     Attributes:
-        delta_f: ``-ln(P(A) / P(B))`` in kT, B the complement of A.
+        delta_f: ``F_B - F_A = -ln(P(B) / P(A))`` in kT under the unbiased distribution.
         stderr: block-bootstrap standard error in kT.
-        fraction: ``P(A)`` under the unbiased distribution.
+        fraction: ``P(B)`` under the unbiased distribution.
         n_frames: frames over all windows.
         n_windows: windows.
         n_bootstrap: bootstrap replicates.
@@ -339,25 +340,22 @@ class UmbrellaEstimate:
         profile: ``[M]`` free energy of each torsion bin in kT (minimum 0; ``inf`` if empty).
     """
 
-    delta_f: float
-    stderr: float
-    fraction: float
-    n_frames: int
     n_windows: int
     n_bootstrap: int
     profile_edges: np.ndarray
     profile: np.ndarray
 
 
-def _delta_f(log_w: np.ndarray, in_a: np.ndarray) -> float:
-    return float(logsumexp(log_w[~in_a]) - logsumexp(log_w[in_a]))
+def _delta_f(log_w: np.ndarray, in_b: np.ndarray) -> float:
+    """``F_B - F_A = ln(P(A) / P(B))`` in kT, A the complement of B."""
+    return float(logsumexp(log_w[~in_b]) - logsumexp(log_w[in_b]))
 
 
 def umbrella_free_energy(
     umbrella: UmbrellaConfig,
     temperature: float,
     series: list[np.ndarray],
-    in_a: Callable[[np.ndarray], np.ndarray],
+    in_b: Callable[[np.ndarray], np.ndarray],
     *,
     n_blocks: int = 10,
     n_segments: int = 1,
@@ -365,7 +363,9 @@ def umbrella_free_energy(
     profile_bins: int = 72,
     seed: int = 0,
 ) -> UmbrellaEstimate:
-    """MBAR free energy of a torsion macrostate from umbrella windows, with a block bootstrap.
+    """MBAR free energy ``F_B - F_A`` of a torsion macrostate B relative to its complement A.
+
+    The standard error comes from a block bootstrap.
 
     Args:
         umbrella: the windows.
@@ -373,7 +373,8 @@ def umbrella_free_energy(
         series: per-window torsion series ``[T_k]`` in rad, in time order; with
             ``n_segments > 1``, each the concatenation of that many equally long independent
             runs (chains, as :func:`read_umbrella` returns them).
-        in_a: maps torsions (rad) to booleans, True in macrostate A (e.g. ``lambda t: t > 0``).
+        in_b: maps torsions (rad) to booleans, True in macrostate B (e.g. ``lambda t: t > 0``);
+            A is the rest.
         n_blocks: contiguous blocks per window and segment for the bootstrap (a block never
             spans two segments).
         n_segments: independent runs in each window's series.
@@ -396,9 +397,9 @@ def umbrella_free_energy(
             f"{n_blocks * n_segments} per window"
         )
     theta = np.concatenate(series)
-    mask = np.asarray(in_a(theta), dtype=bool)
+    mask = np.asarray(in_b(theta), dtype=bool)
     if mask.all() or not mask.any():
-        raise ValueError("in_a: every sample falls on one side; the macrostates are not sampled")
+        raise ValueError("in_b: every sample falls on one side; the macrostates are not sampled")
     counts = np.array([len(s) for s in series])
     bias = umbrella.bias_kt(theta, temperature)
     f = mbar_free_energies(bias, counts)

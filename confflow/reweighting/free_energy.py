@@ -1,7 +1,9 @@
 r"""Free-energy differences between macrostates and reweighting across temperatures.
 
 For samples with log-weights ``log w_i`` towards ``p(x) ~ exp(-u(x))`` the free energy of a
-macrostate ``A`` (a set of configurations) is, in units of kT,
+macrostate ``A`` (a set of configurations) is, in units of kT, ``F_A`` below, and the free
+energy of ``B`` relative to ``A`` is ``F_B - F_A`` (the one sign convention of confflow, shared
+with the MD estimators of :mod:`confflow.md`):
 
 .. math::
     F_A = -\log \sum_{i \in A} w_i + \mathrm{const},
@@ -37,13 +39,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FreeEnergyDifference:
-    """``F_B - F_A`` in kT with its bootstrap uncertainty.
+    """The free energy of macrostate ``B`` relative to ``A``, ``F_B - F_A`` in kT, bootstrapped.
 
     Attributes:
-        value: point estimate (kT).
-        std: bootstrap standard deviation (kT).
-        low: lower end of the confidence interval (kT).
-        high: upper end of the confidence interval (kT).
+        value: point estimate of ``F_B - F_A = -ln(P(B) / P(A))`` (kT).
+        std: bootstrap standard deviation of ``value`` (kT).
+        low: lower end of the confidence interval of ``value`` (kT).
+        high: upper end of the confidence interval of ``value`` (kT).
         confidence: level of the interval, e.g. 0.95.
         n_a: samples in ``A``; n_b: samples in ``B``.
     """
@@ -85,6 +87,7 @@ def in_range(values: Tensor, low: float, high: float, period: float | None = Non
 
 
 def _delta(log_w: Tensor, in_a: Tensor, in_b: Tensor) -> Tensor:
+    """``F_B - F_A = ln(sum_A w / sum_B w)`` (kT) over the last axis of ``log_w [..., N]``."""
     neg = torch.tensor(-math.inf, dtype=torch.float64, device=log_w.device)
     log_a = torch.logsumexp(torch.where(in_a, log_w, neg), -1)
     log_b = torch.logsumexp(torch.where(in_b, log_w, neg), -1)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from confflow.coordinates import kabsch_align
 from confflow.distributions import Flow, MeanFreeNormal, StandardNormal
 from confflow.flow_matching import (
     FlowMatchingConfig,
     align_to_reference,
     fit_flow_matching,
-    kabsch_rotation,
     ot_pairing,
     permute_identical_atoms,
 )
@@ -62,9 +62,15 @@ def test_kabsch_and_hungarian_undo_a_rotation_and_permutation():
     classes = [0, 1, 1, 2, 3, 3]
     aligned = align_to_reference(x, ref, classes, iterations=3)
     assert float((aligned - ref).abs().max()) <= 1e-10
-    r = kabsch_rotation(ref @ rot.T, ref)
-    assert torch.allclose(r, rot.T.expand(3, 3, 3), atol=1e-10)
-    assert float(torch.det(r).sub(1).abs().max()) <= 1e-12
+    assert float((kabsch_align(ref @ rot.T, ref) - ref).abs().max()) <= 1e-10
+    # proper rotations only: a mirror image keeps its handedness (signed volumes)
+    mirror = ref * torch.tensor([-1.0, 1.0, 1.0], dtype=F64)
+    aligned_mirror = kabsch_align(mirror, ref)
+
+    def volume(p: Tensor) -> Tensor:
+        return torch.linalg.det(p[:, 1:4] - p[:, :1])
+
+    torch.testing.assert_close(volume(aligned_mirror), volume(mirror), rtol=1e-10, atol=1e-12)
     same = permute_identical_atoms(ref[:, perm], ref, classes)
     assert torch.equal(same, ref)
     with pytest.raises(ValueError, match="classes: expected 6 labels"):

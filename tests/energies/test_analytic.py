@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from confflow.energies.analytic import DoubleWell, GaussianMixture
+from confflow.energies.analytic import DoubleWell, GaussianMixtureEnergy
 from confflow.energies.base import kT
 
 
@@ -30,7 +30,7 @@ def test_double_well_energy_units_and_log_prob():
 
 def test_gaussian_mixture_is_normalised_and_samples_follow_it():
     means = torch.tensor([[0.0, 0.0], [4.0, 1.0], [-3.0, 2.0]])
-    mix = GaussianMixture(means, torch.tensor([0.5, 1.0, 0.7]), torch.tensor([1.0, 2.0, 1.0]))
+    mix = GaussianMixtureEnergy(means, torch.tensor([0.5, 1.0, 0.7]), torch.tensor([1.0, 2.0, 1.0]))
     assert mix.log_partition() == 0.0
     # Riemann sum of exp(log_prob) over a grid covering all components: integral is 1.
     g = torch.linspace(-9.0, 11.0, 801, dtype=torch.float64)
@@ -43,7 +43,7 @@ def test_gaussian_mixture_is_normalised_and_samples_follow_it():
 
 
 def test_gaussian_mixture_energy_is_kt_times_negative_log_density():
-    mix = GaussianMixture(torch.zeros(1, 3), torch.tensor([2.0]), temperature=300.0)
+    mix = GaussianMixtureEnergy(torch.zeros(1, 3), torch.tensor([2.0]), temperature=300.0)
     x = torch.tensor([[1.0, 0.0, -1.0]], dtype=torch.float64)
     log_p = -0.5 * (2.0 / 4.0) - 3 * math.log(2.0) - 1.5 * math.log(2 * math.pi)
     assert mix.energy(x).item() == pytest.approx(-kT(300.0) * log_p)
@@ -56,8 +56,8 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="dim: must be >= 1"):
         DoubleWell(dim=0)
     with pytest.raises(ValueError, match=r"stds: expected positive values"):
-        GaussianMixture(torch.zeros(2, 2), torch.tensor([1.0, -1.0]))
+        GaussianMixtureEnergy(torch.zeros(2, 2), torch.tensor([1.0, -1.0]))
     with pytest.raises(ValueError, match=r"weights: expected 2 positive values"):
-        GaussianMixture(torch.zeros(2, 2), torch.ones(2), torch.ones(3))
+        GaussianMixtureEnergy(torch.zeros(2, 2), torch.ones(2), torch.ones(3))
     with pytest.raises(ValueError, match=r"expected positions of shape \[B, 2\]"):
         DoubleWell(dim=2).energy(torch.zeros(4, 3))

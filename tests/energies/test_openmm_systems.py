@@ -1,9 +1,15 @@
+import mdtraj
 import numpy as np
 import openmm
 import pytest
 from openmm import unit
 
-from confflow.energies.systems import ALANINE_DIPEPTIDE_SYSTEMS, alanine_dipeptide
+from confflow.energies.systems import (
+    ALANINE_DIPEPTIDE_SYSTEMS,
+    ALDP_PHI,
+    ALDP_PSI,
+    alanine_dipeptide,
+)
 
 
 def force_names(system: openmm.System) -> set[str]:
@@ -18,6 +24,15 @@ def test_systems_have_no_constraints_and_no_box(name):
     assert not ref.system.usesPeriodicBoundaryConditions()
     assert ref.positions.shape == (22, 3) and ref.positions.dtype == np.float64
     assert ref.temperature == 300.0
+
+
+@pytest.mark.parametrize("name", ALANINE_DIPEPTIDE_SYSTEMS)
+def test_backbone_torsion_atoms_are_the_ones_mdtraj_finds(name):
+    topology = mdtraj.Topology.from_openmm(alanine_dipeptide(name).topology)
+    phi = mdtraj.geometry.dihedral.indices_phi(topology)
+    psi = mdtraj.geometry.dihedral.indices_psi(topology)
+    assert [tuple(a) for a in phi] == [ALDP_PHI]
+    assert [tuple(a) for a in psi] == [ALDP_PSI]
 
 
 def test_solvent_models():

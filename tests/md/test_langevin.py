@@ -179,7 +179,8 @@ def test_replica_exchange_checkpoint_restores_contexts_swaps_and_random_state(al
 
 
 def test_auto_platform_reference_for_standard_forces_cpu_for_custom_forces(aldp):
-    from confflow.md.config import available_platforms, choose_platform
+    from confflow.energies import available_platforms
+    from confflow.md.config import choose_platform
 
     if "CUDA" in available_platforms():
         pytest.skip("auto picks CUDA on this machine")

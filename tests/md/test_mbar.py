@@ -20,6 +20,7 @@ def potential(theta: np.ndarray) -> np.ndarray:
 
 
 def exact_delta_f() -> float:
+    """``F_B - F_A`` in kT with B = theta > 0 and A = theta < 0, by quadrature."""
     p = np.exp(-potential(GRID))
     return -math.log(p[GRID > 0].sum() / p[GRID < 0].sum())
 
@@ -116,7 +117,7 @@ def test_bad_input_is_rejected():
         mbar_free_energies(np.full((2, 4), np.nan), np.array([2, 2]))
     rng = np.random.default_rng(4)
     series = sample_windows(UMBRELLA, 50, rng)
-    with pytest.raises(ValueError, match="in_a: every sample falls on one side"):
+    with pytest.raises(ValueError, match="in_b: every sample falls on one side"):
         umbrella_free_energy(UMBRELLA, TEMPERATURE, series, lambda t: t > 10)
     with pytest.raises(ValueError, match="series: expected 24 windows, got 23"):
         umbrella_free_energy(UMBRELLA, TEMPERATURE, series[1:], lambda t: t > 0)

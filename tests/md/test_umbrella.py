@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from confflow.datasets import ALDP_PHI, DatasetRecipe, generate, load, reference_phi_free_energy
+from confflow.datasets import DatasetRecipe, generate, load, reference_phi_free_energy
+from confflow.energies import ALDP_PHI
 from confflow.energies.bridge import OpenMMBridge
 from confflow.md import MDConfig, MDInputError, named_system, read_frames
 from confflow.md.langevin import GAS_CONSTANT
