@@ -24,6 +24,7 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem, rdForceFieldHelpers
 
+from confflow.atomic import write_text
 from confflow.energies.mmff import MMFFEnergy
 
 SMILES = "CCN(CC)CC(=O)Nc1c(C)cccc1C"  # lidocaine
@@ -147,8 +148,7 @@ def main() -> None:
     print(format_table(rows))
     print(f"mmff_ratio_vs_rdkit = {metrics['mmff_ratio_vs_rdkit']:.2f}")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(metrics, handle, indent=2, sort_keys=True)
+        write_text(args.json, json.dumps(metrics, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":

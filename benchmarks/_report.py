@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from confflow.atomic import write_json
 
 __all__ = ["report_metrics"]
 
@@ -27,5 +28,5 @@ def report_metrics(out: dict[str, Any], path: Path | None) -> dict[str, Any]:
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
         print(f"| {key:<{width}} | {text:>14} |")
     if path is not None:
-        path.write_text(json.dumps(clean, indent=2) + "\n")
+        write_json(path, clean)
     return clean

@@ -23,6 +23,7 @@ import mdtraj
 import numpy as np
 import torch
 
+from confflow.atomic import write_text
 from confflow.chem import Molecule, StereoWarning, to_mdtraj
 from confflow.coordinates import InternalCoordinates, ZMatrix
 
@@ -142,8 +143,7 @@ def main() -> None:
             f"{results[f'{n}_ratio_vs_mdtraj_numpy']:>6.2f}"
         )
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        write_text(args.json, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from confflow.atomic import write_text
 from confflow.energies.bridge import OpenMMBridge, available_platforms
 from confflow.energies.openmm_torch import OpenMMSystemEnergy
 from confflow.energies.systems import alanine_dipeptide
@@ -191,7 +192,7 @@ def main() -> None:
         if key in metrics:
             print(f"{key} = {metrics[key]:.2f}")
     if args.json is not None:
-        args.json.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_text(args.json, json.dumps(metrics, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import normflows as nf
 import torch
 import zuko
 
+from confflow.atomic import write_text
 from confflow.distributions import Flow, StandardNormal
 from confflow.transforms import Compose, SplineCoupling, coupling_masks
 
@@ -149,8 +150,7 @@ def main() -> None:
             flat[f"{key}_ratio_vs_{peer}"] = results["confflow"][key] / results[peer][key]
     print(" ".join(f"{k}={v:.2f}" for k, v in flat.items() if "ratio" in k))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(flat, fh, indent=2)
+        write_text(args.json, json.dumps(flat, indent=2))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from rdkit import Chem
 
+from confflow.atomic import write_json
 from confflow.generate import GenerateConfig, run_generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,13 +125,7 @@ def main() -> None:
                 flush=True,
             )
             if args.json is not None:
-                args.json.write_text(
-                    json.dumps(
-                        summarize(rows, args.device, label),
-                        indent=2,
-                    )
-                    + "\n"
-                )
+                write_json(args.json, summarize(rows, args.device, label))
     summary = summarize(rows, args.device, label)
     print("\n| molecule | rotatable | ESS % | time s | stereo rejected | kept/written |")
     print("|---|---|---|---|---|---|")
@@ -144,7 +139,7 @@ def main() -> None:
             print(f"| {r['name']} | failed: {r['error']} | | | | |")
     print(json.dumps(summary, indent=2))
     if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json, summary)
 
 
 if __name__ == "__main__":

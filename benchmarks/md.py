@@ -20,6 +20,7 @@ import time
 import openmm
 import torch
 
+from confflow.atomic import write_text
 from confflow.energies import available_platforms
 from confflow.md import MDConfig, ReplicaConfig, resolve_system
 from confflow.md.langevin import LangevinDriver
@@ -91,8 +92,7 @@ def main() -> None:
     results["openmm_version"] = openmm.__version__
     results["device"] = args.device
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        write_text(args.json, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from confflow.atomic import write_json
 from confflow.pipeline import PipelineConfig, run_pipeline
 
 MOLECULES = [
@@ -113,7 +113,7 @@ def main() -> None:
         print(f"{n:>8} {seconds:>16.1f} {rate:>15.0f} {100 * result[f'mean_ess_{n}w']:>11.1f}")
     print(f"speed-up 2 vs 1 worker: {result['speedup_2w_over_1w']:.2f}x")
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

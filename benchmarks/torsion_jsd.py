@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from rdkit import Chem
 
+from confflow.atomic import write_json
 from confflow.chem import Molecule
 from confflow.generate import GenerateConfig, run_generate
 from confflow.generate.molecule import rotatable_torsions
@@ -184,7 +185,7 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
     if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json, summary)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_bytes", "write_json", "write_text"]
+__all__ = ["atomic_path", "remove_temporaries", "write_bytes", "write_json", "write_text"]
+
+
+def _temporary_affixes(path: Path) -> tuple[str, str]:
+    """The prefix and suffix of :func:`atomic_path`'s temporary names for ``path``."""
+    return f".{path.stem}.tmp-", path.suffix
 
 
 def _fsync_path(path: Path, directory: bool = False) -> None:
@@ -57,7 +62,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    prefix, suffix = _temporary_affixes(path)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -68,6 +74,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             _fsync_path(path.parent, directory=True)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_temporaries(path: str | Path) -> list[Path]:
+    """Deletes the temporary files of ``path`` that a killed writer left behind.
+
+    ``SIGKILL`` (or a power cut) skips :func:`atomic_path`'s cleanup, and each write draws a new
+    temporary name, so a writer that resumes a killed run calls this first. Only for a file no
+    other process writes at the same time: that writer's temporary would go too.
+
+    Args:
+        path: destination file whose temporaries to delete (it is kept).
+
+    Returns:
+        The deleted paths (none when the folder does not exist).
+    """
+    path = Path(path)
+    prefix, suffix = _temporary_affixes(path)
+    if not path.parent.is_dir():
+        return []
+    stale = [
+        p
+        for p in path.parent.iterdir()
+        if p.name.startswith(prefix) and p.name.endswith(suffix) and p.is_file()
+    ]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -5,8 +5,8 @@
   bootstrap band, optionally against a reference (MD);
 * :func:`log_weight_histogram` — the distribution of log-weights (heavy tails show here).
 
-All functions take float tensors or arrays, return the written path, and never touch
-matplotlib's global backend.
+All functions take float tensors or arrays, write the PNG atomically (:mod:`confflow.atomic`),
+return its path, and never touch matplotlib's global backend.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from confflow.atomic import atomic_path
 from confflow.reweighting import normalized_weights
 
 __all__ = ["free_energy_profile", "log_weight_histogram", "ramachandran"]
@@ -42,7 +43,8 @@ def _save(fig: Figure, path: str | Path) -> Path:
     if path.suffix.lower() != ".png":
         raise ValueError(f"plot path {path}: must end in .png")
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     return path
 
 

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from confflow.atomic import atomic_path, write_bytes, write_json, write_text
+from confflow.atomic import atomic_path, remove_temporaries, write_bytes, write_json, write_text
+
+_KILLED_WRITER = """
+import os, sys
+from confflow.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("half")
+    os._exit(9)  # like SIGKILL: the cleanup never runs
+"""
 
 
 def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -51,3 +61,18 @@ def test_unwritable_destination_raises_oserror_naming_it(tmp_path):
     with pytest.raises(OSError) as info:
         write_text(blocker / "inside.txt", "y")  # a file where a folder should be
     assert str(blocker) in str(info.value)
+
+
+def test_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    target = tmp_path / "metadata.json"
+    write_json(target, {"step": 1})
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)], check=False)
+    assert killed.returncode == 9
+    (leftover,) = [p for p in tmp_path.iterdir() if p != target]
+    others = [tmp_path / n for n in ("other.json", ".other.tmp-ab.json", ".metadata.tmp-ab.h5")]
+    for path in others:
+        path.write_text("{}")
+    assert remove_temporaries(target) == [leftover]
+    assert sorted(tmp_path.iterdir()) == sorted([target, *others])
+    assert json.loads(target.read_text()) == {"step": 1}
+    assert remove_temporaries(tmp_path / "missing" / "x.json") == []

@@ -1,7 +1,8 @@
 """Writers and readers for conformer ensembles: SDF (with SD tags), PDB, XYZ and mdtraj.
 
 Positions are ``[B, N, 3]`` tensors in nm inside confflow; the files hold Angstrom. Each writer
-takes the :class:`~confflow.chem.molecule.Molecule` whose atom order the positions follow.
+takes the :class:`~confflow.chem.molecule.Molecule` whose atom order the positions follow and
+writes its file atomically (:mod:`confflow.atomic`).
 
 Example:
     >>> mol = Molecule.from_smiles("CCO")
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from rdkit import Chem, rdBase
 
+from confflow.atomic import atomic_path, write_text
 from confflow.chem.checks import as_positions
 from confflow.chem.errors import MoleculeError
 from confflow.chem.molecule import ANGSTROM_PER_NM, Molecule
@@ -68,7 +70,7 @@ def write_sdf(
             raise MoleculeError(f"{key}: expected {x.shape[0]} values, got {arr.numel()}")
         tags[SD_TAGS[key]] = arr.tolist()
     mol = molecule.with_positions(x)
-    with Chem.SDWriter(str(path)) as writer:
+    with atomic_path(path) as tmp, Chem.SDWriter(str(tmp)) as writer:
         for b, conf in enumerate(mol.GetConformers()):
             for name, values in tags.items():
                 mol.SetProp(name, repr(values[b]))
@@ -108,7 +110,7 @@ def read_sdf(path: str | Path) -> tuple[Molecule, torch.Tensor, dict[str, torch.
 def write_pdb(path: str | Path, molecule: Molecule, x: torch.Tensor) -> None:
     """Writes the conformers ``x`` ``[B, N, 3]`` nm as MODEL records of a PDB file (Angstrom)."""
     mol = molecule.with_positions(x)
-    with Chem.PDBWriter(str(path)) as writer:
+    with atomic_path(path) as tmp, Chem.PDBWriter(str(tmp)) as writer:
         for conf in mol.GetConformers():
             writer.write(mol, confId=conf.GetId())
 
@@ -122,7 +124,7 @@ def write_xyz(path: str | Path, molecule: Molecule, x: torch.Tensor) -> None:
         lines.append(f"{molecule.smiles} conformer {b}")
         for sym, (px, py, pz) in zip(molecule.elements, frame, strict=True):
             lines.append(f"{sym:<2s} {px:16.8f} {py:16.8f} {pz:16.8f}")
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def to_mdtraj(molecule: Molecule, x: torch.Tensor) -> mdtraj.Trajectory:

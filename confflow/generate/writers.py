@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -13,15 +11,10 @@ import torch
 from rdkit import Chem
 from torch import Tensor
 
+from confflow.atomic import atomic_path, write_json
 from confflow.chem import Molecule
 
 __all__ = ["versions", "write_ensemble_sdf", "write_plots", "write_report"]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_ensemble_sdf(
@@ -40,14 +33,12 @@ def write_ensemble_sdf(
     """
     mol = molecule.with_positions(x)
     columns = {name: values.detach().cpu().double().tolist() for name, values in tags.items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    with Chem.SDWriter(str(tmp)) as writer:
+    with atomic_path(path) as tmp, Chem.SDWriter(str(tmp)) as writer:
         for b, conf in enumerate(mol.GetConformers()):
             mol.SetProp("_Name", f"{molecule.smiles} conformer {b}")
             for name, values in columns.items():
                 mol.SetProp(name, repr(values[b]))
             writer.write(mol, confId=conf.GetId())
-    os.replace(tmp, path)
 
 
 def versions() -> dict[str, str]:
@@ -78,7 +69,7 @@ def _clean(value: Any) -> Any:
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Writes the JSON report atomically (non-finite numbers as ``null``)."""
-    _atomic_text(path, json.dumps(_clean(report), indent=2) + "\n")
+    write_json(path, _clean(report))
 
 
 def write_plots(
@@ -131,7 +122,8 @@ def write_plots(
         axes.flat[0].legend(fontsize=7)
         fig.tight_layout()
         path = folder / "torsions.png"
-        fig.savefig(path, dpi=100)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
         paths.append(path)
     return paths

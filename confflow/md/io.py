@@ -8,11 +8,12 @@ Layout of a run directory ``out/``::
     ...
     trajectory.h5          all frames, written when the run completes (chunks are then removed)
 
-Every file is written under a temporary name and renamed into place, so a file that exists is
-complete. A chunk counts once its ``.h5`` exists; its ``.state`` is renamed first, so a
-committed chunk always has its checkpoint. A run killed at any moment (``SIGKILL`` included)
-resumes from the last committed chunk: later, half-written files are deleted and the driver
-restarts from that chunk's checkpoint, so no frame is missing or duplicated.
+Every file is written under a temporary name and renamed into place (:mod:`confflow.atomic`),
+so a file that exists is complete. A chunk counts once its ``.h5`` exists; its ``.state`` is
+renamed first, so a committed chunk always has its checkpoint. A run killed at any moment
+(``SIGKILL`` included) resumes from the last committed chunk: later chunks and half-written
+files are deleted and the driver restarts from that chunk's checkpoint, so no frame is missing
+or duplicated.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ import numpy as np
 from mdtraj.formats import HDF5TrajectoryFile
 
 from confflow import __version__
+from confflow.atomic import atomic_path, remove_temporaries, write_bytes, write_text
 from confflow.md.config import MDInputError
 
-__all__ = ["Frames", "RunDirectory", "atomic_write_bytes", "read_frames"]
+__all__ = ["Frames", "RunDirectory", "read_frames"]
 
 _METADATA = "metadata.json"
 _TRAJECTORY = "trajectory.h5"
@@ -61,19 +62,8 @@ class Frames:
         return len(self.time)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _write_h5(path: Path, topology: mdtraj.Topology, frames: Frames) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with HDF5TrajectoryFile(str(tmp), "w") as handle:
+    with atomic_path(path) as tmp, HDF5TrajectoryFile(str(tmp), "w") as handle:
         handle.topology = topology
         handle.write(
             coordinates=frames.positions.astype(np.float32),
@@ -82,7 +72,6 @@ def _write_h5(path: Path, topology: mdtraj.Topology, frames: Frames) -> None:
             kineticEnergy=frames.kinetic_energy,
             temperature=frames.temperature,
         )
-    os.replace(tmp, path)
 
 
 def read_frames(path: str | Path) -> Frames:
@@ -149,7 +138,7 @@ class RunDirectory:
     def write_metadata(self, **progress: Any) -> None:
         """Writes ``metadata.json`` atomically: the run description plus ``progress`` fields."""
         meta = {"confflow_version": __version__, **self.run, **progress}
-        atomic_write_bytes(self.metadata_path, json.dumps(meta, indent=2).encode())
+        write_text(self.metadata_path, json.dumps(meta, indent=2))
 
     def start(self, resume: bool) -> tuple[int, int, dict[str, np.ndarray] | None]:
         """Prepares the directory for a fresh or resumed run.
@@ -171,9 +160,11 @@ class RunDirectory:
                 raise MDInputError(
                     f"out: {self.out} already holds a run; pass --resume or use another directory"
                 )
+            self._remove_temporaries()
             self.write_metadata(complete=False, n_frames_done=0)
             return 0, 0, None
         self.check_resumable(previous)
+        self._remove_temporaries()
         committed = self._committed()
         self._remove_uncommitted(len(committed))
         if not committed:
@@ -208,6 +199,11 @@ class RunDirectory:
         with HDF5TrajectoryFile(str(self._chunk(index, ".h5")), "r") as handle:
             return len(handle)
 
+    def _remove_temporaries(self) -> None:
+        """Deletes half-written ``metadata.json`` and ``trajectory.h5`` of a killed run."""
+        for name in (_METADATA, _TRAJECTORY):
+            remove_temporaries(self.out / name)
+
     def _remove_uncommitted(self, n_committed: int) -> None:
         for path in (self.out / _CHUNKS).iterdir():
             stem = path.name.split(".")[0]
@@ -222,7 +218,7 @@ class RunDirectory:
         """
         buffer = io.BytesIO()
         np.savez(buffer, **state)
-        atomic_write_bytes(self._chunk(index, ".state"), buffer.getvalue())
+        write_bytes(self._chunk(index, ".state"), buffer.getvalue())
         _write_h5(self._chunk(index, ".h5"), self.topology, frames)
         if index > 0:
             with contextlib.suppress(FileNotFoundError):
@@ -237,9 +233,8 @@ class RunDirectory:
         Returns:
             The path of the merged trajectory.
         """
-        tmp = self.out / f".tmp-{_TRAJECTORY}"
         n_frames = 0
-        with HDF5TrajectoryFile(str(tmp), "w") as handle:
+        with atomic_path(self.trajectory_path) as tmp, HDF5TrajectoryFile(str(tmp), "w") as handle:
             handle.topology = self.topology
             for index in self._committed():
                 frames = read_frames(self._chunk(index, ".h5"))
@@ -251,7 +246,6 @@ class RunDirectory:
                     temperature=frames.temperature,
                 )
                 n_frames += len(frames)
-        os.replace(tmp, self.trajectory_path)
         self.write_metadata(complete=True, n_frames_done=n_frames, **progress)
         for path in (self.out / _CHUNKS).iterdir():
             path.unlink()

@@ -45,9 +45,10 @@ import openmm
 from scipy.special import logsumexp
 
 from confflow import __version__
+from confflow.atomic import write_text
 from confflow.md.config import MDConfig, MDInputError, choose_platform
 from confflow.md.free_energy import MacrostateFreeEnergy
-from confflow.md.io import atomic_write_bytes, read_frames
+from confflow.md.io import read_frames
 from confflow.md.langevin import GAS_CONSTANT
 from confflow.md.mbar import mbar_free_energies, mbar_log_weights
 from confflow.md.runner import MDResult, run_md
@@ -261,8 +262,7 @@ def run_umbrella(
             raise MDInputError(f"resume: the umbrella run in {out} has other settings")
     else:
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, json.dumps(settings, indent=2).encode())
+            write_text(path, json.dumps(settings, indent=2))  # creates ``out``
         except OSError as err:
             raise MDInputError(f"out: cannot write {out}: {err.strerror or err}") from err
     # the restraint is a custom force, which would send "auto" to the CPU platform; one small

@@ -5,7 +5,8 @@
 * :mod:`~confflow.pipeline.stages` — featurize, reference, train, sample, reweight, write;
 * :mod:`~confflow.pipeline.clusters` — LocalCluster, an existing scheduler, or SLURM;
 * :mod:`~confflow.pipeline.runner` — submission, progress, manifest;
-* :mod:`~confflow.pipeline.files` — atomic writes and checksums.
+* :mod:`~confflow.pipeline.files` — checksums of produced files (written with
+  :mod:`confflow.atomic`).
 """
 
 from confflow.pipeline.clusters import (

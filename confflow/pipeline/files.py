@@ -1,42 +1,16 @@
-"""Atomic writes and content checks of the files a pipeline produces."""
+"""Content checks and JSON reads of the files a pipeline produces.
+
+The files themselves are written with :mod:`confflow.atomic`.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "describe_files", "files_match", "read_json", "write_json"]
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary path next to ``path``; renames it onto ``path`` if the block succeeds.
-
-    A reader (or a rerun after a killed worker) sees either the old file or the complete new
-    one, never a partial write. The temporary keeps ``path``'s suffix (some writers need it).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Writes ``data`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+__all__ = ["describe_files", "files_match", "read_json"]
 
 
 def read_json(path: str | Path) -> Any | None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from confflow.atomic import write_json, write_text
 from confflow.pipeline.config import PipelineConfig, PipelineError
-from confflow.pipeline.files import atomic_path, write_json
 from confflow.pipeline.inputs import MoleculeInput, read_inputs
 from confflow.pipeline.stages import STAGES, is_complete
 
@@ -94,8 +94,7 @@ def _write_manifest(out: Path, run: dict[str, Any], records: Iterable[dict]) -> 
     writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_path(out / "manifest.csv") as tmp:
-        tmp.write_text(buffer.getvalue())
+    write_text(out / "manifest.csv", buffer.getvalue())
     return out / "manifest.json"
 
 

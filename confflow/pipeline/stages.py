@@ -36,14 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from confflow.atomic import atomic_path, write_json, write_text
 from confflow.pipeline.config import PipelineConfig
-from confflow.pipeline.files import (
-    atomic_path,
-    describe_files,
-    files_match,
-    read_json,
-    write_json,
-)
+from confflow.pipeline.files import describe_files, files_match, read_json
 
 __all__ = [
     "STAGES",
@@ -133,8 +128,7 @@ def _owned_dir(root: Path, name: str, key: str) -> Path:
     if path.exists() and (not stamp.exists() or stamp.read_text() != key):
         shutil.rmtree(path)
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(stamp) as tmp:
-        tmp.write_text(key)
+    write_text(stamp, key)
     return path
 
 

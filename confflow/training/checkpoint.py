@@ -5,21 +5,20 @@ A checkpoint is a plain dictionary of tensors and plain data::
     format, version (confflow), fingerprint (target system), model_config, train_config,
     model (state dict), optimizer, scheduler, rng, step, and trainer counters
 
-written to a temporary file in the same folder, flushed to disk, then renamed over the
-target, so a crash (even ``kill -9``) leaves either the old or the new checkpoint, never a
-partial one.
+written with :func:`confflow.atomic.atomic_path` (a temporary file in the same folder, flushed
+to disk, then renamed over the target), so a crash (even ``kill -9``) leaves either the old or
+the new checkpoint, never a partial one.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from confflow import __version__
+from confflow.atomic import atomic_path
 from confflow.models import BGConfig, BoltzmannGenerator, build_boltzmann_generator
 
 __all__ = [
@@ -49,21 +48,15 @@ def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Writes ``payload`` (plus format and version tags) atomically to ``path``.
 
     Args:
-        path: destination file; its folder must exist.
+        path: destination file (its folder is created if missing).
         payload: plain data and tensors (loadable with ``weights_only=True``).
+
+    Raises:
+        OSError: as :func:`confflow.atomic.atomic_path`; the old checkpoint is kept.
     """
-    path = Path(path)
     data = {"format": FORMAT, "version": __version__, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from confflow.atomic import write_json, write_text
 from confflow.models import BoltzmannGenerator
 from confflow.reweighting import kish_ess, largest_weight_share
 from confflow.training.checkpoint import (
@@ -222,9 +222,7 @@ class Trainer:
                 continue  # a line cut by the crash
             if record.get("step", 0) <= step:
                 kept.append(line)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept))
-        os.replace(tmp, path)
+        write_text(path, "".join(k + "\n" for k in kept))
 
     def _checkpoint(self, name: str = "checkpoint.pt") -> None:
         if self.out_dir is not None:
@@ -422,5 +420,5 @@ class Trainer:
                 "target_evaluations": self.evaluations,
                 **{k: _jsonable(v) for k, v in self.metrics.items()},
             }
-            (self.out_dir / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+            write_json(self.out_dir / "final.json", final)
         return result

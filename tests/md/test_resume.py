@@ -19,6 +19,16 @@ _ARGS = [
 ]  # fmt: skip
 
 
+# a merge into trajectory.h5 killed halfway (os._exit skips the cleanup, as SIGKILL does)
+_KILLED_MERGE = """
+import os, sys
+from confflow.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half a trajectory")
+    os._exit(9)
+"""
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "confflow", "md", *args]
 
@@ -39,6 +49,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_trajectory(tmp_path: Path):
     assert not (out / "trajectory.h5").exists()
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["complete"] is False and 40 <= meta["n_frames_done"] < 600
+    merge = [sys.executable, "-c", _KILLED_MERGE, str(out / "trajectory.h5")]
+    assert subprocess.run(merge, check=False).returncode == 9
 
     done = subprocess.run(_cli(*_ARGS, "--out", str(out), "--resume"), capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
@@ -46,6 +58,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_trajectory(tmp_path: Path):
     assert traj.n_frames == 600
     np.testing.assert_allclose(traj.time, 0.05 * np.arange(1, 601), rtol=1e-6)
     assert json.loads((out / "metadata.json").read_text())["complete"] is True
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "trajectory.h5"]
 
     # the same run without interruption, in process: identical frames and energies
     config = MDConfig(ns=0.03, stride_ps=0.05, chunk_frames=40, equilibration_ps=0.0, seed=7)

@@ -1,6 +1,5 @@
-"""Input files, settings, atomic files and jobqueue YAML: no cluster needed."""
+"""Input files, settings, file checksums and jobqueue YAML: no cluster needed."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,7 @@ import yaml
 
 from confflow.chem import Molecule, write_sdf
 from confflow.pipeline import PipelineConfig, PipelineError, load_jobqueue, read_inputs
-from confflow.pipeline.files import atomic_path, describe_files, files_match
+from confflow.pipeline.files import describe_files, files_match
 
 from .conftest import REPO, write_lines
 
@@ -89,20 +88,6 @@ def test_config_unknown_key_and_fingerprint():
     assert base.fingerprint("CCO") != PipelineConfig(budget=10).fingerprint("CCO")
     assert base.fingerprint("CCO") != base.fingerprint("CCC")
     assert PipelineConfig.from_dict(base.to_dict()) == base
-
-
-def test_atomic_path_keeps_old_content_on_failure(tmp_path):
-    target = tmp_path / "a.json"
-    target.write_text("old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("killed")
-    assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["a.json"]
-    with atomic_path(target) as tmp:
-        assert tmp.suffix == ".json"
-        tmp.write_text("new")
-    assert target.read_text() == "new"
 
 
 def test_files_match_detects_changed_and_missing_files(tmp_path):

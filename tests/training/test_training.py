@@ -292,6 +292,21 @@ def test_corrupt_checkpoints_give_clear_errors(tmp_path, content, message):
         read_checkpoint(tmp_path / "missing.pt")
 
 
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("disk full halfway")  # torch.save fails after opening the file
+
+
+def test_failed_checkpoint_write_keeps_the_old_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    state = Trainer(_model(), TrainConfig(kl_weight=1.0, device="cpu")).state()
+    write_checkpoint(path, state)
+    with pytest.raises(RuntimeError, match="disk full halfway"):
+        write_checkpoint(path, {**state, "step": 99, "extra": _Unpicklable()})
+    assert read_checkpoint(path)["step"] == state["step"]
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
 def test_trainer_input_errors():
     with pytest.raises(ValueError, match=r"train_data: required for kl_weight = 0.0"):
         Trainer(_model(), TrainConfig(device="cpu"))
