@@ -57,8 +57,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         The temporary path to write, complete, inside the block.
 
     Raises:
-        OSError: the folder cannot be created or written (``filename`` names it), or the disk
-            is full.
+        OSError: the folder cannot be created or written, or the disk is full; ``filename``
+            names ``path`` (or the folder), never the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,9 +67,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        _fsync_path(tmp)
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            _fsync_path(tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            if err.errno is None or err.filename not in (None, name, str(tmp)):
+                raise
+            # name the destination, not the temporary (a full disk mid-write has no name)
+            raise OSError(err.errno, err.strerror, str(path)) from err
         with contextlib.suppress(OSError):  # not every file system syncs folders
             _fsync_path(path.parent, directory=True)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -76,3 +77,13 @@ def test_temporaries_of_a_killed_writer_are_removed(tmp_path):
     assert sorted(tmp_path.iterdir()) == sorted([target, *others])
     assert json.loads(target.read_text()) == {"step": 1}
     assert remove_temporaries(tmp_path / "missing" / "x.json") == []
+
+
+def test_a_full_disk_names_the_destination_not_the_temporary(tmp_path):
+    target = tmp_path / "ensemble.sdf"
+    with pytest.raises(OSError) as info, atomic_path(target), open("/dev/full", "wb") as full:
+        full.write(b"x" * 65536)
+        full.flush()  # ENOSPC with no file name, as from a real full disk
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(target)
+    assert not any(tmp_path.iterdir())
