@@ -1,5 +1,5 @@
 """``python -m confflow`` runs the command line."""
 
-from confflow.cli import app
+from confflow.cli import main
 
-app()
+raise SystemExit(main())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from confflow.errors import InputError
+
 __all__ = ["MoleculeError", "StereoWarning"]
 
 
-class MoleculeError(ValueError):
+class MoleculeError(InputError):
     """A molecule input that confflow cannot use; the message names the input and the cause."""
 
 

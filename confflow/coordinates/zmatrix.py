@@ -39,11 +39,12 @@ from dataclasses import dataclass
 from rdkit import Chem
 
 from confflow.chem.molecule import Molecule
+from confflow.errors import InputError
 
 __all__ = ["ZMatrix", "ZMatrixError"]
 
 
-class ZMatrixError(ValueError):
+class ZMatrixError(InputError):
     """A Z-matrix or molecular graph that cannot define internal coordinates."""
 
 

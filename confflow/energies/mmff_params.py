@@ -23,6 +23,8 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
 
+from confflow.errors import InputError
+
 __all__ = [
     "LINEAR_ATOM_TYPES",
     "MMFFParameters",
@@ -45,7 +47,7 @@ _TORSION_BOND_SMARTS = "[!$(*#*)&!D1]~[!$(*#*)&!D1]"
 _TYPE_LINE = re.compile(r"^\s*([A-Za-z]+)\s+#(\d+)\s+(\d+)\s")
 
 
-class MMFFTypingError(ValueError):
+class MMFFTypingError(InputError):
     """RDKit's MMFF cannot assign atom types (or parameters) to some atoms of the molecule."""
 
 

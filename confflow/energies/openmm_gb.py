@@ -42,6 +42,8 @@ import torch
 from openmm import unit
 from torch import Tensor, nn
 
+from confflow.errors import InputError
+
 __all__ = [
     "OBCParameters",
     "OBCTerm",
@@ -54,7 +56,7 @@ __all__ = [
 ONE_4PI_EPS0 = 138.93545764438198
 
 
-class UnsupportedCustomGBError(ValueError):
+class UnsupportedCustomGBError(InputError):
     """A :class:`openmm.CustomGBForce` that is not OpenMM's OBC expression family."""
 
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from confflow.energies.base import Energy
 from confflow.energies.openmm_gb import ONE_4PI_EPS0, OBCTerm, obc_from_custom_gb, obc_from_gbsaobc
+from confflow.errors import InputError
 
 __all__ = ["OpenMMSystemEnergy", "UnsupportedForceError"]
 
@@ -49,7 +50,7 @@ _KJ = unit.kilojoule_per_mole
 _NM = unit.nanometer
 
 
-class UnsupportedForceError(ValueError):
+class UnsupportedForceError(InputError):
     """The system contains forces (or settings) that the torch evaluation cannot reproduce."""
 
 

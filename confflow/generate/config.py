@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from confflow.errors import InputError
+
 __all__ = ["ENERGIES", "MODELS", "RELAX_STEPS", "GenerateConfig", "GenerateError"]
 
 #: Force fields ``--energy`` accepts, mapped to the MMFF variant names of confflow.energies.
@@ -17,7 +19,7 @@ MODELS = ("auto", "torsional", "cartesian")
 RELAX_STEPS = 4
 
 
-class GenerateError(ValueError):
+class GenerateError(InputError):
     """An input or setting ``confflow generate`` cannot use; the message names it and the cause."""
 
 
@@ -118,6 +120,8 @@ class GenerateConfig:
             )
         if self.out.suffix.lower() != ".sdf":
             raise GenerateError(f"--out {self.out}: must end in .sdf")
+        if self.checkpoint is not None and not self.checkpoint.is_file():
+            raise GenerateError(f"--checkpoint {self.checkpoint}: no such file")
         if not (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda")):
             raise GenerateError(
                 f"--device: expected 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}"

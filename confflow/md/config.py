@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import openmm
 
+from confflow.errors import InputError
+
 __all__ = [
     "MDConfig",
     "MDInputError",
@@ -19,7 +21,7 @@ __all__ = [
 ]
 
 
-class MDInputError(ValueError):
+class MDInputError(InputError):
     """A run setting or input confflow cannot use; the message names the input and the cause."""
 
 

@@ -6,13 +6,15 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from confflow.errors import InputError
+
 __all__ = ["BGConfig", "ConfigError", "FlowConfig", "TargetConfig"]
 
 #: Targets :func:`~confflow.models.build_target` knows.
 TARGET_KINDS = ("double-well", "aldp", "aldp-ff96", "aldp-vacuum", "smiles")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value that is missing, of the wrong type, or out of range."""
 
 

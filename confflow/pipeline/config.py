@@ -8,13 +8,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from confflow.errors import InputError
 from confflow.generate import GenerateConfig
 from confflow.generate.config import RELAX_STEPS
 
 __all__ = ["PipelineConfig", "PipelineError"]
 
 
-class PipelineError(ValueError):
+class PipelineError(InputError):
     """Bad pipeline input: input file, settings, cluster choice or cluster configuration."""
 
 

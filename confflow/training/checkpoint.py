@@ -19,6 +19,7 @@ import torch
 
 from confflow import __version__
 from confflow.atomic import atomic_path
+from confflow.errors import InputError
 from confflow.models import BGConfig, BoltzmannGenerator, build_boltzmann_generator
 
 __all__ = [
@@ -36,7 +37,7 @@ FORMAT = "confflow-checkpoint/1"
 _REQUIRED = ("format", "version", "fingerprint", "model_config", "model")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that is missing, unreadable, corrupt or not a confflow checkpoint."""
 
 

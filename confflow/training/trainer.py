@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from confflow.atomic import write_json, write_text
+from confflow.errors import RunError
 from confflow.models import BoltzmannGenerator
 from confflow.reweighting import kish_ess, largest_weight_share
 from confflow.training.checkpoint import (
@@ -41,7 +42,7 @@ from confflow.training.losses import energy_loss, mixed_loss, nll_loss
 __all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "resolve_device"]
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(RunError):
     """Too many steps were skipped for non-finite batches, losses or gradients."""
 
 

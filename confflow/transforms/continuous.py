@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from confflow.domains import Domain, Kind, wrap_angle
+from confflow.errors import RunError
 from confflow.transforms.base import Transform
 
 __all__ = [
@@ -51,7 +52,7 @@ _PROBES = ("rademacher", "gaussian")
 _TOL_RANGE = (1e-12, 1e-1)
 
 
-class IntegrationError(RuntimeError):
+class IntegrationError(RunError):
     """The vector field returned NaN or infinite values during integration."""
 
 

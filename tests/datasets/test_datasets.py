@@ -106,5 +106,5 @@ def test_cli_datasets_generate_and_errors(tmp_path):
     assert "frames      640" in umbrella.stdout and "F(phi>0) - F(phi<0)" in umbrella.stdout
     assert "chain 0 alone" in umbrella.stdout and "chain 1 alone" in umbrella.stdout
     bad = subprocess.run([*cmd, "nope", "--cache", str(tmp_path)], capture_output=True, text=True)
-    assert bad.returncode != 0
+    assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: dataset: unknown dataset 'nope'"), bad.stderr

@@ -36,11 +36,14 @@ def test_demo_writes_metrics(tmp_path):
 
 
 def test_demo_reports_unwritable_output(tmp_path):
-    out = run("demo", "--steps", "5", "--json", str(tmp_path / "missing" / "demo.json"))
-    assert out.returncode == 1
-    assert "cannot write" in out.stderr
+    (tmp_path / "a-file").write_text("")
+    out = run("demo", "--steps", "5", "--json", str(tmp_path / "a-file" / "demo.json"))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"error: {tmp_path / 'a-file'}: File exists"]
 
 
-def test_bad_option_value_exits_nonzero():
+def test_bad_option_value_exits_2_with_one_line():
     out = run("demo", "--steps", "0")
-    assert out.returncode != 0
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: confflow demo: Invalid value for '--steps'")
+    assert len(out.stderr.strip().splitlines()) == 1

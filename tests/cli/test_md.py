@@ -45,7 +45,7 @@ def test_cli_md_short_aldp_run(tmp_path: Path):
 )
 def test_cli_md_bad_input(tmp_path: Path, args: list[str], message: str):
     done = _run(*args, "--out", str(tmp_path / "run"), "--no-progress")
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert done.stderr.strip().startswith(message), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
@@ -54,6 +54,6 @@ def test_cli_md_bad_input(tmp_path: Path, args: list[str], message: str):
 def test_cli_md_unwritable_output(tmp_path: Path):
     (tmp_path / "file").write_text("")
     done = _run("--system", "aldp", "--ns", "0.001", "--out", str(tmp_path / "file" / "run"))
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert done.stderr.strip().startswith("error: out: cannot write to"), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

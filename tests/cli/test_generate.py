@@ -40,9 +40,9 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
         (["CCO", "--relax-steps", "-1"], "--relax-steps: must be an integer >= 0"),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     result = _run(*args, "--quiet", cwd=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")

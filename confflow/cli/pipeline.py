@@ -1,8 +1,8 @@
 """The ``pipeline`` command of the ``confflow`` CLI: many molecules on a Dask cluster.
 
-A thin layer over :mod:`confflow.pipeline`. Bad input (input file, settings, cluster choice,
-jobqueue file, scheduler address) exits with status 2 and a one-line message; a run in which
-some molecule failed exits with status 1 after writing the manifest.
+A thin layer over :mod:`confflow.pipeline`. Errors go through the CLI's error boundary: bad
+input (input file, settings, cluster choice, jobqueue file, scheduler address) exits with
+status 2; a run in which some molecule failed exits with status 1 after writing the manifest.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from confflow.cli.boundary import EXIT_FAILED, guarded
 
 __all__ = ["pipeline", "register"]
 
@@ -65,7 +67,6 @@ def pipeline(
     from rich.table import Table
 
     from confflow.pipeline import (
-        PipelineError,
         open_cluster,
         read_inputs,
         run_pipeline,
@@ -74,18 +75,12 @@ def pipeline(
 
     overrides = {"n_seeds": seeds, "md_ns": md_ns, "budget": budget}
     overrides |= {"n_samples": samples, "device": device, "seed": seed}
-    try:
-        settings = _settings(config, overrides)
-        read_inputs(input_file)  # bad input fails before any cluster starts
-        with open_cluster(cluster, scheduler=scheduler, jobqueue=jobqueue, workers=workers) as h:
-            typer.echo(f"cluster    {h.description}")
-            typer.echo(f"dashboard  {h.dashboard or 'none'}")
-            summary = run_pipeline(
-                input_file, out, settings, h.client, gpus=h.gpus, progress=progress
-            )
-    except PipelineError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from err
+    settings = _settings(config, overrides)
+    read_inputs(input_file)  # bad input fails before any cluster starts
+    with open_cluster(cluster, scheduler=scheduler, jobqueue=jobqueue, workers=workers) as h:
+        typer.echo(f"cluster    {h.description}")
+        typer.echo(f"dashboard  {h.dashboard or 'none'}")
+        summary = run_pipeline(input_file, out, settings, h.client, gpus=h.gpus, progress=progress)
     table = Table(title=f"confflow pipeline: {len(summary.records)} molecules")
     for column in ("molecule", "status", "ESS %", "effective", "seconds", "note"):
         table.add_column(column)
@@ -95,9 +90,9 @@ def pipeline(
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
     typer.echo(f"{counts} in {summary.seconds:.1f} s; manifest {summary.manifest}")
     if summary.counts.get("failed"):
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:
     """Adds ``pipeline`` to the ``confflow`` app."""
-    app.command()(pipeline)
+    app.command()(guarded(pipeline))

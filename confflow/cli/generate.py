@@ -1,8 +1,8 @@
 """The ``generate`` command: a SMILES in, a Boltzmann-weighted conformer ensemble out.
 
-A thin layer over :func:`confflow.generate.run_generate`. Bad input (molecule, options, output
-path, checkpoint) exits with status 2 and a one-line message on stderr; Ctrl-C exits with 130
-and keeps the trained model if training had finished.
+A thin layer over :func:`confflow.generate.run_generate`. Errors go through the CLI's error
+boundary: bad input (molecule, options, output path, checkpoint) exits with status 2, Ctrl-C
+with 130, keeping the trained model if training had finished.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from confflow.cli.boundary import RunInterruptedError, guarded
 
 __all__ = ["generate", "register"]
 
@@ -60,41 +62,34 @@ def generate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
 ) -> None:
     """Boltzmann-weighted conformers of a molecule from a trained Boltzmann generator."""
-    from confflow.generate import GenerateConfig, GenerateError, run_generate
+    from confflow.generate import GenerateConfig, run_generate
 
+    config = GenerateConfig(
+        smiles=smiles,
+        out=out,
+        temperature=temperature,
+        n=n,
+        seed=seed,
+        device=device,
+        budget=budget,
+        md_ns=md_ns,
+        replicas=replicas,
+        energy=energy,
+        model=model,
+        **({} if relax_steps is None else {"relax_steps": relax_steps}),
+        unique=None if unique is None else unique / 10.0,
+        checkpoint=checkpoint,
+        largest_fragment=largest_fragment,
+        plots=plots,
+        progress=not quiet,
+    )
+    log = (lambda _: None) if quiet else (lambda line: typer.echo(line, err=True))
     try:
-        config = GenerateConfig(
-            smiles=smiles,
-            out=out,
-            temperature=temperature,
-            n=n,
-            seed=seed,
-            device=device,
-            budget=budget,
-            md_ns=md_ns,
-            replicas=replicas,
-            energy=energy,
-            model=model,
-            **({} if relax_steps is None else {"relax_steps": relax_steps}),
-            unique=None if unique is None else unique / 10.0,
-            checkpoint=checkpoint,
-            largest_fragment=largest_fragment,
-            plots=plots,
-            progress=not quiet,
-        )
-        log = (lambda _: None) if quiet else (lambda line: typer.echo(line, err=True))
         result = run_generate(config, log=log)
-    except GenerateError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from err
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=1) from err
     except KeyboardInterrupt as err:
         kept = config.run_dir / "model.pt"
-        note = f"; trained model kept in {kept}" if kept.exists() else ""
-        typer.echo(f"error: interrupted{note}", err=True)
-        raise typer.Exit(code=130) from err
+        note = f"trained model kept in {kept}" if kept.exists() else "nothing was written"
+        raise RunInterruptedError(note) from err
     if not quiet:
         typer.echo(f"confflow generate: {smiles} at {temperature:g} K")
         typer.echo(f"  ESS                {100 * result.ess:.1f} %")
@@ -107,4 +102,4 @@ def generate(
 
 def register(app: typer.Typer) -> None:
     """Adds ``generate`` to the ``confflow`` app."""
-    app.command()(generate)
+    app.command()(guarded(generate))
