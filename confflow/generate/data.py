@@ -9,7 +9,7 @@ from torch import Tensor
 
 from confflow.chem import Molecule, to_mdtraj
 from confflow.energies import MMFFEnergy, mmff_openmm_system
-from confflow.generate.config import GenerateConfig
+from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.md import MDConfig, MDSystem, ReplicaConfig, read_frames, run_md
 
 __all__ = ["md_samples", "seed_conformers"]
@@ -18,7 +18,9 @@ __all__ = ["md_samples", "seed_conformers"]
 STRIDE_PS = 0.2
 
 
-def seed_conformers(molecule: Molecule, n: int, seed: int, variant: str = "MMFF94") -> Tensor:
+def seed_conformers(
+    molecule: Molecule, n: int, seed: int, variant: str = "MMFF94"
+) -> tuple[Tensor, Tensor]:
     """ETKDGv3 conformers minimised with RDKit's MMFF94, lowest ``variant`` energy first.
 
     Args:
@@ -28,12 +30,19 @@ def seed_conformers(molecule: Molecule, n: int, seed: int, variant: str = "MMFF9
         variant: ``"MMFF94"`` or ``"MMFF94s"``, the energy that orders them.
 
     Returns:
-        ``[n, N, 3]`` float64 positions in nm.
+        ``(x, energy)``: ``[n, N, 3]`` float64 positions in nm and their ``[n]`` float64
+        ``variant`` energies in kJ/mol, in increasing energy.
+
+    Raises:
+        GenerateError: a seed conformer's energy is not finite.
     """
     x = molecule.embed(n, seed=seed, num_threads=1, mmff=True)
     with torch.no_grad():
         energy = MMFFEnergy(molecule.rdkit_mol, variant=variant).double().energy(x)
-    return x[torch.argsort(energy)]
+    if not bool(torch.isfinite(energy).all()):
+        raise GenerateError(f"{molecule.source}: non-finite {variant} energy of a seed conformer")
+    order = torch.argsort(energy)
+    return x[order], energy[order]
 
 
 def md_samples(molecule: Molecule, start: Tensor, config: GenerateConfig, out: Path) -> Tensor:

@@ -4,6 +4,8 @@ Stages (each timed in the report): ``molecule`` (parse, validate), ``seeds`` (ET
 ``md`` (replica-exchange MMFF MD with OpenMM), ``training`` (maximum likelihood, then mixed
 refinement with early stopping on ESS; skipped with a checkpoint), ``sampling`` (flow samples,
 stereo filter, energies, log-weights), ``clustering`` (with ``unique``) and ``writing``.
+The stage functions are those of :mod:`confflow.generate.stages`, which the pipeline's Dask
+tasks (:mod:`confflow.pipeline.stages`) call too.
 
 The trained model is saved to ``<run_dir>/model.pt`` as soon as training ends, so an
 interruption later keeps it and ``checkpoint=<run_dir>/model.pt`` skips training.
@@ -17,31 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from confflow.coordinates import StereoCheck
 from confflow.generate.config import GenerateConfig, GenerateError
-from confflow.generate.data import md_samples, seed_conformers
-from confflow.generate.ensemble import Clusters, Ensemble, cluster, sample_ensemble
-from confflow.generate.model import (
-    TrainingSummary,
-    build_model,
-    load_model,
-    model_kind,
-    model_layout,
-    resolve_model,
-    save_model,
-    train_model,
-    training_data,
+from confflow.generate.model import TrainingSummary, load_model
+from confflow.generate.molecule import rotatable_torsions
+from confflow.generate.stages import (
+    build_report,
+    cluster_ensemble,
+    device_of,
+    model_facts,
+    prepare_molecule,
+    reference_data,
+    sample,
+    seeds,
+    train,
+    write_sdf,
 )
-from confflow.generate.molecule import load_molecule, rotatable_torsions
-from confflow.generate.writers import versions, write_ensemble_sdf, write_plots, write_report
-from confflow.training import resolve_device
+from confflow.generate.writers import write_plots, write_report
 
 __all__ = ["GenerateResult", "check_writable", "run_generate"]
-
-#: Seed conformers embedded (the lowest-energy one starts the MD).
-N_SEEDS = 16
 
 
 @dataclass
@@ -95,37 +90,6 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     return value
 
 
-def _outputs(ensemble: Ensemble, clusters: Clusters | None) -> dict:
-    """SD tags for the written records: every sample, or one representative per cluster."""
-    if clusters is None:
-        idx = torch.arange(ensemble.x.shape[0])
-        weight = ensemble.weights
-        extra: dict[str, torch.Tensor] = {}
-    else:
-        idx = clusters.representatives
-        weight = clusters.population
-        extra = {
-            "free_energy_kT": clusters.free_energy,
-            "free_energy_kT_std": clusters.free_energy_std,
-            "cluster_size": torch.bincount(clusters.labels).double(),
-        }
-    tags = {
-        "energy_kJ_mol": ensemble.energy[idx],
-        "log_q": ensemble.log_q[idx],
-        "log_w": ensemble.log_w[idx],
-        "weight": weight,
-        **extra,
-    }
-    return {"x": ensemble.x[idx], "tags": tags}
-
-
-def _free_torsions(model) -> list[list[int]]:
-    """Atom quadruples of the torsional model's free torsions (empty for the Cartesian one)."""
-    if model_kind(model) != "torsional":
-        return []
-    return [list(t) for t in model.energy.embedding.torsions]
-
-
 def run_generate(
     config: GenerateConfig, log: Callable[[str], None] = lambda _: None
 ) -> GenerateResult:
@@ -143,26 +107,13 @@ def run_generate(
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    molecule = _timed(
-        timings, "molecule", lambda: load_molecule(config.smiles, config.largest_fragment)
-    )
+    molecule = _timed(timings, "molecule", lambda: prepare_molecule(config))
     check_writable(config)
-    if config.checkpoint is None:
-        resolve_model(molecule, config)  # fails before MD on --model torsional without rotors
-    try:
-        device = resolve_device(config.device)
-    except ValueError as err:
-        raise GenerateError(f"--device: {err}") from err
-    torch.manual_seed(config.seed)
-    seeds = _timed(
-        timings,
-        "seeds",
-        lambda: seed_conformers(molecule, N_SEEDS, config.seed + 1, config.variant),
-    )
-    log(f"seed conformers: {seeds.shape[0]} ({timings['seeds']:.1f} s)")
-    stereo = StereoCheck(molecule, seed=config.seed + 1)
+    device = device_of(config)
+    seed_x, _ = _timed(timings, "seeds", lambda: seeds(molecule, config))
+    log(f"seed conformers: {seed_x.shape[0]} ({timings['seeds']:.1f} s)")
     checkpoint = config.run_dir / "model.pt"
-    md_x = seeds
+    md_x = seed_x
     summary = TrainingSummary()
     if config.checkpoint is not None:
         model, layout = _timed(
@@ -175,25 +126,21 @@ def run_generate(
             md_x = _timed(
                 timings,
                 "md",
-                lambda: md_samples(molecule, seeds[0], config, config.run_dir / "md"),
+                lambda: reference_data(molecule, seed_x, config, config.run_dir / "md"),
             )
             log(f"MD: {md_x.shape[0]} frames ({timings['md']:.1f} s)")
-        layout = model_layout(molecule, config, seeds[0], md_x)
-        model = build_model(molecule, config, layout).to(device)
-
-        def keep(m) -> None:
-            save_model(checkpoint, m, config, layout)
-
-        data = training_data(model, md_x)
-        summary = _timed(timings, "training", lambda: train_model(model, data, config, keep))
+        trained = _timed(
+            timings,
+            "training",
+            lambda: train(molecule, config, seed_x[0], md_x, checkpoint, device),
+        )
+        model, layout, summary = trained.model, trained.layout, trained.summary
         log(
             f"training: {summary.nll_steps} ML + {summary.refine_steps} refinement steps, "
             f"ESS {100 * summary.best_ess:.1f}% ({timings['training']:.1f} s)"
         )
     model = model.to(device)
-    ensemble = _timed(
-        timings, "sampling", lambda: sample_ensemble(model, stereo, config.n, config.seed + 2)
-    )
+    ensemble = _timed(timings, "sampling", lambda: sample(model, molecule, config))
     log(
         f"sampling: {ensemble.x.shape[0]} of {config.n} kept, ESS {100 * ensemble.ess:.1f}%, "
         f"{ensemble.stereo_rejected} stereo rejections ({timings['sampling']:.1f} s)"
@@ -201,13 +148,12 @@ def run_generate(
     clusters = None
     if config.unique is not None:
         clusters = _timed(
-            timings,
-            "clustering",
-            lambda: cluster(molecule, ensemble, config.unique, config.bootstrap, config.seed),
+            timings, "clustering", lambda: cluster_ensemble(molecule, ensemble, config)
         )
         log(f"clustering: {len(clusters.representatives)} conformers")
-    out = _outputs(ensemble, clusters)
-    _timed(timings, "writing", lambda: write_ensemble_sdf(config.out, molecule, **out))
+    written = _timed(
+        timings, "writing", lambda: write_sdf(config.out, molecule, ensemble, clusters)
+    )
     if config.plots:
         torsions = rotatable_torsions(molecule)
         _timed(
@@ -216,59 +162,29 @@ def run_generate(
             lambda: write_plots(config.run_dir, torsions, md_x, ensemble.x, ensemble.log_w),
         )
     wall = time.perf_counter() - t0
-    report = {
-        "smiles": config.smiles,
-        "molecule": molecule.smiles,
-        "n_atoms": molecule.n_atoms,
-        "rotatable_torsions": [list(t) for t in rotatable_torsions(molecule)],
-        "temperature_K": config.temperature,
-        "energy": config.variant,
-        "model": layout["model"],
-        "relax_steps": int(layout.get("relax_steps", 0)),
-        "free_torsions": _free_torsions(model),
-        "ess": ensemble.ess,
-        "ess_effective_samples": ensemble.ess * ensemble.x.shape[0],
-        "samples_drawn": ensemble.drawn,
-        "samples_kept": int(ensemble.x.shape[0]),
-        "nonfinite_rejected": ensemble.nonfinite,
-        "stereo_rejected": ensemble.stereo_rejected,
-        "records_written": int(out["x"].shape[0]),
-        "target_evaluations": summary.target_evaluations + ensemble.drawn,
-        "training": {
-            "nll_steps": summary.nll_steps,
-            "refine_steps": summary.refine_steps,
-            "val_nll": summary.val_nll,
-            "ess_history": summary.ess_history,
-            "stopped_early": summary.stopped_early,
-            "skipped": config.checkpoint is not None,
-        },
-        "md_frames": int(md_x.shape[0]) if config.checkpoint is None else 0,
-        "wall_s": wall,
-        "timings_s": timings,
-        "device": str(device),
-        "checkpoint": str(checkpoint),
-        "config": config.to_dict(),
-        "versions": versions(),
-    }
-    if clusters is not None:
-        report["clusters"] = [
-            {
-                "population": float(clusters.population[k]),
-                "log_population": float(clusters.log_population[k]),
-                "free_energy_kT": float(clusters.free_energy[k]),
-                "free_energy_kT_std": float(clusters.free_energy_std[k]),
-                "size": int((clusters.labels == k).sum()),
-                "energy_kJ_mol": float(ensemble.energy[clusters.representatives[k]]),
-            }
-            for k in range(len(clusters.representatives))
-        ]
+    report = build_report(
+        config,
+        molecule,
+        facts=model_facts(model, layout),
+        summary=summary,
+        skipped=config.checkpoint is not None,
+        ensemble=ensemble,
+        clusters=clusters,
+        n_seeds=int(seed_x.shape[0]),
+        md_frames=int(md_x.shape[0]) if config.checkpoint is None else 0,
+        records=written,
+        timings=timings,
+        wall_s=wall,
+        device=str(device),
+        checkpoint=checkpoint,
+    )
     write_report(config.report_path, report)
     return GenerateResult(
         config.out,
         config.report_path,
         checkpoint,
         ensemble.ess,
-        int(out["x"].shape[0]),
+        written,
         ensemble.stereo_rejected,
         wall,
         timings,

@@ -38,8 +38,12 @@ class PipelineConfig:
         seed: seed of every random stage.
         device: training and sampling device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
         largest_fragment: keep the largest fragment of a salt or mixture.
+        model: ``"auto"``, ``"torsional"`` or ``"cartesian"`` (``confflow generate --model``).
         relax_steps: relaxation steps of the torsional generators' local structure (see
             ``confflow generate --relax-steps``; 0: the seed's frozen structure).
+        unique: heavy-atom RMSD in nm that merges samples into one conformer, as
+            ``confflow generate --unique`` (``None``: write every sample).
+        bootstrap: bootstrap replicates of the cluster free energies (with ``unique``).
         threads: torch threads per task (match the cores of one Dask worker thread).
         retries: Dask retries of a task that raised unexpectedly (a task whose worker died is
             rescheduled by Dask in any case).
@@ -56,7 +60,10 @@ class PipelineConfig:
     seed: int = 0
     device: str = "auto"
     largest_fragment: bool = False
+    model: str = "auto"
     relax_steps: int = RELAX_STEPS
+    unique: float | None = None
+    bootstrap: int = 200
     threads: int = 1
     retries: int = 2
 
@@ -89,7 +96,10 @@ class PipelineConfig:
             t_max=self.t_max,
             energy=self.energy,
             largest_fragment=self.largest_fragment,
+            model=self.model,
             relax_steps=self.relax_steps,
+            unique=self.unique,
+            bootstrap=self.bootstrap,
             progress=False,
         )
 

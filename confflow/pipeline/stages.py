@@ -1,7 +1,13 @@
 """The per-molecule stages of a pipeline, each one a Dask task.
 
-The stage bodies call the stage functions of ``confflow generate`` (:mod:`confflow.generate`),
-so a molecule's ensemble is the one ``confflow generate`` would write with the same settings.
+Each task calls the stage functions of ``confflow generate`` (:mod:`confflow.generate.stages`)
+with the molecule's :class:`~confflow.generate.GenerateConfig`
+(:meth:`PipelineConfig.generate_config`), so a molecule's ``ensemble.sdf`` and its report
+``ensemble.json`` are those ``confflow generate --out ensemble.sdf`` writes with the same
+settings. What one task hands the next goes through the molecule's folder. On purpose the
+pipeline differs in: ``n_seeds`` (``confflow generate`` embeds 16), the folder layout below, the
+report's ``timings_s`` (seconds per task, which ``wall_s`` sums: time queued between tasks is
+not counted), and no plots or checkpoint reuse (a rerun reuses the stages already done).
 
 A stage takes the molecule's *state* (a small dict passed from task to task) and returns the
 next state. Its outputs live in the molecule's folder and are written atomically; a marker
@@ -16,14 +22,16 @@ Folder of one molecule::
     md/                  reference MD run (only with md_ns > 0)
     reference.npz        training positions x [M, N, 3] nm
     train/model.pt       the trained generator (as ``confflow generate`` saves it)
-    samples.npz          kept flow samples x (nm), energy (kJ/mol), log_q, log_w (nats)
-    ensemble.sdf         the samples (Angstrom) with energy, log q, log w and normalised weight
-    metrics.json         ESS, largest weight, energies
+    samples.npz          kept flow samples x (nm), energy (kJ/mol), log_q, log_w (nats), and
+                         the counts drawn, nonfinite, stereo_rejected
+    ensemble.sdf         the samples, or one per cluster with ``unique`` (``confflow generate``'s)
+    ensemble.json        the report of ``confflow generate``
     result.json          the molecule's record, with the checksums of every output
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -35,8 +43,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from confflow.atomic import atomic_path, write_json, write_text
+from confflow.chem import Molecule
+from confflow.generate import GenerateConfig
+from confflow.generate import stages as shared
+from confflow.generate.ensemble import Ensemble
+from confflow.generate.model import TrainingSummary, load_model
+from confflow.generate.molecule import rotatable_torsions
+from confflow.generate.writers import write_report
 from confflow.pipeline.config import PipelineConfig
 from confflow.pipeline.files import describe_files, files_match, read_json
 
@@ -58,7 +74,7 @@ RESULT_FILES = [
     "train/model.pt",
     "samples.npz",
     "ensemble.sdf",
-    "metrics.json",
+    "ensemble.json",
 ]
 
 State = dict[str, Any]
@@ -137,31 +153,26 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
         np.savez(handle, **arrays)
 
 
-def _molecule(state: State, config: PipelineConfig) -> tuple[Any, Any]:
-    """The molecule (parsed as ``confflow generate`` does) and its :class:`GenerateConfig`."""
-    from confflow.generate.molecule import load_molecule
-
+def _molecule(state: State, config: PipelineConfig) -> tuple[Molecule, GenerateConfig]:
+    """The molecule (checked as ``confflow generate`` does) and its :class:`GenerateConfig`."""
     generate = config.generate_config(state["smiles"], Path(state["dir"]) / "ensemble.sdf")
-    return load_molecule(state["smiles"], config.largest_fragment), generate
+    return shared.prepare_molecule(generate), generate
+
+
+def _seeds(root: Path) -> Tensor:
+    with np.load(root / "seeds.npz") as data:
+        return torch.from_numpy(data["x"])
 
 
 @_stage("featurize")
 def featurize(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
     """Parses and checks the molecule, seeds MMFF94-minimised conformers, checks MMFF94."""
-    from confflow.energies.mmff import MMFFEnergy
-    from confflow.generate.data import seed_conformers
-    from confflow.generate.molecule import rotatable_torsions
-
     molecule, generate = _molecule(state, config)
-    # lowest energy first: it starts the MD and is the torsional model's local structure
-    x = seed_conformers(molecule, config.n_seeds, config.seed + 1, generate.variant)
-    energy = MMFFEnergy(molecule.rdkit_mol, variant=generate.variant).double()
-    energies = energy.energy(x).detach()
-    if not bool(torch.isfinite(energies).all()):
-        raise ValueError(f"{molecule.source}: non-finite MMFF94 energy of a seed conformer")
+    x, energies = shared.seeds(molecule, generate, config.n_seeds)
     _save_npz(root / "seeds.npz", x=x.numpy(), energy=energies.numpy())
     metrics = {"canonical_smiles": molecule.smiles, "n_atoms": molecule.n_atoms}
     metrics["rotatable_torsions"] = len(rotatable_torsions(molecule))
+    metrics["n_seeds"] = int(x.shape[0])
     metrics["seed_energy_min"] = float(energies.min())
     return metrics, ["seeds.npz"]
 
@@ -169,55 +180,33 @@ def featurize(root: Path, state: State, config: PipelineConfig) -> tuple[dict, l
 @_stage("reference")
 def reference(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
     """Training data: the seeds, or MMFF (replica-exchange) MD when ``md_ns > 0``."""
-    with np.load(root / "seeds.npz") as seeds:
-        x = torch.from_numpy(seeds["x"])
-    source = "seeds"
+    molecule, generate = _molecule(state, config)
+    md_dir = root / "md"
     if config.md_ns > 0:
-        from confflow.generate.data import md_samples
-
-        molecule, generate = _molecule(state, config)
         md_dir = _owned_dir(root, "md", state["key"])
         if md_dir.exists() and not (md_dir / "metadata.json").exists():
             shutil.rmtree(md_dir)  # killed before its first chunk: start over
-        x, source = md_samples(molecule, x[0], generate, md_dir), "md"
+    x = shared.reference_data(molecule, _seeds(root), generate, md_dir)
     _save_npz(root / "reference.npz", x=x.numpy())
+    source = "md" if config.md_ns > 0 else "seeds"
     return {"reference": source, "n_reference": len(x)}, ["reference.npz"]
 
 
 @_stage("train")
 def train(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
     """Trains the Boltzmann generator of ``confflow generate`` within ``budget`` seconds."""
-    from confflow.generate.model import (
-        build_model,
-        model_layout,
-        save_model,
-        train_model,
-        training_data,
-    )
-    from confflow.training import resolve_device
-
     molecule, generate = _molecule(state, config)
     with np.load(root / "reference.npz") as ref:
         data = torch.from_numpy(ref["x"])
-    with np.load(root / "seeds.npz") as seeds:
-        lowest = torch.from_numpy(seeds["x"][0])
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    layout = model_layout(molecule, generate, lowest, data)
-    model = build_model(molecule, generate, layout).to(device)
+    device = shared.device_of(generate)
     path = _owned_dir(root, "train", state["key"]) / "model.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def keep(m) -> None:
-        save_model(path, m, generate, layout)
-
-    summary = train_model(model, training_data(model, data), generate, keep)
-    keep(model)
+    summary = shared.train(molecule, generate, _seeds(root)[0], data, path, device).summary
     metrics = {
         "train_nll_steps": summary.nll_steps,
         "train_refine_steps": summary.refine_steps,
         "train_best_ess": summary.best_ess,
         "train_device": str(device),
+        "training": dataclasses.asdict(summary),
     }
     return metrics, ["train/model.pt"]
 
@@ -225,54 +214,73 @@ def train(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[
 @_stage("sample")
 def sample(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
     """Draws ``n_samples``, keeps the finite ones with the input's stereo, log-weights them."""
-    from confflow.coordinates import StereoCheck
-    from confflow.generate.ensemble import sample_ensemble
-    from confflow.generate.model import load_model
-    from confflow.training import resolve_device
-
     molecule, generate = _molecule(state, config)
-    model, _ = load_model(root / "train" / "model.pt", molecule, generate)
-    model = model.to(resolve_device(config.device))
-    stereo = StereoCheck(molecule, seed=config.seed + 1)
-    ensemble = sample_ensemble(model, stereo, config.n_samples, config.seed + 2)
+    model, layout = load_model(root / "train" / "model.pt", molecule, generate)
+    device = shared.device_of(generate)
+    ensemble = shared.sample(model.to(device), molecule, generate)
     _save_npz(
         root / "samples.npz",
         x=ensemble.x.numpy(),
         energy=ensemble.energy.numpy(),
         log_q=ensemble.log_q.numpy(),
         log_w=ensemble.log_w.numpy(),
+        drawn=np.array(ensemble.drawn),
+        nonfinite=np.array(ensemble.nonfinite),
+        stereo_rejected=np.array(ensemble.stereo_rejected),
     )
     metrics = {
         "n_drawn": ensemble.drawn,
         "n_kept": int(ensemble.x.shape[0]),
         "nonfinite_rejected": ensemble.nonfinite,
         "stereo_rejected": ensemble.stereo_rejected,
+        "sample_device": str(device),
+        "model_facts": shared.model_facts(model, layout),
     }
     return metrics, ["samples.npz"]
 
 
+def _ensemble(path: Path) -> Ensemble:
+    """The :class:`Ensemble` the sample stage saved."""
+    with np.load(path) as data:
+        tensors = [torch.from_numpy(data[k]) for k in ("x", "energy", "log_q", "log_w")]
+        counts = [int(data[k]) for k in ("drawn", "nonfinite", "stereo_rejected")]
+    return Ensemble(*tensors, *counts)
+
+
 @_stage("reweight")
 def reweight(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[str]]:
-    """ESS and normalised weights; the weighted ensemble as SDF (tags as ``confflow generate``)."""
-    from confflow.generate.writers import write_ensemble_sdf
-    from confflow.reweighting import expectation, kish_ess, largest_weight_share
-
-    molecule, _ = _molecule(state, config)
-    with np.load(root / "samples.npz") as data:
-        x, energy = torch.from_numpy(data["x"]), torch.from_numpy(data["energy"])
-        log_q, log_w = torch.from_numpy(data["log_q"]), torch.from_numpy(data["log_w"])
-    weights = torch.exp(log_w - torch.logsumexp(log_w, 0))
-    tags = {"energy_kJ_mol": energy, "log_q": log_q, "log_w": log_w, "weight": weights}
-    write_ensemble_sdf(root / "ensemble.sdf", molecule, x, tags)
-    metrics = {
-        "ess": kish_ess(log_w),
-        "ess_samples": kish_ess(log_w) * len(log_w),
-        "largest_weight": largest_weight_share(log_w),
-        "energy_mean": float(expectation(energy, log_w)),
-        "energy_min": float(energy.min()),
+    """Clusters (with ``unique``), writes the SDF and the report as ``confflow generate`` does."""
+    molecule, generate = _molecule(state, config)
+    ensemble = _ensemble(root / "samples.npz")
+    clusters = shared.cluster_ensemble(molecule, ensemble, generate)
+    written = shared.write_sdf(generate.out, molecule, ensemble, clusters)
+    metrics, timings = state["metrics"], dict(state["timings"])
+    report = shared.build_report(
+        generate,
+        molecule,
+        facts=metrics["model_facts"],
+        summary=TrainingSummary(**metrics["training"]),
+        skipped=False,
+        ensemble=ensemble,
+        clusters=clusters,
+        n_seeds=metrics["n_seeds"],
+        md_frames=metrics["n_reference"],
+        records=written,
+        timings=timings,
+        wall_s=sum(timings.values()),
+        device=metrics["sample_device"],
+        checkpoint=root / "train" / "model.pt",
+    )
+    write_report(generate.report_path, report)
+    outcome = {
+        "ess": report["ess"],
+        "ess_samples": report["ess_effective_samples"],
+        "largest_weight": report["largest_weight"],
+        "energy_mean": report["energy_mean_kJ_mol"],
+        "energy_min": report["energy_min_kJ_mol"],
+        "records_written": written,
     }
-    write_json(root / "metrics.json", metrics)
-    return metrics, ["ensemble.sdf", "metrics.json"]
+    return outcome, ["ensemble.sdf", "ensemble.json"]
 
 
 @_stage("write")

@@ -165,6 +165,11 @@ def test_checkpoint_reuse_skips_training_and_clusters(run, tmp_path):
             expected = clusters[0]["log_population"] - c["log_population"]
             assert c["free_energy_kT"] == pytest.approx(expected, rel=1e-12, abs=1e-12)
     assert sum(c["size"] for c in clusters) == report["samples_kept"]
+    # one SD record per cluster, tagged with the report's (log) population
+    records = _records(again)
+    for record, c in zip(records, clusters, strict=True):
+        assert float(record.GetProp("log_population")) == c["log_population"]
+        assert float(record.GetProp("weight")) == c["population"]
 
 
 def test_checkpoint_of_another_molecule_is_refused(run, tmp_path):

@@ -4,7 +4,10 @@ import dataclasses
 import json
 
 import pytest
+from rdkit import Chem
 
+from confflow.generate import run_generate
+from confflow.generate.stages import N_SEEDS
 from confflow.pipeline import STAGES
 from confflow.pipeline.stages import is_complete
 
@@ -64,3 +67,39 @@ def test_reference_md_feeds_training(tmp_path, tiny):
     assert state["metrics"]["reference"] == "md"
     assert state["metrics"]["n_reference"] >= 2
     assert (tmp_path / "m" / "md" / "metadata.json").exists()
+
+
+def test_pipeline_record_matches_generate_report(tmp_path, tiny):
+    """One molecule through the pipeline's tasks and through ``run_generate``, same settings:
+    the same report fields and SD tags, and the same seed-determined values."""
+    config = dataclasses.replace(tiny, n_seeds=N_SEEDS, unique=0.05, bootstrap=20)
+    root = tmp_path / "m"
+    state = _run(root, "CCCO", config)
+    assert state["status"] == "done", state.get("error")
+    generated = run_generate(config.generate_config("CCCO", tmp_path / "generate.sdf"))
+    ours = json.loads((root / "ensemble.json").read_text())
+    theirs = json.loads(generated.report.read_text())
+    assert set(ours) == set(theirs)
+    assert set(ours["training"]) == set(theirs["training"])
+    assert set(ours["config"]) == set(theirs["config"])
+    assert {tuple(sorted(c)) for c in ours["clusters"]} == {tuple(sorted(theirs["clusters"][0]))}
+    same = ("smiles", "molecule", "n_atoms", "rotatable_torsions", "temperature_K", "energy")
+    same += ("model", "relax_steps", "free_torsions", "n_seeds", "md_frames", "samples_drawn")
+    for key in same:
+        assert ours[key] == theirs[key], key
+    assert ours["model"] == "torsional" and ours["free_torsions"]
+    assert ours["n_seeds"] == ours["md_frames"] == N_SEEDS  # no MD: trained on the seeds
+    assert {k: v for k, v in ours["config"].items() if k != "out"} == {
+        k: v for k, v in theirs["config"].items() if k != "out"
+    }
+    assert ours["training"]["skipped"] is theirs["training"]["skipped"] is False
+    assert set(ours["timings_s"]) == {"featurize", "reference", "train", "sample"}
+    # the record carries the report's numbers; both SDFs have the same tags
+    record = json.loads((root / "result.json").read_text())
+    assert record["metrics"]["ess"] == ours["ess"]
+    assert record["metrics"]["records_written"] == ours["records_written"] == len(ours["clusters"])
+    tags = [
+        set(next(iter(Chem.SDMolSupplier(str(path), removeHs=False))).GetPropNames())
+        for path in (root / "ensemble.sdf", generated.sdf)
+    ]
+    assert tags[0] == tags[1] >= {"weight", "log_population", "free_energy_kT", "cluster_size"}

@@ -1,0 +1,322 @@
+"""The stages of one molecule, shared by ``confflow generate`` and the pipeline's Dask tasks.
+
+:func:`~confflow.generate.pipeline.run_generate` calls them one after the other in one process;
+the pipeline (:mod:`confflow.pipeline.stages`) calls each from its own task and passes what
+one stage hands the next through files. The inputs, seeds, defaults and outputs are the same
+either way, so a molecule's SDF and report are those of ``confflow generate``.
+
+Stages: :func:`prepare_molecule` (parse, validate), :func:`seeds` (ETKDG + MMFF),
+:func:`reference_data` (replica-exchange MD, or the seeds), :func:`train` (or
+:func:`~confflow.generate.model.load_model` for a checkpoint), :func:`sample`,
+:func:`cluster_ensemble`, :func:`write_sdf` and :func:`build_report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from confflow.chem import Molecule
+from confflow.coordinates import StereoCheck
+from confflow.generate.config import GenerateConfig, GenerateError
+from confflow.generate.data import md_samples, seed_conformers
+from confflow.generate.ensemble import Clusters, Ensemble, cluster, sample_ensemble
+from confflow.generate.model import (
+    TrainingSummary,
+    build_model,
+    model_kind,
+    model_layout,
+    resolve_model,
+    save_model,
+    train_model,
+    training_data,
+)
+from confflow.generate.molecule import load_molecule, rotatable_torsions
+from confflow.generate.writers import versions, write_ensemble_sdf
+from confflow.models import BoltzmannGenerator
+from confflow.reweighting import expectation, largest_weight_share
+from confflow.training import resolve_device
+
+__all__ = [
+    "N_SEEDS",
+    "Trained",
+    "build_report",
+    "cluster_ensemble",
+    "device_of",
+    "model_facts",
+    "prepare_molecule",
+    "reference_data",
+    "sample",
+    "seeds",
+    "train",
+    "write_sdf",
+]
+
+#: Seed conformers embedded (the lowest-energy one starts the MD).
+N_SEEDS = 16
+
+
+@dataclass
+class Trained:
+    """A trained generator and what fixes it.
+
+    Attributes:
+        model: the generator (on the training device).
+        layout: its :func:`~confflow.generate.model.model_layout`.
+        summary: the training's :class:`~confflow.generate.model.TrainingSummary`.
+    """
+
+    model: BoltzmannGenerator
+    layout: dict
+    summary: TrainingSummary
+
+
+def prepare_molecule(config: GenerateConfig) -> Molecule:
+    """Stage ``molecule``: the checked molecule of ``config.smiles``.
+
+    Without a checkpoint the model choice is checked too, so ``--model torsional`` for a
+    molecule without rotatable bonds fails before the MD.
+
+    Raises:
+        GenerateError: bad SMILES or molecule, or a model the molecule cannot have.
+    """
+    molecule = load_molecule(config.smiles, config.largest_fragment)
+    if config.checkpoint is None:
+        resolve_model(molecule, config)
+    return molecule
+
+
+def device_of(config: GenerateConfig) -> torch.device:
+    """The training and sampling device of ``config.device``.
+
+    Raises:
+        GenerateError: a device this machine does not have.
+    """
+    try:
+        return resolve_device(config.device)
+    except ValueError as err:
+        raise GenerateError(f"--device: {err}") from err
+
+
+def seeds(molecule: Molecule, config: GenerateConfig, n: int = N_SEEDS) -> tuple[Tensor, Tensor]:
+    """Stage ``seeds``: ``n`` MMFF-minimised ETKDG conformers, lowest energy first.
+
+    Returns:
+        ``(x, energy)``: ``[n, N, 3]`` float64 nm and ``[n]`` float64 kJ/mol.
+    """
+    return seed_conformers(molecule, n, config.seed + 1, config.variant)
+
+
+def reference_data(
+    molecule: Molecule, seed_x: Tensor, config: GenerateConfig, md_dir: Path
+) -> Tensor:
+    """Stage ``md``: the training positions, MD frames when ``config.md_ns > 0``, else the seeds.
+
+    Args:
+        molecule: the molecule.
+        seed_x: ``[C, N, 3]`` nm seed conformers, lowest energy first (the first starts the MD).
+        config: the settings (``md_ns``, ``replicas``, ``t_max``, ...).
+        md_dir: MD run folder (resumed when it holds a compatible run).
+
+    Returns:
+        ``[M, N, 3]`` float64 positions in nm.
+    """
+    if config.md_ns > 0:
+        return md_samples(molecule, seed_x[0], config, md_dir)
+    return seed_x
+
+
+def train(
+    molecule: Molecule,
+    config: GenerateConfig,
+    lowest: Tensor,
+    data: Tensor,
+    path: Path,
+    device: torch.device,
+) -> Trained:
+    """Stage ``training``: builds the generator and trains it within ``config.budget`` s.
+
+    The model is saved to ``path`` after maximum likelihood and when training ends, so an
+    interruption later keeps it.
+
+    Args:
+        molecule: the molecule.
+        config: the settings (``model``, ``relax_steps``, ``budget``, ``seed``, ...).
+        lowest: ``[N, 3]`` nm lowest-energy seed (the torsional model's local structure).
+        data: ``[M, N, 3]`` nm training positions from :func:`reference_data`.
+        path: the checkpoint file (its folder is created).
+        device: where to train.
+
+    Returns:
+        The :class:`Trained` model.
+    """
+    torch.manual_seed(config.seed)
+    layout = model_layout(molecule, config, lowest, data)
+    model = build_model(molecule, config, layout).to(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def keep(m: BoltzmannGenerator) -> None:
+        save_model(path, m, config, layout)
+
+    summary = train_model(model, training_data(model, data), config, keep)
+    keep(model)
+    return Trained(model, layout, summary)
+
+
+def model_facts(model: BoltzmannGenerator, layout: dict) -> dict[str, Any]:
+    """The report's description of a model: kind, relaxation steps and free torsions.
+
+    Returns:
+        ``{"model": kind, "relax_steps": int, "free_torsions": [[a, b, c, d], ...]}`` (no free
+        torsions for the Cartesian model).
+    """
+    free = []
+    if model_kind(model) == "torsional":
+        free = [list(t) for t in model.energy.embedding.torsions]
+    steps = int(layout.get("relax_steps", 0))
+    return {"model": layout["model"], "relax_steps": steps, "free_torsions": free}
+
+
+def sample(model: BoltzmannGenerator, molecule: Molecule, config: GenerateConfig) -> Ensemble:
+    """Stage ``sampling``: ``config.n`` samples, the finite ones with the input's stereo kept."""
+    stereo = StereoCheck(molecule, seed=config.seed + 1)
+    return sample_ensemble(model, stereo, config.n, config.seed + 2)
+
+
+def cluster_ensemble(
+    molecule: Molecule, ensemble: Ensemble, config: GenerateConfig
+) -> Clusters | None:
+    """Stage ``clustering``: conformers within ``config.unique`` nm merged (``None``: off)."""
+    if config.unique is None:
+        return None
+    return cluster(molecule, ensemble, config.unique, config.bootstrap, config.seed)
+
+
+def write_sdf(path: Path, molecule: Molecule, ensemble: Ensemble, clusters: Clusters | None) -> int:
+    """Stage ``writing``: every sample, or one representative per cluster, as SDF.
+
+    SD tags: ``energy_kJ_mol``, ``log_q``, ``log_w`` and ``weight`` (the normalised weight, or
+    the cluster's population); with clusters also ``log_population``, ``free_energy_kT``,
+    ``free_energy_kT_std`` and ``cluster_size``.
+
+    Returns:
+        The number of records written.
+    """
+    if clusters is None:
+        idx = torch.arange(ensemble.x.shape[0])
+        tags = {"weight": ensemble.weights}
+    else:
+        idx = clusters.representatives
+        tags = {
+            "weight": clusters.population,
+            "log_population": clusters.log_population,
+            "free_energy_kT": clusters.free_energy,
+            "free_energy_kT_std": clusters.free_energy_std,
+            "cluster_size": torch.bincount(clusters.labels).double(),
+        }
+    per_sample = {
+        "energy_kJ_mol": ensemble.energy,
+        "log_q": ensemble.log_q,
+        "log_w": ensemble.log_w,
+    }
+    tags = {**{name: values[idx] for name, values in per_sample.items()}, **tags}
+    write_ensemble_sdf(path, molecule, ensemble.x[idx], tags)
+    return int(idx.shape[0])
+
+
+def _clusters_report(ensemble: Ensemble, clusters: Clusters) -> list[dict[str, Any]]:
+    return [
+        {
+            "population": float(clusters.population[k]),
+            "log_population": float(clusters.log_population[k]),
+            "free_energy_kT": float(clusters.free_energy[k]),
+            "free_energy_kT_std": float(clusters.free_energy_std[k]),
+            "size": int((clusters.labels == k).sum()),
+            "energy_kJ_mol": float(ensemble.energy[clusters.representatives[k]]),
+        }
+        for k in range(len(clusters.representatives))
+    ]
+
+
+def build_report(
+    config: GenerateConfig,
+    molecule: Molecule,
+    *,
+    facts: dict[str, Any],
+    summary: TrainingSummary,
+    skipped: bool,
+    ensemble: Ensemble,
+    clusters: Clusters | None,
+    n_seeds: int,
+    md_frames: int,
+    records: int,
+    timings: dict[str, float],
+    wall_s: float,
+    device: str,
+    checkpoint: Path,
+) -> dict[str, Any]:
+    """The JSON report of one molecule's run.
+
+    Args:
+        config: the settings.
+        molecule: the molecule.
+        facts: the model's :func:`model_facts`.
+        summary: the training's summary (empty when training was skipped).
+        skipped: training was skipped (a checkpoint was reused).
+        ensemble: the reweighted samples.
+        clusters: the clusters, or ``None``.
+        n_seeds: seed conformers embedded.
+        md_frames: training positions (MD frames, or the seeds without MD; 0 when skipped).
+        records: SD records written.
+        timings: seconds per stage.
+        wall_s: total seconds.
+        device: the training and sampling device.
+        checkpoint: the model file.
+
+    Returns:
+        Plain JSON-ready data (see :func:`~confflow.generate.writers.write_report`).
+    """
+    n_kept = int(ensemble.x.shape[0])
+    report: dict[str, Any] = {
+        "smiles": config.smiles,
+        "molecule": molecule.smiles,
+        "n_atoms": molecule.n_atoms,
+        "rotatable_torsions": [list(t) for t in rotatable_torsions(molecule)],
+        "temperature_K": config.temperature,
+        "energy": config.variant,
+        **facts,
+        "n_seeds": n_seeds,
+        "ess": ensemble.ess,
+        "ess_effective_samples": ensemble.ess * n_kept,
+        "largest_weight": largest_weight_share(ensemble.log_w),
+        "energy_min_kJ_mol": float(ensemble.energy.min()),
+        "energy_mean_kJ_mol": float(expectation(ensemble.energy, ensemble.log_w)),
+        "samples_drawn": ensemble.drawn,
+        "samples_kept": n_kept,
+        "nonfinite_rejected": ensemble.nonfinite,
+        "stereo_rejected": ensemble.stereo_rejected,
+        "records_written": records,
+        "target_evaluations": summary.target_evaluations + ensemble.drawn,
+        "training": {
+            "nll_steps": summary.nll_steps,
+            "refine_steps": summary.refine_steps,
+            "val_nll": summary.val_nll,
+            "ess_history": summary.ess_history,
+            "stopped_early": summary.stopped_early,
+            "skipped": skipped,
+        },
+        "md_frames": md_frames,
+        "wall_s": wall_s,
+        "timings_s": timings,
+        "device": device,
+        "checkpoint": str(checkpoint),
+        "config": config.to_dict(),
+        "versions": versions(),
+    }
+    if clusters is not None:
+        report["clusters"] = _clusters_report(ensemble, clusters)
+    return report
