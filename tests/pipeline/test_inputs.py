@@ -73,6 +73,9 @@ def test_directory_as_input(tmp_path):
         ("device", "tpu", "device: expected 'auto', 'cpu' or 'cuda"),
         ("energy", "gaff", "energy: unknown force field 'gaff'"),
         ("retries", -1, "retries: must be a non-negative integer"),
+        ("model", "spline", "model: unknown model 'spline'"),
+        ("unique", -0.1, "unique: RMSD must be positive"),
+        ("bootstrap", 0, "bootstrap: must be a positive integer"),
     ],
 )
 def test_config_rejects_bad_values(field, value, match):
@@ -86,6 +89,7 @@ def test_config_unknown_key_and_fingerprint():
     base = PipelineConfig()
     assert base.fingerprint("CCO") == PipelineConfig(retries=5, threads=2).fingerprint("CCO")
     assert base.fingerprint("CCO") != PipelineConfig(budget=10).fingerprint("CCO")
+    assert base.fingerprint("CCO") != PipelineConfig(unique=0.05).fingerprint("CCO")
     assert base.fingerprint("CCO") != base.fingerprint("CCC")
     assert PipelineConfig.from_dict(base.to_dict()) == base
 
