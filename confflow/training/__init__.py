@@ -10,7 +10,8 @@ from confflow.training.checkpoint import (
 from confflow.training.config import TrainConfig
 from confflow.training.fit import fit_flow_matching, fit_maximum_likelihood
 from confflow.training.losses import energy_loss, mixed_loss, nll_loss, reverse_kl_loss
-from confflow.training.trainer import Trainer, TrainingDivergedError, TrainResult, resolve_device
+from confflow.training.outcome import TrainingDivergedError, TrainResult, resolve_device
+from confflow.training.trainer import Trainer
 
 __all__ = [
     "CheckpointError",

@@ -21,16 +21,14 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from confflow.atomic import write_json, write_text
 from confflow.distributions.flow import Flow
-from confflow.errors import RunError
 from confflow.models import BoltzmannGenerator
 from confflow.reweighting import kish_ess, largest_weight_share
 from confflow.training.checkpoint import (
@@ -42,52 +40,10 @@ from confflow.training.checkpoint import (
 )
 from confflow.training.config import TrainConfig
 from confflow.training.objectives import Objective, make_objective
+from confflow.training.outcome import TrainingDivergedError, TrainResult, resolve_device
+from confflow.training.runlog import RunLog
 
-__all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "resolve_device"]
-
-
-class TrainingDivergedError(RunError):
-    """Too many steps were skipped for non-finite batches, losses or gradients."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; other names are checked and returned."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} requested but CUDA is not available")
-    return device
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :meth:`Trainer.fit`.
-
-    Attributes:
-        step: steps completed.
-        skipped: steps skipped by the non-finite guard.
-        stopped_early: early stopping ended the run.
-        out_of_time: the wall-clock budget of :meth:`Trainer.fit` ended the run.
-        resumed_from: step of the checkpoint the run resumed from (``None``: fresh start).
-        metrics: last validation metrics (``val_nll`` nats, ``ess`` fraction, ...).
-        target_evaluations: energy evaluations spent by training (reverse-KL samples) and
-            validation (ESS estimates).
-        seconds: wall time of this process's part of the run.
-    """
-
-    step: int
-    skipped: int
-    stopped_early: bool
-    resumed_from: int | None
-    out_of_time: bool = False
-    metrics: dict[str, float] = field(default_factory=dict)
-    target_evaluations: int = 0
-    seconds: float = 0.0
-
-
-def _jsonable(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+__all__ = ["Trainer"]
 
 
 class Trainer:
@@ -168,6 +124,7 @@ class Trainer:
         self.out_dir = None if out_dir is None else Path(out_dir)
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(self.out_dir)
         self.optimizer = torch.optim.AdamW(
             self.flow.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -246,29 +203,6 @@ class Trainer:
         self.since_best = int(data["since_best"])
         self.evaluations = int(data["evaluations"])
         self.metrics = dict(data["metrics"])
-
-    # ------------------------------------------------------------------ logging
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.out_dir is None:
-            return
-        clean = {k: _jsonable(v) if isinstance(v, float) else v for k, v in record.items()}
-        with open(self.out_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(clean) + "\n")
-
-    def _truncate_log(self, step: int) -> None:
-        """Drops log lines written after the checkpoint we resume from."""
-        path = self.out_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by the crash
-            if record.get("step", 0) <= step:
-                kept.append(line)
-        write_text(path, "".join(k + "\n" for k in kept))
 
     def _checkpoint(self, name: str = "checkpoint.pt") -> None:
         if self.out_dir is not None:
@@ -381,10 +315,10 @@ class Trainer:
         if resume and ckpt is not None and ckpt.exists():
             self.load_state(read_checkpoint(ckpt, self.device), ckpt)
             resumed_from = self.step
-            self._truncate_log(self.step)
-            self._log({"step": self.step, "event": "resumed"})
-        elif self.out_dir is not None:
-            (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+            self.log.truncate(self.step)
+            self.log.write({"step": self.step, "event": "resumed"})
+        else:
+            self.log.restart()
         self.model.train()
         stopped_early = out_of_time = False
         show = cfg.progress and sys.stderr.isatty()
@@ -403,7 +337,7 @@ class Trainer:
                 bar.update(task, advance=1)
                 if reason is not None:
                     self.skipped += 1
-                    self._log({"step": self.step, "event": "skipped", "reason": reason})
+                    self.log.write({"step": self.step, "event": "skipped", "reason": reason})
                     if self.skipped > cfg.max_nonfinite:
                         raise TrainingDivergedError(
                             f"training stopped at step {self.step}: {self.skipped} steps skipped "
@@ -411,12 +345,12 @@ class Trainer:
                         )
                 elif self.step % self.log_every == 0:
                     lr = self.scheduler.get_last_lr()[0]
-                    self._log({"step": self.step, "lr": lr, **logs})
+                    self.log.write({"step": self.step, "lr": lr, **logs})
                 if max_seconds is not None and time.perf_counter() - start > max_seconds:
                     out_of_time = True
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps or out_of_time:
                     self.metrics = self.validate()
-                    self._log({"step": self.step, "event": "validation", **self.metrics})
+                    self.log.write({"step": self.step, "event": "validation", **self.metrics})
                     monitored = self.objective.monitor(self.metrics)
                     if monitored < self.best:
                         self.best, self.since_best = monitored, 0
@@ -435,7 +369,7 @@ class Trainer:
                     callback(self.step, logs)
                 if stopped_early or out_of_time:
                     event = "early_stop" if stopped_early else "out_of_time"
-                    self._log({"step": self.step, "event": event})
+                    self.log.write({"step": self.step, "event": event})
                     break
         self.model.eval()
         result = TrainResult(
@@ -448,13 +382,13 @@ class Trainer:
             target_evaluations=self.evaluations,
             seconds=time.perf_counter() - start,
         )
-        if self.out_dir is not None:
-            final = {
+        self.log.write_final(
+            {
                 "step": result.step,
                 "skipped": result.skipped,
                 "stopped_early": stopped_early,
                 "target_evaluations": self.evaluations,
-                **{k: _jsonable(v) for k, v in self.metrics.items()},
+                **self.metrics,
             }
-            write_json(self.out_dir / "final.json", final)
+        )
         return result
