@@ -51,11 +51,10 @@ from confflow.coordinates.chirality import StereoCheck
 from confflow.datasets import get_recipe, load
 from confflow.distributions import Flow, MeanFreeNormal
 from confflow.energies import ALDP_PHI, ALDP_PSI
-from confflow.flow_matching import FlowMatchingConfig, fit_flow_matching
 from confflow.models import BGConfig, FlowConfig, build_boltzmann_generator
 from confflow.nn import EGNN
 from confflow.reweighting import kish_ess, log_weights, torsion
-from confflow.training import TrainConfig, Trainer, write_checkpoint
+from confflow.training import TrainConfig, Trainer, fit_flow_matching, write_checkpoint
 from confflow.training.spec import target_for_system
 from confflow.transforms import CNF, ODEConfig
 
@@ -114,13 +113,15 @@ def evaluate(name, sample_fn, log_prob_fn, reduced, check, test_x, n, chunk, out
 def train_cnf(field, base, data, classes, args) -> dict[str, float]:
     """Flow matching within ``args.budget`` s; returns steps, final loss and seconds."""
     # Size the cosine schedule so that it ends within the budget: time 20 steps on a copy.
-    settings = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    # AdamW, cosine decay to zero, no warm-up, no weight decay or clipping
+    settings = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "warmup": 0}
+    settings |= {"weight_decay": 0.0, "clip": 1e9, "checkpoint_every": 0, "progress": False}
     t0 = time.perf_counter()
-    fm_probe = FlowMatchingConfig(steps=20, **settings)
+    fm_probe = TrainConfig(steps=20, val_every=20, **settings)
     fit_flow_matching(copy.deepcopy(field), base, data, fm_probe, classes)
     steps = max(100, int(0.9 * args.budget / ((time.perf_counter() - t0) / 20)))
     log(f"cnf: flow matching, {steps} steps within {args.budget:.0f} s")
-    fm = FlowMatchingConfig(steps=steps, **settings)
+    fm = TrainConfig(steps=steps, val_every=steps, **settings)
     t0 = time.perf_counter()
     losses = fit_flow_matching(
         field, base, data, fm, classes, deadline=time.monotonic() + args.budget

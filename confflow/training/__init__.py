@@ -8,9 +8,10 @@ from confflow.training.checkpoint import (
     write_checkpoint,
 )
 from confflow.training.config import TrainConfig
+from confflow.training.fit import fit_flow_matching, fit_maximum_likelihood
 from confflow.training.losses import energy_loss, mixed_loss, nll_loss, reverse_kl_loss
-from confflow.training.ml import fit_maximum_likelihood
-from confflow.training.trainer import Trainer, TrainingDivergedError, TrainResult, resolve_device
+from confflow.training.outcome import TrainingDivergedError, TrainResult, resolve_device
+from confflow.training.trainer import Trainer
 
 __all__ = [
     "CheckpointError",
@@ -20,6 +21,7 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "energy_loss",
+    "fit_flow_matching",
     "fit_maximum_likelihood",
     "load_generator",
     "mixed_loss",

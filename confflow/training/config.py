@@ -8,20 +8,34 @@ from typing import Any
 
 from confflow.models.config import ConfigError
 
-__all__ = ["TrainConfig"]
+__all__ = ["OBJECTIVE_NAMES", "TrainConfig"]
+
+#: The objectives :class:`~confflow.training.Trainer` knows
+#: (:mod:`confflow.training.objectives`).
+OBJECTIVE_NAMES = ("likelihood", "flow-matching")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of :class:`~confflow.training.Trainer`.
 
-    The loss is ``(1 - kl_weight) * NLL(data) + kl_weight * E``: ``kl_weight = 0`` is maximum
-    likelihood on samples, ``1`` trains on the energy alone (no data needed). The energy term
-    ``E = (1 - forward_weight) * KL(q || p) + forward_weight * IS-forward-KL`` mixes reverse KL
-    with the importance-weighted forward KL on the same flow samples
-    (:func:`~confflow.training.energy_loss`).
+    ``objective`` names the loss (:data:`~confflow.training.objectives.OBJECTIVES`). With
+    ``"likelihood"`` (the default) the loss is ``(1 - kl_weight) * NLL(data) + kl_weight * E``:
+    ``kl_weight = 0`` is maximum likelihood on samples, ``1`` trains on the energy alone (no
+    data needed). The energy term ``E = (1 - forward_weight) * KL(q || p) + forward_weight *
+    IS-forward-KL`` mixes reverse KL with the importance-weighted forward KL on the same flow
+    samples (:func:`~confflow.training.energy_loss`). ``"flow-matching"`` regresses the vector
+    field of the flow's continuous layer on straight paths between base and data samples
+    (settings ``fm_*``).
+
+    Non-finite values: a step whose data batch, loss or gradient norm is not finite is
+    skipped (no parameter update; the schedule still advances) and logged; after
+    ``max_nonfinite`` skipped steps the run stops with
+    :class:`~confflow.training.TrainingDivergedError`. This is the one policy of every
+    objective.
 
     Attributes:
+        objective: ``"likelihood"`` or ``"flow-matching"``.
         steps: optimiser steps.
         batch_size: data samples per step (NLL term).
         kl_batch_size: flow samples per step (reverse-KL term).
@@ -47,8 +61,15 @@ class TrainConfig:
         seed: seed of initialisation, mini-batches and flow samples.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:i]"``.
         progress: show a progress bar.
+        fm_sigma: flow matching: standard deviation of the path around the straight line
+            (data units, nm for positions; ``>= 0``).
+        fm_ot: flow matching: pair base and data samples by minibatch optimal transport.
+        fm_align: flow matching: align each data sample of positions to its base sample
+            (Kabsch rotation, and Hungarian permutation of identical atoms when known).
+        fm_align_iterations: flow matching: rotation/permutation alternations (``>= 1``).
     """
 
+    objective: str = "likelihood"
     steps: int = 1000
     batch_size: int = 256
     kl_batch_size: int = 256
@@ -69,9 +90,19 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    fm_sigma: float = 0.0
+    fm_ot: bool = True
+    fm_align: bool = True
+    fm_align_iterations: int = 2
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVE_NAMES:
+            raise ConfigError(
+                f"train.objective: unknown objective {self.objective!r}; choose one of "
+                f"{', '.join(OBJECTIVE_NAMES)}"
+            )
         positive = ("steps", "batch_size", "kl_batch_size", "val_every", "val_batch_size")
+        positive += ("fm_align_iterations",)
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -90,6 +121,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: must be in [0, 1], got {v!r}")
         if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
             raise ConfigError(f"train.weight_decay: must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.fm_sigma, int | float) and 0 <= self.fm_sigma < math.inf):
+            raise ConfigError(f"train.fm_sigma: must be finite and >= 0, got {self.fm_sigma!r}")
         if not (isinstance(self.cap_threshold, int | float) and math.isfinite(self.cap_threshold)):
             raise ConfigError(f"train.cap_threshold: must be finite, got {self.cap_threshold!r}")
         if not (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda")):

@@ -14,92 +14,65 @@ reproduces the uninterrupted one exactly (same steps, same random numbers).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from confflow.atomic import write_json, write_text
-from confflow.errors import RunError
+from confflow.distributions.flow import Flow
 from confflow.models import BoltzmannGenerator
 from confflow.reweighting import kish_ess, largest_weight_share
 from confflow.training.checkpoint import (
+    CheckpointMismatchError,
     check_compatible,
     check_same_training,
     read_checkpoint,
     write_checkpoint,
 )
 from confflow.training.config import TrainConfig
-from confflow.training.losses import energy_loss, mixed_loss, nll_loss
+from confflow.training.objectives import Objective, make_objective
+from confflow.training.outcome import TrainingDivergedError, TrainResult, resolve_device
+from confflow.training.runlog import RunLog
 
-__all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "resolve_device"]
-
-
-class TrainingDivergedError(RunError):
-    """Too many steps were skipped for non-finite batches, losses or gradients."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; other names are checked and returned."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} requested but CUDA is not available")
-    return device
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :meth:`Trainer.fit`.
-
-    Attributes:
-        step: steps completed.
-        skipped: steps skipped by the non-finite guard.
-        stopped_early: early stopping ended the run.
-        out_of_time: the wall-clock budget of :meth:`Trainer.fit` ended the run.
-        resumed_from: step of the checkpoint the run resumed from (``None``: fresh start).
-        metrics: last validation metrics (``val_nll`` nats, ``ess`` fraction, ...).
-        target_evaluations: energy evaluations spent by training (reverse-KL samples) and
-            validation (ESS estimates).
-        seconds: wall time of this process's part of the run.
-    """
-
-    step: int
-    skipped: int
-    stopped_early: bool
-    resumed_from: int | None
-    out_of_time: bool = False
-    metrics: dict[str, float] = field(default_factory=dict)
-    target_evaluations: int = 0
-    seconds: float = 0.0
-
-
-def _jsonable(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+__all__ = ["Trainer"]
 
 
 class Trainer:
-    """Trains a :class:`~confflow.models.BoltzmannGenerator` by NLL, reverse KL or a mix.
+    """The one training loop: any objective, any flow, one policy for everything around it.
+
+    The objective (:mod:`confflow.training.objectives`: maximum likelihood, reverse KL,
+    importance-weighted forward KL, their mix, or flow matching; or a custom
+    :class:`~confflow.training.objectives.Objective`) gives each step's loss. The Trainer owns
+    the rest: AdamW with warm-up and cosine decay, gradient clipping, the non-finite policy
+    (see :class:`~confflow.training.TrainConfig`), validation every ``val_every`` steps, the
+    best model (``best.pt``), early stopping, checkpoints and exact resume.
 
     Args:
-        model: the Boltzmann generator (moved to the configured device).
+        model: a :class:`~confflow.models.BoltzmannGenerator` (validation then also reports the
+            ESS of flow samples reweighted to its target), or a bare
+            :class:`~confflow.distributions.Flow` (objectives on data only). Moved to the
+            configured device.
         config: training hyper-parameters.
         train_data: ``[M, *event_shape]`` training samples (positions in nm for molecules);
-            required unless ``config.kl_weight == 1``.
-        val_data: optional validation samples, for ``val_nll`` and early stopping.
+            required when the objective trains on data.
+        val_data: optional validation samples, for the objective's validation loss and early
+            stopping.
         out_dir: folder for checkpoints and logs (``None``: keep nothing on disk).
         log_every: steps between training-loss log lines.
+        objective: the loss; default: ``config.objective`` built from ``config``.
+        atom_classes: ``[N]`` exchangeable-atom labels for flow matching on positions.
 
     Raises:
-        ValueError: missing or mis-shaped data.
+        ValueError: missing or mis-shaped data, or an objective the model cannot serve.
     """
 
     def __init__(
@@ -110,32 +83,50 @@ class Trainer:
         val_data: Tensor | None = None,
         out_dir: str | Path | None = None,
         log_every: int = 10,
+        objective: Objective | None = None,
+        atom_classes: Tensor | None = None,
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
-        shape = tuple(model.event_shape)
+        self.generator = model if isinstance(model, BoltzmannGenerator) else None
+        self.flow: Flow = model.flow if self.generator is not None else model
+        self.objective = objective or make_objective(config, atom_classes)
+        objective = self.objective
+        if objective.needs_target and self.generator is None:
+            raise ValueError(
+                f"train.objective: {config.objective!r} with kl_weight = {config.kl_weight} "
+                "needs a target energy (a Boltzmann generator), not a bare flow"
+            )
+        shape = tuple(model.event_shape) if self.generator is not None else None
         for name, data in (("train_data", train_data), ("val_data", val_data)):
-            if data is not None and (
-                data.dim() != 1 + len(shape) or tuple(data.shape[1:]) != shape
+            if (
+                data is not None
+                and shape is not None
+                and (data.dim() != 1 + len(shape) or tuple(data.shape[1:]) != shape)
             ):
                 raise ValueError(
                     f"{name}: expected [M, {', '.join(map(str, shape))}], got {tuple(data.shape)}"
                 )
-        if config.kl_weight < 1 and train_data is None:
-            raise ValueError(
-                f"train_data: required for kl_weight = {config.kl_weight} < 1 (NLL term)"
+        if objective.needs_data and train_data is None:
+            why = (
+                f"for kl_weight = {config.kl_weight} < 1 (NLL term)"
+                if config.objective == "likelihood"
+                else f"by the {config.objective!r} objective"
             )
+            raise ValueError(f"train_data: required {why}")
         if log_every < 1:
             raise ValueError(f"log_every: must be >= 1, got {log_every}")
         self.log_every = log_every
-        self.train_data = None if train_data is None else train_data.to(self.device, torch.float32)
-        self.val_data = None if val_data is None else val_data.to(self.device, torch.float32)
+        dtype = next(self.flow.parameters()).dtype
+        self.train_data = None if train_data is None else train_data.to(self.device, dtype)
+        self.val_data = None if val_data is None else val_data.to(self.device, dtype)
         self.out_dir = None if out_dir is None else Path(out_dir)
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(self.out_dir)
         self.optimizer = torch.optim.AdamW(
-            model.flow.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            self.flow.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.batch_gen = torch.Generator().manual_seed(config.seed)
@@ -167,8 +158,8 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
-            "fingerprint": self.model.fingerprint,
-            "model_config": self.model.config.to_dict(),
+            "fingerprint": self._fingerprint(),
+            "model_config": {} if self.generator is None else self.generator.config.to_dict(),
             "train_config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -182,9 +173,20 @@ class Trainer:
             "metrics": dict(self.metrics),
         }
 
+    def _fingerprint(self) -> str:
+        """The generator's fingerprint, or for a bare flow one of its parameter shapes."""
+        if self.generator is not None:
+            return self.generator.fingerprint
+        shapes = {k: list(v.shape) for k, v in self.flow.state_dict().items()}
+        text = json.dumps({"flow": type(self.flow.transform).__name__, "shapes": shapes})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def load_state(self, data: dict[str, Any], path: str | Path) -> None:
         """Restores a checkpoint written by :meth:`state` (after checking it fits the model)."""
-        check_compatible(data, self.model, path)
+        if self.generator is not None:
+            check_compatible(data, self.generator, path)
+        elif data["fingerprint"] != self._fingerprint():
+            raise CheckpointMismatchError(f"checkpoint {path}: written for another flow")
         check_same_training(data, self.config.to_dict(), path)
         self.model.load_state_dict(data["model"])
         self.optimizer.load_state_dict(data["optimizer"])
@@ -201,29 +203,6 @@ class Trainer:
         self.since_best = int(data["since_best"])
         self.evaluations = int(data["evaluations"])
         self.metrics = dict(data["metrics"])
-
-    # ------------------------------------------------------------------ logging
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.out_dir is None:
-            return
-        clean = {k: _jsonable(v) if isinstance(v, float) else v for k, v in record.items()}
-        with open(self.out_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(clean) + "\n")
-
-    def _truncate_log(self, step: int) -> None:
-        """Drops log lines written after the checkpoint we resume from."""
-        path = self.out_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by the crash
-            if record.get("step", 0) <= step:
-                kept.append(line)
-        write_text(path, "".join(k + "\n" for k in kept))
 
     def _checkpoint(self, name: str = "checkpoint.pt") -> None:
         if self.out_dir is not None:
@@ -243,14 +222,14 @@ class Trainer:
         self.model.eval()
         out: dict[str, float] = {}
         n = self.config.val_batch_size
-        if self.val_data is not None:
-            total = 0.0
-            for chunk in self.val_data.split(n):
-                total += float(-self.model.log_prob(chunk).double().sum())
-            out["val_nll"] = total / self.val_data.shape[0]
         gen = torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + self.step)
-        x, log_q = self.model.sample(n, gen)
-        log_w = self.model.log_weights(x, log_q)
+        if self.val_data is not None:
+            out.update(self.objective.validation(self.model, self.val_data, gen))
+        if self.generator is None:
+            self.model.train()
+            return out
+        x, log_q = self.generator.sample(n, gen)
+        log_w = self.generator.log_weights(x, log_q)
         self.evaluations += int(torch.isfinite(log_q).sum())
         if bool(torch.isfinite(log_w).any()):
             out["ess"] = kish_ess(log_w)
@@ -261,54 +240,34 @@ class Trainer:
         self.model.train()
         return out
 
-    def _monitor(self, metrics: dict[str, float]) -> float:
-        """The validation form of the training loss: ``(1 - w) val_nll + w kl`` (nats)."""
-        w = self.config.kl_weight
-        nll, kl = metrics.get("val_nll"), metrics.get("kl", math.inf)
-        if nll is None or w == 1:
-            return kl
-        return nll if w == 0 else (1 - w) * nll + w * kl
-
     # ------------------------------------------------------------------ one step
     def _train_step(self) -> tuple[str | None, dict[str, float]]:
         cfg = self.config
-        nll = kl = None
-        logs: dict[str, float] = {}
-        if cfg.kl_weight < 1:
+        batch = None
+        if self.objective.needs_data:
             idx = torch.randint(
                 self.train_data.shape[0], (cfg.batch_size,), generator=self.batch_gen
             )
             batch = self.train_data[idx.to(self.device)]
             if not bool(torch.isfinite(batch).all()):
-                return "non-finite values in the data batch", logs
-            nll = nll_loss(self.model, batch)
-            logs["nll"] = float(nll.detach())
-        if cfg.kl_weight > 0:
-            kl, log_w = energy_loss(
-                self.model,
-                cfg.kl_batch_size,
-                cfg.cap_threshold,
-                cfg.cap_scale,
-                cfg.forward_weight,
-                self.sample_gen,
-            )
-            self.evaluations += cfg.kl_batch_size
-            logs["kl"] = float(kl.detach())
-            if bool(torch.isfinite(log_w).all()):
-                logs["train_ess"] = kish_ess(log_w)
-        loss = mixed_loss(nll, kl, cfg.kl_weight)
-        if not bool(torch.isfinite(loss)):
-            return "non-finite loss", logs
+                return "non-finite values in the data batch", {}
+        out = self.objective.step(self.model, batch, self.sample_gen)
+        self.evaluations += out.evaluations
+        if out.skip is not None:
+            return out.skip, out.logs
+        loss = out.loss
+        if loss is None or not bool(torch.isfinite(loss)):
+            return "non-finite loss", out.logs
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.flow.parameters(), cfg.clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), cfg.clip)
         if not bool(torch.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
-            return "non-finite gradient", logs
+            return "non-finite gradient", out.logs
         self.optimizer.step()
-        logs["loss"] = float(loss.detach())
-        logs["grad_norm"] = float(norm)
-        return None, logs
+        out.logs["loss"] = float(loss.detach())
+        out.logs["grad_norm"] = float(norm)
+        return None, out.logs
 
     def snapshot(self) -> dict[str, Tensor]:
         """A detached copy of the model's parameters and buffers (for ``load_state_dict``)."""
@@ -324,13 +283,21 @@ class Trainer:
         return self.fit(resume=False)
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, resume: bool = True, max_seconds: float | None = None) -> TrainResult:
+    def fit(
+        self,
+        resume: bool = True,
+        max_seconds: float | None = None,
+        callback: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> TrainResult:
         """Runs (or resumes) training until ``config.steps``, early stopping or the budget.
 
         Args:
             resume: continue from ``out_dir/checkpoint.pt`` when it exists.
             max_seconds: wall-clock budget of this call; when spent, the run validates,
                 checkpoints and stops (``out_of_time`` in the result).
+            callback: called as ``callback(step, logs)`` at the end of every step, taken or
+                skipped, after its validation and checkpoint (``logs`` holds the step's loss
+                terms; empty or partial for a skipped step).
 
         Returns:
             The :class:`TrainResult`.
@@ -348,10 +315,10 @@ class Trainer:
         if resume and ckpt is not None and ckpt.exists():
             self.load_state(read_checkpoint(ckpt, self.device), ckpt)
             resumed_from = self.step
-            self._truncate_log(self.step)
-            self._log({"step": self.step, "event": "resumed"})
-        elif self.out_dir is not None:
-            (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+            self.log.truncate(self.step)
+            self.log.write({"step": self.step, "event": "resumed"})
+        else:
+            self.log.restart()
         self.model.train()
         stopped_early = out_of_time = False
         show = cfg.progress and sys.stderr.isatty()
@@ -370,7 +337,7 @@ class Trainer:
                 bar.update(task, advance=1)
                 if reason is not None:
                     self.skipped += 1
-                    self._log({"step": self.step, "event": "skipped", "reason": reason})
+                    self.log.write({"step": self.step, "event": "skipped", "reason": reason})
                     if self.skipped > cfg.max_nonfinite:
                         raise TrainingDivergedError(
                             f"training stopped at step {self.step}: {self.skipped} steps skipped "
@@ -378,13 +345,13 @@ class Trainer:
                         )
                 elif self.step % self.log_every == 0:
                     lr = self.scheduler.get_last_lr()[0]
-                    self._log({"step": self.step, "lr": lr, **logs})
+                    self.log.write({"step": self.step, "lr": lr, **logs})
                 if max_seconds is not None and time.perf_counter() - start > max_seconds:
                     out_of_time = True
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps or out_of_time:
                     self.metrics = self.validate()
-                    self._log({"step": self.step, "event": "validation", **self.metrics})
-                    monitored = self._monitor(self.metrics)
+                    self.log.write({"step": self.step, "event": "validation", **self.metrics})
+                    monitored = self.objective.monitor(self.metrics)
                     if monitored < self.best:
                         self.best, self.since_best = monitored, 0
                         self._checkpoint("best.pt")
@@ -398,9 +365,11 @@ class Trainer:
                     or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
                 ):
                     self._checkpoint()
+                if callback is not None:
+                    callback(self.step, logs)
                 if stopped_early or out_of_time:
                     event = "early_stop" if stopped_early else "out_of_time"
-                    self._log({"step": self.step, "event": event})
+                    self.log.write({"step": self.step, "event": event})
                     break
         self.model.eval()
         result = TrainResult(
@@ -413,13 +382,13 @@ class Trainer:
             target_evaluations=self.evaluations,
             seconds=time.perf_counter() - start,
         )
-        if self.out_dir is not None:
-            final = {
+        self.log.write_final(
+            {
                 "step": result.step,
                 "skipped": result.skipped,
                 "stopped_early": stopped_early,
                 "target_evaluations": self.evaluations,
-                **{k: _jsonable(v) for k, v in self.metrics.items()},
+                **self.metrics,
             }
-            write_json(self.out_dir / "final.json", final)
+        )
         return result

@@ -10,15 +10,14 @@ from torch import Tensor, nn
 
 from confflow.coordinates import kabsch_align
 from confflow.distributions import Flow, MeanFreeNormal, StandardNormal
-from confflow.flow_matching import (
-    FlowMatchingConfig,
+from confflow.nn import MLP, TimeEmbedding
+from confflow.testing import random_rotation
+from confflow.training import TrainConfig, Trainer, TrainingDivergedError, fit_flow_matching
+from confflow.training.flow_matching import (
     align_to_reference,
-    fit_flow_matching,
     ot_pairing,
     permute_identical_atoms,
 )
-from confflow.nn import MLP, TimeEmbedding
-from confflow.testing import random_rotation
 from confflow.transforms import CNF, ODEConfig
 
 F64 = torch.float64
@@ -103,10 +102,10 @@ def test_flow_matching_learns_a_shifted_gaussian(tmp_path):
     mean, std = torch.tensor([2.0, -1.0]), 0.5
     data = mean + std * torch.randn(4000, 2)
     field = MLPField(2)
-    config = FlowMatchingConfig(steps=300, batch_size=128, lr=3e-3, seed=1)
+    config = TrainConfig(steps=300, batch_size=128, lr=3e-3, seed=1, progress=False)
     losses = fit_flow_matching(field, StandardNormal(2), data, config, out_dir=tmp_path)
-    assert len(losses) == 300
-    assert (tmp_path / "flow_matching.pt").is_file()
+    assert len(losses) == 300 and all(math.isfinite(v) for v in losses)
+    assert (tmp_path / "checkpoint.pt").is_file()
     flow = Flow(StandardNormal(2), CNF(field, (2,), ODEConfig(rtol=1e-5, atol=1e-5)))
     test = mean + std * torch.randn(2000, 2)
     with torch.no_grad():
@@ -119,7 +118,7 @@ def test_flow_matching_learns_a_shifted_gaussian(tmp_path):
 
 def test_flow_matching_resume_reproduces_uninterrupted_run(tmp_path):
     data = torch.randn(500, 3)
-    config = FlowMatchingConfig(steps=12, batch_size=16, checkpoint_every=6, seed=3)
+    config = TrainConfig(steps=12, batch_size=16, checkpoint_every=6, seed=3, progress=False)
 
     def run(out):
         torch.manual_seed(0)
@@ -131,10 +130,10 @@ def test_flow_matching_resume_reproduces_uninterrupted_run(tmp_path):
     # Interrupted after step 6 (checkpoint), then resumed.
     torch.manual_seed(0)
     part = MLPField(3)
-    short = FlowMatchingConfig(steps=12, batch_size=16, checkpoint_every=6, seed=3)
+    short = config
     seen = []
 
-    def stop_at_six(step: int, loss: float) -> None:
+    def stop_at_six(step: int, logs: dict) -> None:
         seen.append(step)
         if step == 6:
             raise KeyboardInterrupt
@@ -153,13 +152,59 @@ def test_flow_matching_resume_reproduces_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"sigma": -0.1}, "sigma: must be finite and >= 0"),
-        ({"steps": 0}, "steps: must be an integer >= 1"),
-        ({"batch_size": 2.5}, "batch_size: must be an integer >= 1"),
-        ({"lr": 0.0}, "lr: must be positive"),
-        ({"align_iterations": 0}, "align_iterations: must be an integer >= 1"),
+        ({"fm_sigma": -0.1}, "fm_sigma: must be finite and >= 0"),
+        ({"fm_align_iterations": 0}, "fm_align_iterations: must be a positive integer"),
+        ({"objective": "score-matching"}, "unknown objective 'score-matching'"),
     ],
 )
 def test_flow_matching_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        FlowMatchingConfig(**kwargs)
+        TrainConfig(**kwargs)
+
+
+def test_non_finite_flow_matching_losses_are_skipped_then_stop_the_run():
+    """The Trainer's one policy: skip and count, stop after max_nonfinite skipped steps."""
+
+    class Exploding(MLPField):
+        def forward(self, t, x, context=None):
+            return super().forward(t, x, context) * math.inf
+
+    config = TrainConfig(steps=50, batch_size=8, max_nonfinite=3, progress=False)
+    with pytest.raises(TrainingDivergedError, match=r"4 steps skipped .* non-finite loss"):
+        fit_flow_matching(Exploding(2), StandardNormal(2), torch.randn(100, 2), config)
+
+
+def test_every_configurable_objective_is_registered_and_flow_matching_needs_a_cnf():
+    from confflow.errors import InputError
+    from confflow.training.config import OBJECTIVE_NAMES
+    from confflow.training.objectives import OBJECTIVES
+    from confflow.transforms import ElementwiseAffine
+
+    assert tuple(OBJECTIVES) == OBJECTIVE_NAMES
+    flow = Flow(StandardNormal(2), ElementwiseAffine(2))
+    config = TrainConfig(objective="flow-matching", steps=2, batch_size=4, progress=False)
+    with pytest.raises(InputError, match="needs exactly one continuous layer"):
+        Trainer(flow, config, torch.randn(10, 2)).fit()
+
+
+def test_a_custom_objective_plugs_into_the_trainer():
+    """The Trainer runs any Objective: here maximum likelihood written out by hand."""
+    from confflow.training.objectives import Objective, StepLoss
+    from confflow.transforms import ElementwiseAffine
+
+    class HandNLL(Objective):
+        def step(self, model, batch, generator):
+            return StepLoss(-model.log_prob(batch).mean())
+
+        def monitor(self, metrics):
+            return 0.0
+
+    torch.manual_seed(0)
+    data = 3.0 + 0.5 * torch.randn(2000, 2)
+    flow = Flow(StandardNormal(2), ElementwiseAffine(2))
+    config = TrainConfig(steps=400, batch_size=256, lr=0.05, warmup=0, progress=False)
+    Trainer(flow, config, data, objective=HandNLL()).fit()
+    with torch.no_grad():
+        x, _ = flow.sample(4000)
+    assert torch.allclose(x.mean(0), torch.tensor([3.0, 3.0]), atol=0.1)
+    assert torch.allclose(x.std(0), torch.tensor([0.5, 0.5]), atol=0.1)
