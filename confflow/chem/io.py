@@ -21,8 +21,9 @@ from rdkit import Chem, rdBase
 
 from confflow.atomic import atomic_path, write_text
 from confflow.chem.checks import as_positions
+from confflow.chem.conformers import ANGSTROM_PER_NM
 from confflow.chem.errors import MoleculeError
-from confflow.chem.molecule import ANGSTROM_PER_NM, Molecule
+from confflow.chem.molecule import Molecule
 from confflow.chem.topology import BOND_TYPES
 
 __all__ = ["from_mdtraj", "read_sdf", "to_mdtraj", "write_pdb", "write_sdf", "write_xyz"]
