@@ -33,7 +33,7 @@ def check_options(
     dielectric_constant: float,
     nonbonded_threshold: float | None,
 ) -> None:
-    """Raises ``ValueError`` for a molecule or options :func:`mmff_parameters` cannot use.
+    """Raises ``ValueError`` unless the molecule and the options suit MMFF's parameters.
 
     Args:
         mol: must be an RDKit molecule with atoms and explicit hydrogens only.
