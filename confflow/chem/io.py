@@ -21,8 +21,10 @@ from rdkit import Chem, rdBase
 
 from confflow.atomic import atomic_path, write_text
 from confflow.chem.checks import as_positions
+from confflow.chem.conformers import ANGSTROM_PER_NM
 from confflow.chem.errors import MoleculeError
-from confflow.chem.molecule import ANGSTROM_PER_NM, Molecule
+from confflow.chem.molecule import Molecule
+from confflow.chem.topology import BOND_TYPES
 
 __all__ = ["from_mdtraj", "read_sdf", "to_mdtraj", "write_pdb", "write_sdf", "write_xyz"]
 
@@ -143,7 +145,7 @@ def to_mdtraj(molecule: Molecule, x: torch.Tensor) -> mdtraj.Trajectory:
         )
         for a in molecule.rdkit_mol.GetAtoms()
     ]
-    orders = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}
+    orders = {bond_type: order for order, bond_type in BOND_TYPES.items()}
     for bond in molecule.rdkit_mol.GetBonds():
         top.add_bond(
             atoms[bond.GetBeginAtomIdx()],

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -34,6 +33,7 @@ from confflow.chem.checks import (
     read_text,
     sanitize,
 )
+from confflow.chem.conformers import ANGSTROM_PER_NM, add_conformers, conformer_positions
 from confflow.chem.errors import MoleculeError, StereoWarning
 from confflow.chem.stereo import (
     assign_stereo_from_3d,
@@ -41,6 +41,7 @@ from confflow.chem.stereo import (
     has_3d,
     unspecified_stereo,
 )
+from confflow.chem.topology import mol_from_graph
 
 if TYPE_CHECKING:
     import mdtraj
@@ -50,8 +51,6 @@ __all__ = ["ANGSTROM_PER_NM", "DEFAULT_MAX_ATOMS", "Molecule", "StereoPolicy"]
 
 #: Largest number of atoms (hydrogens included) accepted unless the caller raises the limit.
 DEFAULT_MAX_ATOMS = 300
-#: Angstrom per nanometre.
-ANGSTROM_PER_NM = 10.0
 
 #: What to do with unspecified stereo: warn (default), raise, or pick the first isomer.
 StereoPolicy = Literal["warn", "error", "first"]
@@ -238,7 +237,10 @@ class Molecule:
             positions = positions.value_in_unit(unit.nanometer)
         atoms = [a.element.atomic_number for a in topology.atoms()]
         bonds = [(b[0].index, b[1].index, b.order) for b in topology.bonds()]
-        return cls._from_graph(atoms, bonds, positions, "OpenMM topology", charge, max_atoms)
+        source = "OpenMM topology"
+        return cls(
+            mol_from_graph(atoms, bonds, positions, source, charge), source, max_atoms=max_atoms
+        )
 
     @classmethod
     def from_mdtraj(
@@ -255,46 +257,10 @@ class Molecule:
         """
         atoms = [a.element.atomic_number for a in topology.atoms]
         bonds = [(b[0].index, b[1].index, b.order) for b in topology.bonds]
-        return cls._from_graph(atoms, bonds, positions, "mdtraj topology", charge, max_atoms)
-
-    @classmethod
-    def _from_graph(
-        cls,
-        atoms: Sequence[int],
-        bonds: Sequence[tuple[int, int, int | None]],
-        positions: np.ndarray,
-        source: str,
-        charge: int,
-        max_atoms: int,
-    ) -> Molecule:
-        if len(atoms) == 0:
-            raise MoleculeError(f"{source}: empty input (no atoms)")
-        xyz = np.asarray(positions, dtype=np.float64) * ANGSTROM_PER_NM
-        if xyz.shape != (len(atoms), 3):
-            raise MoleculeError(
-                f"{source}: positions must be [{len(atoms)}, 3] nm, got {tuple(xyz.shape)}"
-            )
-        rw = Chem.RWMol()
-        for z in atoms:
-            atom = Chem.Atom(int(z))
-            atom.SetNoImplicit(True)
-            rw.AddAtom(atom)
-        orders = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
-        known = all(order in orders for _, _, order in bonds)
-        for i, j, order in bonds:
-            rw.AddBond(i, j, orders[order] if known else Chem.BondType.SINGLE)
-        mol = rw.GetMol()
-        conf = Chem.Conformer(len(atoms))
-        for i, p in enumerate(xyz):
-            conf.SetAtomPosition(i, p.tolist())
-        conf.Set3D(True)
-        mol.AddConformer(conf, assignId=True)
-        if known:
-            sanitize(mol, source)
-            assign_stereo_from_3d(mol)
-        else:
-            mol = assign_bond_orders(mol, source, None, charge)
-        return cls(mol, source, max_atoms=max_atoms)
+        source = "mdtraj topology"
+        return cls(
+            mol_from_graph(atoms, bonds, positions, source, charge), source, max_atoms=max_atoms
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -341,8 +307,7 @@ class Molecule:
         """Conformers stored on the RDKit molecule, ``[C, N, 3]`` float64 nm, or ``None``."""
         if self.rdkit_mol.GetNumConformers() == 0:
             return None
-        arr = np.stack([c.GetPositions() for c in self.rdkit_mol.GetConformers()])
-        return torch.from_numpy(arr / ANGSTROM_PER_NM)
+        return conformer_positions(self.rdkit_mol)
 
     def __repr__(self) -> str:
         return f"Molecule({self.smiles!r}, n_atoms={self.n_atoms})"
@@ -404,18 +369,12 @@ class Molecule:
             rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(
                 work, numThreads=int(num_threads), maxIters=2000
             )
-        arr = np.stack([work.GetConformer(i).GetPositions() for i in ids])
-        return torch.from_numpy(arr / ANGSTROM_PER_NM)
+        return conformer_positions(work, ids)
 
     def with_positions(self, x: torch.Tensor) -> Chem.Mol:
         """A copy of the RDKit molecule with conformers ``x`` [C, N, 3] nm (stored in Angstrom)."""
         x = as_positions(x, self.n_atoms, self.source)
         mol = Chem.Mol(self.rdkit_mol)
         mol.RemoveAllConformers()
-        for frame in x.detach().cpu().double().numpy() * ANGSTROM_PER_NM:
-            conf = Chem.Conformer(self.n_atoms)
-            for i, p in enumerate(frame):
-                conf.SetAtomPosition(i, p.tolist())
-            conf.Set3D(True)
-            mol.AddConformer(conf, assignId=True)
+        add_conformers(mol, x.detach().cpu().double().numpy())
         return mol

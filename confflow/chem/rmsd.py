@@ -12,7 +12,8 @@ from rdkit import Chem
 from rdkit.Chem import rdMolAlign
 
 from confflow.chem.checks import as_positions
-from confflow.chem.molecule import ANGSTROM_PER_NM, Molecule
+from confflow.chem.conformers import ANGSTROM_PER_NM
+from confflow.chem.molecule import Molecule
 
 __all__ = ["deduplicate", "heavy_atom_rmsd"]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -32,17 +32,13 @@ from torch import Tensor
 
 from confflow.energies import mmff_terms
 from confflow.energies.base import Energy
-from confflow.energies.mmff_params import (
-    DielectricModel,
-    MMFFParameters,
-    Variant,
-    mmff_parameters,
-)
+from confflow.energies.mmff_forms import KCAL_TO_KJ
+from confflow.energies.mmff_params import MMFFOptions, MMFFParameters, mmff_parameters
 
 __all__ = ["COMPILED_BLOCK", "MMFF_TERMS", "MMFFEnergy"]
 
 #: Names of the MMFF terms, as returned by :meth:`MMFFEnergy.term_energies`.
-MMFF_TERMS = mmff_terms.TERMS
+MMFF_TERMS = ("bond", "angle", "stretch_bend", "oop", "torsion", "vdw", "electrostatic")
 
 _NM_TO_A = 10.0
 
@@ -65,6 +61,8 @@ _COLUMNS = (
     "pair_qq",
 )
 _INDICES = ("bond_idx", "angle_idx", "oop_idx", "torsion_idx", "pair_idx")
+#: Index tensors whose columns own the gradient pieces, in the order they are concatenated.
+_OWNERS = ("bond_idx", "angle_idx", "oop_idx", "torsion_idx")
 _STRETCH_BEND = ("kijk", "kkji", "r0ij", "r0kj")
 
 
@@ -143,6 +141,79 @@ def _pair_matrices(params: MMFFParameters) -> dict[str, np.ndarray]:
     return out
 
 
+def _gradient_owners(p: dict[str, Tensor], dense: bool) -> Tensor:
+    """Atom of every gradient piece row of :func:`_energy_terms_and_gradient`, ``[K]``."""
+    names = _OWNERS if dense else (*_OWNERS, "pair_idx")
+    return torch.cat([p[name][:, c] for name in names for c in range(p[name].shape[1])])
+
+
+def _energy_terms_and_gradient(
+    x: Tensor, p: dict[str, Tensor], distance_dielectric: bool, dense: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Every MMFF term's energy, the gradient pieces and the dense non-bonded gradient.
+
+    The full gradient is ``gradient.index_add(0, _gradient_owners(p, dense), pieces)``.
+
+    Args:
+        x: ``[3, N, B]`` positions in A.
+        p: constants and index tensors as built by :class:`MMFFEnergy`: bonded constants
+            ``[M, 1]``, angle rows carrying their stretch-bend constants, the pair list
+            (``pair_*``) and the same pairs as dense ``[N, N, 1]`` matrices (``dense_*``).
+        distance_dielectric: distance-dependent dielectric for the electrostatics.
+        dense: non-bonded terms over all atom pairs (``pair_terms``, for compiled kernels)
+            instead of the pair list (``pair_list_terms``, for eager evaluation,
+            where memory traffic rather than arithmetic sets the pace).
+
+    Returns:
+        ``[7, B]`` energies in kcal/mol (rows in :data:`MMFF_TERMS` order), ``[K, 3, B]``
+        gradient pieces and the ``[N, 3, B]`` dense non-bonded gradient (zero for the pair
+        list), both in kcal/mol/A.
+    """
+    bond, bond_g = mmff_terms.bond_terms(x, p["bond_idx"], p["bond_kb"], p["bond_r0"])
+    angle, stbn, angle_g = mmff_terms.angle_terms(
+        x,
+        p["angle_idx"],
+        p["angle_ka"],
+        p["angle_theta0"],
+        p["angle_linear"],
+        p["angle_kijk"],
+        p["angle_kkji"],
+        p["angle_r0ij"],
+        p["angle_r0kj"],
+    )
+    oop, oop_g = mmff_terms.oop_terms(x, p["oop_idx"], p["oop_koop"])
+    torsion, torsion_g = mmff_terms.torsion_terms(x, p["torsion_idx"], p["torsion_v"])
+    pieces = [*bond_g, *angle_g, *oop_g, *torsion_g]
+    if dense:
+        vdw, elec, gradient = mmff_terms.pair_terms(
+            x,
+            p["dense_rstar"],
+            p["dense_eps"],
+            p["dense_qq"],
+            p["dense_diagonal"],
+            distance_dielectric,
+        )
+    else:
+        vdw, elec, pair_g = mmff_terms.pair_list_terms(
+            x, p["pair_idx"], p["pair_rstar"], p["pair_eps"], p["pair_qq"], distance_dielectric
+        )
+        pieces += pair_g
+        gradient = torch.zeros_like(x.transpose(0, 1))
+    energies = torch.stack([bond, angle, stbn, oop, torsion, vdw, elec])
+    return energies, torch.cat(pieces), gradient
+
+
+def _total_energy(
+    x: Tensor, p: dict[str, Tensor], distance_dielectric: bool, dense: bool
+) -> Tensor:
+    """Total energy ``[B]`` in kcal/mol of ``x: [3, N, B]`` A.
+
+    Compiled, the unused gradients drop out of the kernels; arguments as in
+    :func:`_energy_terms_and_gradient`.
+    """
+    return _energy_terms_and_gradient(x, p, distance_dielectric, dense)[0].sum(0)
+
+
 class MMFFEnergy(Energy):
     """MMFF94 / MMFF94s potential energy of one molecule, batched over conformers.
 
@@ -156,20 +227,13 @@ class MMFFEnergy(Energy):
 
     Args:
         mol: RDKit molecule with explicit hydrogens.
-        variant: ``"MMFF94"`` or ``"MMFF94s"``.
-        dielectric_model: ``"constant"`` (Coulomb ``1/r``) or ``"distance"`` (``1/r^2``).
-        dielectric_constant: relative permittivity ``D``.
-        nonbonded_threshold: in nm, as RDKit's ``nonBondedThresh``: non-bonded pairs farther
-            apart than this in conformer ``conf_id`` of ``mol`` are left out. ``None`` (the
-            default) keeps every pair, which is what RDKit's default (10 nm) does for any
-            molecule smaller than 10 nm.
-        ignore_interfragment_interactions: leave out non-bonded pairs between disconnected
-            fragments, as RDKit does by default.
-        conf_id: conformer used by ``nonbonded_threshold``.
         compile: evaluate through ``torch.compile`` (fused kernels) in blocks of
             :data:`COMPILED_BLOCK` conformers, the last block padded, so the first call per
             dtype and device compiles (tens of seconds) and no batch size recompiles. If
             compilation fails the energy warns once and falls back to eager evaluation.
+        **options: :class:`~confflow.energies.mmff_params.MMFFOptions` (variant, dielectric,
+            which non-bonded pairs), as :func:`~confflow.energies.mmff_params.mmff_parameters`
+            takes them.
 
     Raises:
         MMFFTypingError: atoms MMFF cannot type (named) or missing parameters.
@@ -177,30 +241,14 @@ class MMFFEnergy(Energy):
     """
 
     def __init__(
-        self,
-        mol: Chem.Mol,
-        variant: Variant = "MMFF94",
-        dielectric_model: DielectricModel = "constant",
-        dielectric_constant: float = 1.0,
-        nonbonded_threshold: float | None = None,
-        ignore_interfragment_interactions: bool = True,
-        conf_id: int = -1,
-        compile: bool = False,
+        self, mol: Chem.Mol, *, compile: bool = False, **options: Unpack[MMFFOptions]
     ) -> None:
         super().__init__()
-        params = mmff_parameters(
-            mol,
-            variant=variant,
-            dielectric_model=dielectric_model,
-            dielectric_constant=dielectric_constant,
-            nonbonded_threshold=nonbonded_threshold,
-            ignore_interfragment_interactions=ignore_interfragment_interactions,
-            conf_id=conf_id,
-        )
+        params = mmff_parameters(mol, **options)
         self._params = params
         self.n_atoms = params.n_atoms
-        self.variant = variant
-        self.distance_dielectric = dielectric_model == "distance"
+        self.variant = params.variant
+        self.distance_dielectric = params.dielectric_model == "distance"
         columns = {name: getattr(params, name) for name in _COLUMNS}
         columns.update({f"angle_{k}": v for k, v in _stretch_bend_per_angle(params).items()})
         dense = _pair_matrices(params)
@@ -214,10 +262,10 @@ class MMFFEnergy(Energy):
         for name in _INDICES:
             self._constant(name, torch.from_numpy(getattr(params, name)))
         p = self._tensors(torch.float64)
-        self._constant("dense_owners", mmff_terms.gradient_owners(p, dense=True))
-        self._constant("list_owners", mmff_terms.gradient_owners(p, dense=False))
-        self._with_gradient = _WithFallback(mmff_terms.energy_terms_and_gradient, compile)
-        self._energy_only = _WithFallback(mmff_terms.total_energy, compile)
+        self._constant("dense_owners", _gradient_owners(p, dense=True))
+        self._constant("list_owners", _gradient_owners(p, dense=False))
+        self._with_gradient = _WithFallback(_energy_terms_and_gradient, compile)
+        self._energy_only = _WithFallback(_total_energy, compile)
 
     def _constant(self, name: str, value: Tensor) -> None:
         self.register_buffer(name, value, persistent=False)
@@ -263,10 +311,10 @@ class MMFFEnergy(Energy):
             grad.index_add_(0, owners, pieces)
             energies.append(terms.sum(0)[:real])
             gradients.append(grad.permute(2, 0, 1)[:real])
-        energy = mmff_terms.KCAL_TO_KJ * torch.cat(energies)
+        energy = KCAL_TO_KJ * torch.cat(energies)
         if not gradient:
             return energy, None
-        return energy, (mmff_terms.KCAL_TO_KJ * _NM_TO_A) * torch.cat(gradients)
+        return energy, (KCAL_TO_KJ * _NM_TO_A) * torch.cat(gradients)
 
     def _energy(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
@@ -291,8 +339,8 @@ class MMFFEnergy(Energy):
         self._validate(x)
         p = self._tensors(x.dtype)
         terms = [
-            mmff_terms.energy_terms_and_gradient(block, p, self.distance_dielectric, False)[0]
+            _energy_terms_and_gradient(block, p, self.distance_dielectric, False)[0]
             for block, _ in self._blocks(x.detach(), compiled=False)
         ]
-        kj = mmff_terms.KCAL_TO_KJ * torch.cat(terms, dim=1)
+        kj = KCAL_TO_KJ * torch.cat(terms, dim=1)
         return dict(zip(MMFF_TERMS, kj, strict=True))

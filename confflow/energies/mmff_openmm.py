@@ -4,7 +4,8 @@
 MMFF force field (and :class:`~confflow.energies.mmff.MMFFEnergy`), so OpenMM can run molecular
 dynamics on any MMFF-typable molecule, on any platform. The parameters are the same
 :class:`~confflow.energies.mmff_params.MMFFParameters`; every expression converts OpenMM's
-units (nm, rad, kJ/mol) to MMFF's (Angstrom, degrees, kcal/mol) inside the force itself.
+units (nm, rad, kJ/mol) to MMFF's (Angstrom, degrees, kcal/mol) inside the force itself, and
+the forms and constants are those of :mod:`confflow.energies.mmff_forms`.
 
 Each term is its own force in its own force group (:data:`MMFF_FORCE_GROUPS`), so term energies
 can be read separately with ``context.getState(getEnergy=True, groups={group})``. The System has
@@ -15,16 +16,13 @@ list (the pairs RDKit's MMFF includes), which suits molecules of up to a few hun
 from __future__ import annotations
 
 import math
+from typing import Unpack
 
 import openmm
 from rdkit import Chem
 
-from confflow.energies.mmff_params import (
-    DielectricModel,
-    MMFFParameters,
-    Variant,
-    mmff_parameters,
-)
+from confflow.energies.mmff_forms import C1, C2, CB, COULOMB, COULOMB_BUFFER, DEG, KCAL_TO_KJ
+from confflow.energies.mmff_params import MMFFOptions, MMFFParameters, mmff_parameters
 
 __all__ = ["MMFF_FORCE_GROUPS", "mmff_openmm_system", "mmff_parameters_to_system"]
 
@@ -38,34 +36,17 @@ MMFF_FORCE_GROUPS = {
     "nonbonded": 5,
 }
 
-_KCAL = 4.184
-_C1 = 143.9325
-_DEG = 180.0 / math.pi
-_C2 = _C1 / (_DEG * _DEG)
-_COMMON = f"kcal={_KCAL!r}; c1={_C1!r}; c2={_C2!r}; deg={_DEG!r}"
+_COMMON = f"kcal={KCAL_TO_KJ!r}; c1={C1!r}; c2={C2!r}; deg={DEG!r}; cb={CB!r}"
 
 
-def mmff_openmm_system(
-    mol: Chem.Mol,
-    variant: Variant = "MMFF94",
-    dielectric_model: DielectricModel = "constant",
-    dielectric_constant: float = 1.0,
-    nonbonded_threshold: float | None = None,
-    ignore_interfragment_interactions: bool = True,
-    conf_id: int = -1,
-) -> openmm.System:
+def mmff_openmm_system(mol: Chem.Mol, **options: Unpack[MMFFOptions]) -> openmm.System:
     """MMFF94 / MMFF94s of ``mol`` as an OpenMM System (nm, kJ/mol, daltons).
 
     Args:
         mol: RDKit molecule with explicit hydrogens; atom masses come from RDKit.
-        variant: ``"MMFF94"`` or ``"MMFF94s"``.
-        dielectric_model: ``"constant"`` (Coulomb ``1/r``) or ``"distance"`` (``1/r^2``).
-        dielectric_constant: relative permittivity ``D``.
-        nonbonded_threshold: in nm, as RDKit's ``nonBondedThresh`` (pairs farther apart in
-            conformer ``conf_id`` are left out); ``None`` keeps every pair.
-        ignore_interfragment_interactions: leave out pairs between disconnected fragments, as
-            RDKit does by default.
-        conf_id: conformer used by ``nonbonded_threshold``.
+        **options: :class:`~confflow.energies.mmff_params.MMFFOptions` (variant, dielectric,
+            which non-bonded pairs), as :func:`~confflow.energies.mmff_params.mmff_parameters`
+            takes them.
 
     Returns:
         The ``openmm.System``; positions for it are ``[N, 3]`` in nm.
@@ -74,15 +55,7 @@ def mmff_openmm_system(
         MMFFTypingError: atoms MMFF cannot type (named) or missing parameters.
         ValueError: bad options or a molecule with implicit hydrogens.
     """
-    params = mmff_parameters(
-        mol,
-        variant=variant,
-        dielectric_model=dielectric_model,
-        dielectric_constant=dielectric_constant,
-        nonbonded_threshold=nonbonded_threshold,
-        ignore_interfragment_interactions=ignore_interfragment_interactions,
-        conf_id=conf_id,
-    )
+    params = mmff_parameters(mol, **options)
     masses = [atom.GetMass() for atom in mol.GetAtoms()]
     return mmff_parameters_to_system(params, masses)
 
@@ -136,7 +109,7 @@ def _bond_force(p: MMFFParameters) -> openmm.CustomBondForce:
 def _angle_force(p: MMFFParameters) -> openmm.CustomAngleForce:
     force = openmm.CustomAngleForce(
         "kcal * select(linear, c1 * ka * (1 + cos(theta)),"
-        " 0.5 * c2 * ka * dth^2 * (1 - 0.006981317 * dth));"
+        " 0.5 * c2 * ka * dth^2 * (1 + cb * dth));"
         " dth = theta * deg - theta0; " + _COMMON
     )
     for name in ("ka", "theta0", "linear"):
@@ -190,7 +163,7 @@ def _torsion_force(p: MMFFParameters) -> openmm.PeriodicTorsionForce:
     for (i, j, k, m), v in zip(p.torsion_idx.tolist(), p.torsion_v, strict=True):
         for n, (vn, phase) in enumerate(zip(v, phases, strict=True), start=1):
             if vn != 0.0:
-                force.addTorsion(i, j, k, m, n, phase, 0.5 * _KCAL * float(vn))
+                force.addTorsion(i, j, k, m, n, phase, 0.5 * KCAL_TO_KJ * float(vn))
     return force
 
 
@@ -198,7 +171,7 @@ def _nonbonded_force(p: MMFFParameters) -> openmm.CustomBondForce:
     power = "2" if p.dielectric_model == "distance" else "1"
     force = openmm.CustomBondForce(
         "kcal * (eps * (1.07 * rs / (ra + 0.07 * rs))^7 * (1.12 * rs^7 / (ra^7 + 0.12 * rs^7) - 2)"
-        f" + 332.0716 * qq / (ra + 0.05)^{power}); ra = 10 * r; " + _COMMON
+        f" + {COULOMB!r} * qq / (ra + {COULOMB_BUFFER!r})^{power}); ra = 10 * r; " + _COMMON
     )
     for name in ("rs", "eps", "qq"):
         force.addPerBondParameter(name)

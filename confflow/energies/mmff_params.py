@@ -12,21 +12,17 @@ Reference: T. A. Halgren, J. Comput. Chem. 17, 490-519 (1996), parts I-V.
 
 from __future__ import annotations
 
-import os
-import re
-import sys
-import tempfile
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 import numpy as np
 from rdkit import Chem
-from rdkit.Chem import rdForceFieldHelpers
 
-from confflow.errors import InputError
+from confflow.energies.mmff_checks import MMFFTypingError, check_options, typed_properties
 
 __all__ = [
     "LINEAR_ATOM_TYPES",
+    "MMFFOptions",
     "MMFFParameters",
     "MMFFTypingError",
     "mmff_parameters",
@@ -34,6 +30,23 @@ __all__ = [
 
 Variant = Literal["MMFF94", "MMFF94s"]
 DielectricModel = Literal["constant", "distance"]
+
+
+class MMFFOptions(TypedDict, total=False):
+    """The options every MMFF entry point passes on to :func:`mmff_parameters`.
+
+    :class:`~confflow.energies.mmff.MMFFEnergy` and
+    :func:`~confflow.energies.mmff_openmm.mmff_openmm_system` take them as keyword arguments;
+    their meanings and defaults are those of :func:`mmff_parameters`.
+    """
+
+    variant: Variant
+    dielectric_model: DielectricModel
+    dielectric_constant: float
+    nonbonded_threshold: float | None
+    ignore_interfragment_interactions: bool
+    conf_id: int
+
 
 #: MMFF atom types flagged linear ("lin" in MMFFPROP.PAR): angles centred on them use
 #: ``k (1 + cos theta)`` and carry no stretch-bend term.
@@ -44,11 +57,6 @@ ELECTROSTATIC_14_SCALE = 0.75
 
 # RDKit's torsion bonds: neither end triple-bonded nor terminal.
 _TORSION_BOND_SMARTS = "[!$(*#*)&!D1]~[!$(*#*)&!D1]"
-_TYPE_LINE = re.compile(r"^\s*([A-Za-z]+)\s+#(\d+)\s+(\d+)\s")
-
-
-class MMFFTypingError(InputError):
-    """RDKit's MMFF cannot assign atom types (or parameters) to some atoms of the molecule."""
 
 
 @dataclass(frozen=True)
@@ -150,15 +158,9 @@ def mmff_parameters(
         ValueError: implicit hydrogens, unknown variant or dielectric options, a threshold
             without a conformer.
     """
-    _check_options(mol, variant, dielectric_model, dielectric_constant, nonbonded_threshold)
+    check_options(mol, variant, dielectric_model, dielectric_constant, nonbonded_threshold)
     work = Chem.Mol(mol)
-    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(work, mmffVariant=variant)
-    if props is None:
-        bad = _untypable_atoms(Chem.Mol(mol), variant)
-        names = ", ".join(bad) if bad else "unknown atoms"
-        raise MMFFTypingError(f"mol: MMFF cannot type atoms {names}")
-    if not rdForceFieldHelpers.MMFFHasAllMoleculeParams(work):
-        raise MMFFTypingError("mol: MMFF parameters are missing for some terms of this molecule")
+    props = typed_properties(work, mol, variant)
     props.SetMMFFDielectricModel(2 if dielectric_model == "distance" else 1)
     props.SetMMFFDielectricConstant(dielectric_constant)
     n = work.GetNumAtoms()
@@ -188,67 +190,6 @@ def mmff_parameters(
         dielectric_model=dielectric_model,
         dielectric_constant=float(dielectric_constant),
     )
-
-
-def _check_options(
-    mol: Chem.Mol,
-    variant: str,
-    dielectric_model: str,
-    dielectric_constant: float,
-    nonbonded_threshold: float | None,
-) -> None:
-    if not isinstance(mol, Chem.Mol):
-        raise ValueError(f"mol: expected an RDKit Chem.Mol, got {type(mol).__name__}")
-    if mol.GetNumAtoms() == 0:
-        raise ValueError("mol: the molecule has no atoms")
-    implicit = [a.GetIdx() for a in mol.GetAtoms() if a.GetNumImplicitHs() > 0]
-    if implicit:
-        raise ValueError(
-            f"mol: atoms {implicit} carry implicit hydrogens; add them with Chem.AddHs first"
-        )
-    if variant not in ("MMFF94", "MMFF94s"):
-        raise ValueError(f"variant: expected 'MMFF94' or 'MMFF94s', got {variant!r}")
-    if dielectric_model not in ("constant", "distance"):
-        raise ValueError(
-            f"dielectric_model: expected 'constant' or 'distance', got {dielectric_model!r}"
-        )
-    if not dielectric_constant > 0:
-        raise ValueError(f"dielectric_constant: must be positive, got {dielectric_constant}")
-    if nonbonded_threshold is not None:
-        if not nonbonded_threshold > 0:
-            raise ValueError(
-                f"nonbonded_threshold: must be positive (nm), got {nonbonded_threshold}"
-            )
-        if mol.GetNumConformers() == 0:
-            raise ValueError("nonbonded_threshold: needs a conformer of mol, which has none")
-
-
-def _untypable_atoms(mol: Chem.Mol, variant: str) -> list[str]:
-    """Atoms left with MMFF type 0, read from RDKit's verbose typing table.
-
-    RDKit's C++ code prints that table (at high verbosity) to a standard stream, so file
-    descriptors 1 and 2 are both pointed at a temporary file while it runs.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with tempfile.TemporaryFile(mode="w+") as capture:
-        for fd in saved:
-            os.dup2(capture.fileno(), fd)
-        try:
-            rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant, mmffVerbosity=2)
-        finally:
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-        capture.seek(0)
-        text = capture.read()
-    bad = []
-    for line in text.splitlines():
-        match = _TYPE_LINE.match(line)
-        if match and int(match.group(3)) == 0:
-            bad.append(f"{match.group(1)}{int(match.group(2)) - 1}")
-    return bad
 
 
 def _array(values: list, dtype: type, width: int | None = None) -> np.ndarray:

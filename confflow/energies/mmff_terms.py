@@ -8,27 +8,15 @@ operation below is written out by component over ``[M, B]`` tensors (``M`` terms
 ``[M, 1]``; pair constants are dense ``[N, N, 1]`` matrices.
 
 Every term function returns its energy ``[B]`` and its gradient *pieces*: one ``[M, 3, B]``
-gradient per atom column of the term's index tensor. :func:`energy_terms_and_gradient`
-concatenates the pieces in the order of :func:`gradient_owners`, so that one ``index_add``
-along dim 0 (done by the caller, outside any compiled graph, where it is a plain vectorised
-row addition) accumulates them into the ``[N, 3, B]`` gradient. The non-bonded terms run over
-all ``N x N`` atom pairs with dense parameter matrices (zero for excluded pairs): twice the
-arithmetic of a pair list, but the gradient of atom ``i`` is a sum over row ``i``, with no
-scatter, and on a CPU that is several times faster than a gathered pair list.
+gradient per atom column of the term's index tensor.
+:class:`~confflow.energies.mmff.MMFFEnergy` concatenates the pieces and lists their owner
+atoms, so that one ``index_add`` along dim 0 (outside any compiled graph, where it is a plain
+vectorised row addition) accumulates them into the ``[N, 3, B]`` gradient. The non-bonded
+terms run over all ``N x N`` atom pairs with dense parameter matrices (zero for excluded
+pairs): twice the arithmetic of a pair list, but the gradient of atom ``i`` is a sum over row
+``i``, with no scatter, and on a CPU that is several times faster than a gathered pair list.
 
-Functional forms (Halgren 1996; constants as in RDKit's MMFF):
-
-* bond stretch: ``0.5 c1 kb dr^2 (1 + cs dr + 7/12 cs^2 dr^2)``, ``c1 = 143.9325``,
-  ``cs = -2 / A``;
-* angle bend: ``0.5 c2 ka dth^2 (1 + cb dth)`` with ``dth`` in degrees,
-  ``c2 = c1 (pi / 180)^2``, ``cb = -0.006981317 / deg``; linear centres ``c1 ka (1 + cos th)``;
-* stretch-bend: ``c1 (pi / 180) (k_ijk dr_ij + k_kji dr_kj) dth``, on the angle's atoms;
-* out-of-plane: ``0.5 c2 koop chi^2``, ``chi`` the Wilson angle in degrees;
-* torsion: ``0.5 (V1 (1 + cos phi) + V2 (1 - cos 2 phi) + V3 (1 + cos 3 phi))``;
-* buffered 14-7 van der Waals:
-  ``eps (1.07 R* / (r + 0.07 R*))^7 (1.12 R*^7 / (r^7 + 0.12 R*^7) - 2)``;
-* buffered Coulomb: ``332.0716 q_i q_j / (D (r + 0.05)^n)``, ``n = 1`` (constant dielectric)
-  or ``n = 2`` (distance-dependent), 1-4 pairs scaled by 0.75 (folded into ``qq``).
+The functional forms and their constants are those of :mod:`confflow.energies.mmff_forms`.
 
 Gradients of angles use ``d cos(theta)``, with ``1 / sin(theta)`` bounded at ``1e8`` (as
 RDKit bounds it) where a non-linear angle is straight; torsion gradients use the
@@ -37,42 +25,20 @@ Blondel-Karplus form, exact for any non-degenerate geometry.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from confflow.energies.mmff_forms import C1, C2, C3, CB, COULOMB, COULOMB_BUFFER, CS, DEG
+
 __all__ = [
-    "KCAL_TO_KJ",
-    "TERMS",
     "angle_terms",
     "bond_terms",
-    "energy_terms_and_gradient",
-    "gradient_owners",
     "oop_terms",
     "pair_list_terms",
     "pair_terms",
     "torsion_terms",
-    "total_energy",
 ]
 
-#: Thermochemical calorie: kcal/mol -> kJ/mol.
-KCAL_TO_KJ = 4.184
-
-#: Rows of the per-term energies of :func:`energy_terms_and_gradient`, in order.
-TERMS = ("bond", "angle", "stretch_bend", "oop", "torsion", "vdw", "electrostatic")
-
-#: Index tensors whose columns own the gradient pieces, in the order they are concatenated.
-_OWNERS = ("bond_idx", "angle_idx", "oop_idx", "torsion_idx")
-
-_C1 = 143.9325  # mdyne A -> kcal/mol, MMFF's rounded literal
-_CS = -2.0
-_C3 = 7.0 / 12.0
-_DEG = 180.0 / math.pi
-_C2 = _C1 / (_DEG * _DEG)
-_CB = -0.006981317
-_COULOMB = 332.0716
-_BUFFER = 0.05
 _MIN_SIN = 1e-8
 
 Vec = tuple[Tensor, Tensor, Tensor]
@@ -125,8 +91,8 @@ def bond_terms(x: Tensor, idx: Tensor, kb: Tensor, r0: Tensor) -> Terms:
     d = _sub(_atoms(x, idx, 0), _atoms(x, idx, 1))
     r = _dot(d, d).sqrt()
     dr = r - r0
-    energy = 0.5 * _C1 * kb * dr * dr * (1.0 + _CS * dr + _C3 * _CS * _CS * dr * dr)
-    de_dr = _C1 * kb * dr * (1.0 + 1.5 * _CS * dr + 2.0 * _C3 * _CS * _CS * dr * dr)
+    energy = 0.5 * C1 * kb * dr * dr * (1.0 + CS * dr + C3 * CS * CS * dr * dr)
+    de_dr = C1 * kb * dr * (1.0 + 1.5 * CS * dr + 2.0 * C3 * CS * CS * dr * dr)
     gi = _piece(_scale(de_dr / r, d))
     return energy.sum(0), (gi, -gi)
 
@@ -171,22 +137,20 @@ def angle_terms(
     normal = _cross(uh, vh)
     sin = _dot(normal, normal).sqrt()
     theta = torch.atan2(sin, cos)
-    dth = _DEG * theta - theta0
+    dth = DEG * theta - theta0
     # d(cos theta)/du and d(cos theta)/dv; d(theta) = -d(cos theta) / sin(theta)
     dcos_du = _scale(1.0 / lu, _sub(vh, _scale(cos, uh)))
     dcos_dv = _scale(1.0 / lv, _sub(uh, _scale(cos, vh)))
-    dtheta_dcos = -_DEG / sin.clamp_min(_MIN_SIN)  # degrees per unit of cos
+    dtheta_dcos = -DEG / sin.clamp_min(_MIN_SIN)  # degrees per unit of cos
 
-    bend = 0.5 * _C2 * ka * dth * dth * (1.0 + _CB * dth)
-    straight = _C1 * ka * (1.0 + cos)
-    dbend_dcos = torch.where(
-        linear, _C1 * ka, _C2 * ka * dth * (1.0 + 1.5 * _CB * dth) * dtheta_dcos
-    )
+    bend = 0.5 * C2 * ka * dth * dth * (1.0 + CB * dth)
+    straight = C1 * ka * (1.0 + cos)
+    dbend_dcos = torch.where(linear, C1 * ka, C2 * ka * dth * (1.0 + 1.5 * CB * dth) * dtheta_dcos)
     stretch = kijk * (lu - r0ij) + kkji * (lv - r0kj)
-    stbn = _C1 / _DEG * stretch * dth
-    dcos = dbend_dcos + _C1 / _DEG * stretch * dtheta_dcos
-    gi = _add(_scale(dcos, dcos_du), _scale(_C1 / _DEG * kijk * dth, uh))
-    gk = _add(_scale(dcos, dcos_dv), _scale(_C1 / _DEG * kkji * dth, vh))
+    stbn = C1 / DEG * stretch * dth
+    dcos = dbend_dcos + C1 / DEG * stretch * dtheta_dcos
+    gi = _add(_scale(dcos, dcos_du), _scale(C1 / DEG * kijk * dth, uh))
+    gk = _add(_scale(dcos, dcos_dv), _scale(C1 / DEG * kkji * dth, vh))
     pieces = (_piece(gi), -_piece(_add(gi, gk)), _piece(gk))
     return torch.where(linear, straight, bend).sum(0), stbn.sum(0), pieces
 
@@ -213,15 +177,15 @@ def oop_terms(x: Tensor, idx: Tensor, koop: Tensor) -> Terms:
     ww = _dot(w, w)
     norms = (nn * ww).sqrt()
     sin_chi = (_dot(n, w) / norms).clamp(-1.0, 1.0)
-    chi = _DEG * torch.asin(sin_chi)
-    de_ds = _C2 * koop * chi * _DEG / (1.0 - sin_chi * sin_chi).clamp_min(1e-16).sqrt()
+    chi = DEG * torch.asin(sin_chi)
+    de_ds = C2 * koop * chi * DEG / (1.0 - sin_chi * sin_chi).clamp_min(1e-16).sqrt()
     ds_dw = _sub(_scale(1.0 / norms, n), _scale(sin_chi / ww, w))
     ds_dn = _sub(_scale(1.0 / norms, w), _scale(sin_chi / nn, n))
     gi = _scale(de_ds, _cross(c, ds_dn))
     gk = _scale(de_ds, _cross(ds_dn, a))
     gl = _scale(de_ds, ds_dw)
     gj = _scale(-1.0, _add(_add(gi, gk), gl))
-    energy = 0.5 * _C2 * koop * chi * chi
+    energy = 0.5 * C2 * koop * chi * chi
     return energy.sum(0), (_piece(gi), _piece(gj), _piece(gk), _piece(gl))
 
 
@@ -276,8 +240,8 @@ def _buffered_pairs(
     b = 1.12 * rs7 * inv_b - 2.0
     vdw = eps * a7 * b
     de_dr = -eps * a7 * (7.0 * inv_a * b + 7.84 * rs7 * r6 * inv_b * inv_b)
-    inv_c = 1.0 / (r + _BUFFER)
-    coulomb = _COULOMB * qq * inv_c
+    inv_c = 1.0 / (r + COULOMB_BUFFER)
+    coulomb = COULOMB * qq * inv_c
     if distance_dielectric:
         coulomb = coulomb * inv_c
         de_dr = de_dr - 2.0 * coulomb * inv_c
@@ -347,75 +311,3 @@ def pair_list_terms(
     vdw, coulomb, f = _buffered_pairs(_dot(d, d).sqrt(), rstar, eps, qq, distance_dielectric)
     gi = _piece(_scale(f, d))
     return vdw.sum(0), coulomb.sum(0), (gi, -gi)
-
-
-def gradient_owners(p: dict[str, Tensor], dense: bool) -> Tensor:
-    """Atom of every gradient piece row of :func:`energy_terms_and_gradient`, ``[K]``."""
-    names = _OWNERS if dense else (*_OWNERS, "pair_idx")
-    return torch.cat([p[name][:, c] for name in names for c in range(p[name].shape[1])])
-
-
-def energy_terms_and_gradient(
-    x: Tensor, p: dict[str, Tensor], distance_dielectric: bool, dense: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Every MMFF term's energy, the gradient pieces and the dense non-bonded gradient.
-
-    The full gradient is ``gradient.index_add(0, gradient_owners(p, dense), pieces)``.
-
-    Args:
-        x: ``[3, N, B]`` positions in A.
-        p: constants and index tensors as built by
-            :class:`~confflow.energies.mmff.MMFFEnergy`: bonded constants ``[M, 1]``, angle
-            rows carrying their stretch-bend constants, the pair list (``pair_*``) and the
-            same pairs as dense ``[N, N, 1]`` matrices (``dense_*``).
-        distance_dielectric: distance-dependent dielectric for the electrostatics.
-        dense: non-bonded terms over all atom pairs (:func:`pair_terms`, for compiled
-            kernels) instead of the pair list (:func:`pair_list_terms`, for eager evaluation,
-            where memory traffic rather than arithmetic sets the pace).
-
-    Returns:
-        ``[7, B]`` energies in kcal/mol (rows in :data:`TERMS` order), ``[K, 3, B]`` gradient
-        pieces and the ``[N, 3, B]`` dense non-bonded gradient (zero for the pair list), both
-        in kcal/mol/A.
-    """
-    bond, bond_g = bond_terms(x, p["bond_idx"], p["bond_kb"], p["bond_r0"])
-    angle, stbn, angle_g = angle_terms(
-        x,
-        p["angle_idx"],
-        p["angle_ka"],
-        p["angle_theta0"],
-        p["angle_linear"],
-        p["angle_kijk"],
-        p["angle_kkji"],
-        p["angle_r0ij"],
-        p["angle_r0kj"],
-    )
-    oop, oop_g = oop_terms(x, p["oop_idx"], p["oop_koop"])
-    torsion, torsion_g = torsion_terms(x, p["torsion_idx"], p["torsion_v"])
-    pieces = [*bond_g, *angle_g, *oop_g, *torsion_g]
-    if dense:
-        vdw, elec, gradient = pair_terms(
-            x,
-            p["dense_rstar"],
-            p["dense_eps"],
-            p["dense_qq"],
-            p["dense_diagonal"],
-            distance_dielectric,
-        )
-    else:
-        vdw, elec, pair_g = pair_list_terms(
-            x, p["pair_idx"], p["pair_rstar"], p["pair_eps"], p["pair_qq"], distance_dielectric
-        )
-        pieces += pair_g
-        gradient = torch.zeros_like(x.transpose(0, 1))
-    energies = torch.stack([bond, angle, stbn, oop, torsion, vdw, elec])
-    return energies, torch.cat(pieces), gradient
-
-
-def total_energy(x: Tensor, p: dict[str, Tensor], distance_dielectric: bool, dense: bool) -> Tensor:
-    """Total energy ``[B]`` in kcal/mol of ``x: [3, N, B]`` A.
-
-    Compiled, the unused gradients drop out of the kernels; arguments as in
-    :func:`energy_terms_and_gradient`.
-    """
-    return energy_terms_and_gradient(x, p, distance_dielectric, dense)[0].sum(0)

@@ -22,7 +22,7 @@ from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers, rdMolTransforms
 from torch import Tensor
 
-from confflow.chem.molecule import ANGSTROM_PER_NM
+from confflow.chem.conformers import ANGSTROM_PER_NM
 
 __all__ = ["relax_at_torsions"]
 

@@ -5,7 +5,7 @@ importing confflow does not pay for e3nn).
 """
 
 from confflow.nn.egnn import EGNN
-from confflow.nn.embedding import DomainEmbedding
+from confflow.nn.embedding import DomainEmbedding, with_context
 from confflow.nn.made import MADE, MaskedLinear
 from confflow.nn.mlp import ACTIVATIONS, MLP, make_activation
 from confflow.nn.time_embedding import TimeEmbedding
@@ -19,4 +19,5 @@ __all__ = [
     "MaskedLinear",
     "TimeEmbedding",
     "make_activation",
+    "with_context",
 ]

@@ -21,7 +21,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import Tensor, nn
 
-from confflow.nn.egnn import bond_matrix
+from confflow.nn.field import MoleculeField, bond_matrix
 from confflow.nn.time_embedding import TimeEmbedding, broadcast_time
 
 __all__ = ["E3NNField"]
@@ -60,7 +60,7 @@ class _Block(nn.Module):
         return self.gate(agg + self.self_linear(h))
 
 
-class E3NNField(nn.Module):
+class E3NNField(MoleculeField):
     """Equivariant vector field ``v(t, x)`` built from e3nn tensor products.
 
     Args:
@@ -94,28 +94,22 @@ class E3NNField(nn.Module):
         frequencies: int = 4,
         length_scale: float = 1.0,
     ) -> None:
-        super().__init__()
-        types = torch.as_tensor(atom_types, dtype=torch.long)
-        if types.dim() != 1 or types.numel() < 2 or int(types.min()) < 0:
-            raise ValueError(f"atom_types: need >= 2 non-negative integers, got {atom_types!r}")
+        super().__init__(atom_types, length_scale)
         if min(scalars, vectors, layers, lmax, radial) < 1 or cutoff <= 0 or length_scale <= 0:
             raise ValueError(
                 "E3NNField: scalars, vectors, layers, lmax, radial, cutoff and length_scale "
                 "must be positive"
             )
-        n = types.numel()
-        self.n_atoms = n
+        n = self.n_atoms
         self.lmax = lmax
-        self.length_scale = float(length_scale)
         src, dst = (~torch.eye(n, dtype=torch.bool)).nonzero(as_tuple=True)
         self.register_buffer("src", src, persistent=False)
         self.register_buffer("dst", dst, persistent=False)
         adjacency = bond_matrix(n, bonds)
         self.register_buffer("edge_bond", adjacency[dst, src][:, None], persistent=False)
-        self.register_buffer("types", types, persistent=False)
         self.register_buffer("centers", torch.linspace(0.0, cutoff, radial), persistent=False)
         self.width = cutoff / (radial - 1) if radial > 1 else cutoff
-        self.embed = nn.Embedding(int(types.max()) + 1, scalars)
+        self.embed = nn.Embedding(int(self.types.max()) + 1, scalars)
         self.time = TimeEmbedding(frequencies)
         self.time_proj = nn.Linear(self.time.dim, scalars)
         edge_in = radial + 1 + self.time.dim
@@ -128,34 +122,21 @@ class E3NNField(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.out = o3.Linear(irreps, "1x1o")
 
-    def forward(self, t: Tensor | float, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Velocity ``[B, N, 3]`` (nm per unit time), mean-free over atoms.
-
-        Args:
-            t: scalar or ``[B]`` flow time in ``[0, 1]``.
-            x: ``[B, N, 3]`` positions in nm.
-            context: unused; accepted for the vector-field interface.
-
-        Raises:
-            ValueError: ``x`` not ``[B, N, 3]`` for this molecule.
-        """
-        if x.dim() != 3 or x.shape[1:] != (self.n_atoms, 3):
-            raise ValueError(f"x: expected [B, {self.n_atoms}, 3], got {tuple(x.shape)}")
-        b, n = x.shape[0], self.n_atoms
-        y = x / self.length_scale
-        temb = self.time(broadcast_time(t, b, x))  # [B, T]
+    def _velocity(self, t: Tensor | float, y: Tensor) -> Tensor:
+        b, n = y.shape[0], self.n_atoms
+        temb = self.time(broadcast_time(t, b, y))  # [B, T]
         vec = y[:, self.dst] - y[:, self.src]  # [B, E, 3]: x_i - x_j for edge j -> i
         dist = torch.sqrt((vec * vec).sum(-1, keepdim=True))
         sh = o3.spherical_harmonics(
             list(range(1, self.lmax + 1)), vec, normalize=True, normalization="component"
         )
         sh = torch.cat([torch.ones_like(dist), sh], dim=-1)
-        rbf = torch.exp(-(((dist - self.centers.to(x.dtype)) / self.width) ** 2))
+        rbf = torch.exp(-(((dist - self.centers.to(y.dtype)) / self.width) ** 2))
         e = vec.shape[1]
         edge_feat = torch.cat(
             [
                 rbf,
-                self.edge_bond.to(x.dtype)[None].expand(b, e, 1),
+                self.edge_bond.to(y.dtype)[None].expand(b, e, 1),
                 temb[:, None, :].expand(b, e, temb.shape[-1]),
             ],
             dim=-1,
@@ -163,5 +144,4 @@ class E3NNField(nn.Module):
         h = self.embed(self.types)[None] + self.time_proj(temb)[:, None, :]
         for block in self.blocks:
             h = block(h, sh, edge_feat, self.src, self.dst, n)
-        v = self.out(h)  # e3nn (>= 0.6) orders 1o components as (x, y, z)
-        return (v - v.mean(dim=1, keepdim=True)) * self.length_scale
+        return self.out(h)  # e3nn (>= 0.6) orders 1o components as (x, y, z)

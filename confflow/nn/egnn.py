@@ -17,24 +17,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from confflow.nn.field import MoleculeField, bond_matrix
 from confflow.nn.mlp import make_activation
 from confflow.nn.time_embedding import TimeEmbedding, broadcast_time
 
 __all__ = ["EGNN", "EGNNLayer", "bond_matrix"]
-
-
-def bond_matrix(n_atoms: int, bonds: Sequence[tuple[int, int]]) -> Tensor:
-    """Symmetric ``[N, N]`` float 0/1 adjacency from bonded pairs.
-
-    Raises:
-        ValueError: an atom index outside ``[0, N)`` or a bond of an atom to itself.
-    """
-    adjacency = torch.zeros(n_atoms, n_atoms)
-    for i, j in bonds:
-        if not (0 <= i < n_atoms and 0 <= j < n_atoms) or i == j:
-            raise ValueError(f"bonds: invalid bond ({i}, {j}) for {n_atoms} atoms")
-        adjacency[i, j] = adjacency[j, i] = 1.0
-    return adjacency
 
 
 class EGNNLayer(nn.Module):
@@ -96,7 +83,7 @@ class EGNNLayer(nn.Module):
         return h, x
 
 
-class EGNN(nn.Module):
+class EGNN(MoleculeField):
     """Equivariant vector field ``v(t, x)`` for ``x [B, N, 3]`` with atom types and bonds.
 
     Args:
@@ -126,46 +113,25 @@ class EGNN(nn.Module):
         activation: str = "silu",
         length_scale: float = 1.0,
     ) -> None:
-        super().__init__()
-        types = torch.as_tensor(atom_types, dtype=torch.long)
-        if types.dim() != 1 or types.numel() < 2 or int(types.min()) < 0:
-            raise ValueError(f"atom_types: need >= 2 non-negative integers, got {atom_types!r}")
+        super().__init__(atom_types, length_scale)
         if hidden < 1 or layers < 1 or length_scale <= 0:
             raise ValueError(
                 f"EGNN: hidden, layers and length_scale must be positive, got "
                 f"{hidden}, {layers}, {length_scale}"
             )
-        n = types.numel()
-        self.n_atoms = n
-        self.length_scale = float(length_scale)
-        self.register_buffer("types", types, persistent=False)
+        n = self.n_atoms
         self.register_buffer("bonds", bond_matrix(n, bonds), persistent=False)
         self.register_buffer("mask", 1.0 - torch.eye(n), persistent=False)
-        self.embed = nn.Embedding(int(types.max()) + 1, hidden)
+        self.embed = nn.Embedding(int(self.types.max()) + 1, hidden)
         self.time = TimeEmbedding(frequencies)
         self.time_proj = nn.Linear(self.time.dim, hidden)
         self.layers = nn.ModuleList(EGNNLayer(hidden, activation) for _ in range(layers))
 
-    def forward(self, t: Tensor | float, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Velocity ``[B, N, 3]`` (nm per unit time), mean-free over atoms.
-
-        Args:
-            t: scalar or ``[B]`` flow time in ``[0, 1]``.
-            x: ``[B, N, 3]`` positions in nm.
-            context: unused; accepted for the vector-field interface.
-
-        Raises:
-            ValueError: ``x`` not ``[B, N, 3]`` for this molecule.
-        """
-        if x.dim() != 3 or x.shape[1:] != (self.n_atoms, 3):
-            raise ValueError(f"x: expected [B, {self.n_atoms}, 3], got {tuple(x.shape)}")
-        b = x.shape[0]
-        tt = broadcast_time(t, b, x)
+    def _velocity(self, t: Tensor | float, y: Tensor) -> Tensor:
+        tt = broadcast_time(t, y.shape[0], y)
         h = self.embed(self.types)[None] + self.time_proj(self.time(tt))[:, None, :]
-        x0 = x / self.length_scale
-        y = x0
-        bonds, mask = self.bonds.to(x.dtype), self.mask.to(x.dtype)
+        y0 = y
+        bonds, mask = self.bonds.to(y.dtype), self.mask.to(y.dtype)
         for layer in self.layers:
             h, y = layer(h, y, bonds, mask)
-        v = y - x0
-        return (v - v.mean(dim=1, keepdim=True)) * self.length_scale
+        return y - y0

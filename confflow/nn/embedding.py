@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from confflow.domains import Domain, Kind
 
-__all__ = ["DomainEmbedding"]
+__all__ = ["DomainEmbedding", "with_context"]
 
 
 class DomainEmbedding(nn.Module):
@@ -51,3 +51,25 @@ class DomainEmbedding(nn.Module):
             return z
         z = torch.where(self.circle, torch.cos(x), z)
         return torch.cat([z, torch.sin(x.index_select(-1, self.circle_idx))], dim=-1)
+
+
+def with_context(h: Tensor, context: Tensor | None, context_features: int, owner: str) -> Tensor:
+    """A conditioner's input: embedded coordinates, then the context if the owner takes one.
+
+    Args:
+        h: ``[B, F]`` embedded coordinates (the output of :class:`DomainEmbedding`).
+        context: ``[B, C]`` context, or ``None``; ignored when ``context_features`` is 0.
+        context_features: ``C``, the context size the owner was built for (0: none).
+        owner: name of the layer, for the error message.
+
+    Returns:
+        ``[B, F + C]`` (``[B, F]`` when ``context_features`` is 0).
+
+    Raises:
+        ValueError: the owner takes a context and none was given.
+    """
+    if not context_features:
+        return h
+    if context is None:
+        raise ValueError(f"{owner}: this layer needs a context")
+    return torch.cat([h, context], dim=1)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from confflow.domains import Domain, Kind
-from confflow.nn import MADE, DomainEmbedding
+from confflow.nn import MADE, DomainEmbedding, with_context
 from confflow.transforms.base import Transform
 from confflow.transforms.elementwise import conditional_affine
 from confflow.transforms.splines import RQSpline
@@ -73,11 +73,7 @@ class _MaskedAutoregressive(Transform):
         self.register_buffer("start", start.float(), persistent=False)
 
     def _params(self, v: Tensor, context: Tensor | None) -> Tensor:
-        h = self.embed(v)
-        if self.context_features:
-            if context is None:
-                raise ValueError(f"{type(self).__name__}: this layer needs a context")
-            h = torch.cat([h, context], dim=1)
+        h = with_context(self.embed(v), context, self.context_features, type(self).__name__)
         return self.made(h)
 
     def _map(self, v: Tensor, raw: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:

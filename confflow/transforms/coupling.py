@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from confflow.domains import Domain, Kind
-from confflow.nn import MLP, DomainEmbedding
+from confflow.nn import MLP, DomainEmbedding, with_context
 from confflow.transforms.base import Transform
 from confflow.transforms.elementwise import conditional_affine
 from confflow.transforms.splines import RQSpline
@@ -107,11 +107,7 @@ class _Coupling(Transform):
         return torch.cat([x_id, x_tr], dim=1).index_select(1, self.merge_index)
 
     def _params(self, x_id: Tensor, context: Tensor | None) -> Tensor:
-        h = self.embed(x_id)
-        if self.context_features:
-            if context is None:
-                raise ValueError(f"{type(self).__name__}: this layer needs a context")
-            h = torch.cat([h, context], dim=1)
+        h = with_context(self.embed(x_id), context, self.context_features, type(self).__name__)
         return self.conditioner(h).unflatten(1, (len(self.tr_idx), self.params_per_dim))
 
     def _elementwise(self, v: Tensor, raw: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
