@@ -220,7 +220,7 @@ def build_boltzmann_generator(config: BGConfig, data: Tensor | None = None) -> B
 
     Raises:
         ValueError: data of the wrong shape.
-        InputError: options that do not fit the target.
+        ConfigError: options that do not fit the target.
     """
     target = build_target(config.target, config.temperature)
     n = target.molecule.n_atoms if target.molecule is not None else 0

@@ -29,9 +29,8 @@ from confflow.chem import Molecule
 from confflow.coordinates import TorsionalEmbedding
 from confflow.distributions import Distribution, DomainProduct, MeanFreeNormal
 from confflow.energies import TorsionalEnergy
-from confflow.errors import InputError
 from confflow.models.config import BGConfig
-from confflow.models.families import family_options
+from confflow.models.families import ConfigError, family_options
 from confflow.models.stacks import coupling_stack, ode_config
 from confflow.models.targets import Target
 from confflow.nn import EGNN
@@ -102,7 +101,7 @@ def build_torsional(
         data: optional ``[M, N, 3]`` positions (nm).
 
     Raises:
-        InputError: a molecule without rotatable bonds, or a reference of the wrong shape.
+        ConfigError: a molecule without rotatable bonds, or a reference of the wrong shape.
     """
     molecule = target.molecule
     assert molecule is not None  # checked by BGConfig
@@ -118,14 +117,14 @@ def build_torsional(
     else:
         reference = torch.tensor(options["reference"], dtype=torch.float64)
     if reference.shape != (molecule.n_atoms, 3):
-        raise InputError(
+        raise ConfigError(
             f"flow.options.reference: expected [{molecule.n_atoms}, 3] positions in nm, "
             f"got {list(reference.shape)}"
         )
     embedding = TorsionalEmbedding(molecule, reference.float())
     latent = embedding.domain
     if latent.dim == 0:
-        raise InputError(
+        raise ConfigError(
             f"flow.family: 'torsional' needs a rotatable bond; {molecule.smiles} has none"
         )
     layers: list[Transform] = [ElementwiseSpline(latent, bins=config.flow.bins)]

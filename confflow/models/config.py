@@ -6,17 +6,12 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from confflow.errors import InputError
-from confflow.models.families import check_family, check_target
+from confflow.models.families import ConfigError, check_family, check_target
 
 __all__ = ["BGConfig", "ConfigError", "FlowConfig", "TargetConfig"]
 
 #: Targets :func:`~confflow.models.build_target` knows.
 TARGET_KINDS = ("double-well", "aldp", "aldp-ff96", "aldp-vacuum", "smiles")
-
-
-class ConfigError(InputError):
-    """A configuration value that is missing, of the wrong type, or out of range."""
 
 
 def _from_mapping(cls, data: Any, where: str):

@@ -28,7 +28,19 @@ from typing import Any
 from confflow.errors import InputError
 from confflow.transforms.continuous import ADAPTIVE_SOLVERS, FIXED_STEP_SOLVERS
 
-__all__ = ["FAMILIES", "Family", "Option", "check_family", "check_target", "family_options"]
+__all__ = [
+    "FAMILIES",
+    "ConfigError",
+    "Family",
+    "Option",
+    "check_family",
+    "check_target",
+    "family_options",
+]
+
+
+class ConfigError(InputError):
+    """A configuration value that is missing, of the wrong type, or out of range."""
 
 
 @dataclass(frozen=True)
@@ -137,36 +149,36 @@ def check_family(family: Any, options: Any) -> None:
     """Validates a family name and its options.
 
     Raises:
-        InputError: one line naming ``flow.family`` or ``flow.options.<name>``.
+        ConfigError: one line naming ``flow.family`` or ``flow.options.<name>``.
     """
     if family not in FAMILIES:
-        raise InputError(
+        raise ConfigError(
             f"flow.family: unknown family {family!r}; choose one of {', '.join(FAMILIES)}"
         )
     if not isinstance(options, dict):
-        raise InputError(f"flow.options: expected a mapping, got {type(options).__name__}")
+        raise ConfigError(f"flow.options: expected a mapping, got {type(options).__name__}")
     known = FAMILIES[family].options
     for name, value in options.items():
         if name not in known:
-            raise InputError(
+            raise ConfigError(
                 f"flow.options.{name}: not an option of family {family!r}; "
                 f"known: {', '.join(known) or 'none'}"
             )
         problem = known[name].check(value)
         if problem is not None:
-            raise InputError(f"flow.options.{name}: {problem}")
+            raise ConfigError(f"flow.options.{name}: {problem}")
 
 
 def check_target(family: str, kind: str, molecular: bool) -> None:
     """Refuses a family on a target it cannot model (``kind``: the target's kind).
 
     Raises:
-        InputError: one line naming ``flow.family``.
+        ConfigError: one line naming ``flow.family``.
     """
     wants = FAMILIES[family].targets
     if (wants == "molecular" and not molecular) or (wants == "smiles" and kind != "smiles"):
         need = "a molecular target" if wants == "molecular" else "a 'smiles' target"
-        raise InputError(f"flow.family: {family!r} needs {need}, got target {kind!r}")
+        raise ConfigError(f"flow.family: {family!r} needs {need}, got target {kind!r}")
 
 
 def family_options(family: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 
 from confflow.domains import Domain
-from confflow.errors import InputError
 from confflow.models.config import FlowConfig
-from confflow.models.families import family_options
+from confflow.models.families import ConfigError, family_options
 from confflow.transforms import (
     CNF,
     IAF,
@@ -45,7 +44,7 @@ def _masks(dim: int, layers: int, seed: int) -> list[list[bool]]:
 
 def _real_only(domain: Domain, option: str) -> None:
     if not domain.is_real:
-        raise InputError(
+        raise ConfigError(
             f"flow.options.{option}: 'affine' needs real-line coordinates and this target has "
             "angles; use 'spline'"
         )
@@ -89,13 +88,13 @@ def ode_config(options: dict) -> ODEConfig:
     """The solver settings in a CNF family's options (defaults filled in).
 
     Raises:
-        InputError: settings that do not fit together, naming ``flow.options.<field>``.
+        ConfigError: settings that do not fit together, naming ``flow.options.<field>``.
     """
     keys = ("solver", "rtol", "atol", "step_size")
     try:
         return ODEConfig(**{k: options[k] for k in keys})
     except ValueError as err:
-        raise InputError(f"flow.options.{err}") from err
+        raise ConfigError(f"flow.options.{err}") from err
 
 
 def internal_cnf(domain: Domain, config: FlowConfig) -> CNF:
