@@ -214,3 +214,19 @@ def test_circular_mixture_without_data_is_uniform():
         BGConfig(TargetConfig("double-well", {"dim": 2}), flow={**FLOW, "circular_components": 2})
     )
     assert model.config.base_mixture is None
+
+
+def test_torsional_family_fits_its_reference_and_data_to_the_frames():
+    config = BGConfig(
+        TargetConfig("smiles", {"smiles": "CCO"}),
+        flow=FlowConfig(layers=2, hidden=(8,), bins=4, family="torsional"),
+    )
+    frames = build_boltzmann_generator(config).target.molecule.embed(3, seed=1, num_threads=1)
+    model = build_boltzmann_generator(config, data=frames.float())
+    energies = model.target.energy.cartesian(frames.float())
+    lowest = frames[int(torch.argmin(energies))]
+    reference = torch.tensor(model.config.flow.options["reference"], dtype=torch.float64)
+    torch.testing.assert_close(reference, lowest)
+    torsions = model.from_positions(frames.float())
+    assert torsions.shape == (3, model.energy.embedding.domain.dim)
+    assert bool(torch.isfinite(model.log_prob(torsions)).all())
