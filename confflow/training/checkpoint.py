@@ -95,8 +95,11 @@ def _format_version(data: Any, path: Path) -> int:
 
 def _migrate_1(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """Format 1 -> 2: the model family made explicit; ``generate`` layouts become options."""
-    config = dict(data.get("model_config") or {})
+    config = data.get("model_config")
+    if not (isinstance(config, dict) and isinstance(config.get("target"), dict)):
+        return {**data, "format": FORMAT}  # not a Boltzmann generator's (e.g. flow matching)
     flow = {"family": "coupling", "options": {}, **dict(config.get("flow") or {})}
+    config = dict(config)
     layout = data.get("layout")
     if isinstance(layout, dict):
         if layout.get("relaxed", False):

@@ -131,3 +131,10 @@ def test_foreign_or_newer_file_is_one_line(kind, message, tmp_path, capsys):
     assert main(["sample", str(path), "-n", "4", "--out", str(tmp_path / "s.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_format_1_checkpoint_of_another_kind_keeps_its_config(tmp_path):
+    old = {"format": "confflow-checkpoint/1", "version": "0.1.0", "fingerprint": "f"}
+    torch.save({**old, "model_config": {"steps": 3}, "model": {}}, tmp_path / "fm.pt")
+    data = read_checkpoint(tmp_path / "fm.pt")
+    assert data["format"] == FORMAT and data["model_config"] == {"steps": 3}
