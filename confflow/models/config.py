@@ -34,13 +34,16 @@ class FlowConfig:
     Attributes:
         family: one of :data:`~confflow.models.families.FAMILIES`; ``"coupling"`` by default.
         options: the family's own options (validated against the registry).
-        layers: number of spline coupling layers (>= 2, even: each pair transforms both halves).
+        layers: number of coupling or autoregressive layers (>= 2, even: each pair of
+            couplings transforms both halves); not used by the continuous families.
         bins: rational-quadratic bins per spline (>= 2).
-        hidden: widths of each conditioner's hidden layers.
+        hidden: widths of each conditioner's hidden layers, or of the torus-aware field of
+            ``cnf``; ``hidden[0]`` is the width of the equivariant fields.
         bound: half-width of the spline region on real-line coordinates (identity tails).
         mask_seed: seed of the random half splits that pick the transformed coordinates.
         circular_components: wrapped normals in the base density of each circular coordinate
-            (free torsions), fitted to the training data with a uniform component
+            (free torsions) of the families over internal coordinates, fitted to the training
+            data with a uniform component
             (:func:`~confflow.distributions.fit_wrapped_normal_mixture`); ``0``: a uniform
             base on the circles. A base that already holds every well of a torsion spares
             the splines steep maps across barriers (see ``benchmarks/README.md``, aldp).
