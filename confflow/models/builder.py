@@ -164,7 +164,9 @@ def _molecular_transform(
             mixture = fit_wrapped_normal_mixture(y[:, circles], k)
         config = dataclasses.replace(config, base_mixture=mixture.to_dict())
     stack = _STACKS[config.flow.family](latent, config.flow)
-    return config, Compose([stack, norm, ic]), latent
+    # flat, so state dicts keep the layout of the checkpoints written before the registry
+    layers = list(stack.transforms) if isinstance(stack, Compose) else [stack]
+    return config, Compose([*layers, norm, ic]), latent
 
 
 def _base(config: BGConfig, domain: Domain) -> Distribution:

@@ -138,3 +138,13 @@ def test_format_1_checkpoint_of_another_kind_keeps_its_config(tmp_path):
     torch.save({**old, "model_config": {"steps": 3}, "model": {}}, tmp_path / "fm.pt")
     data = read_checkpoint(tmp_path / "fm.pt")
     assert data["format"] == FORMAT and data["model_config"] == {"steps": 3}
+
+
+def test_molecular_state_dict_keeps_the_flat_layout_of_format_1():
+    """Checkpoints written before the registry name their layers flow.transform.transforms.i."""
+    config = BGConfig(
+        TargetConfig("smiles", {"smiles": "CCO"}), flow=FlowConfig(layers=2, hidden=(8,))
+    )
+    keys = list(build_boltzmann_generator(config).state_dict())
+    assert "flow.transform.transforms.0.conditioner.0.weight" in keys
+    assert not any(".transforms.0.transforms." in k for k in keys)
