@@ -45,13 +45,13 @@ from pathlib import Path
 
 import torch
 from _report import report_metrics
-from rdkit import Chem
 
 from confflow.coordinates.chirality import StereoCheck
 from confflow.datasets import get_recipe, load
 from confflow.distributions import Flow, MeanFreeNormal
 from confflow.energies import ALDP_PHI, ALDP_PSI
 from confflow.models import BGConfig, FlowConfig, build_boltzmann_generator
+from confflow.models.cartesian import symmetry_classes
 from confflow.nn import EGNN
 from confflow.reweighting import kish_ess, log_weights, torsion
 from confflow.training import TrainConfig, Trainer, fit_flow_matching, write_checkpoint
@@ -133,11 +133,6 @@ def train_cnf(field, base, data, classes, args) -> dict[str, float]:
     }
 
 
-def symmetry_classes(mol: Chem.Mol) -> list[int]:
-    """Graph-symmetry classes of atoms (equal rank: exchangeable, e.g. methyl hydrogens)."""
-    return [int(r) for r in Chem.CanonicalRankAtoms(mol, breakTies=False)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="aldp")
@@ -200,7 +195,7 @@ def main() -> None:
     }
 
     # ---------------------------------------------------------------- equivariant CNF
-    classes = symmetry_classes(molecule.rdkit_mol)
+    classes = symmetry_classes(molecule)
     centred = train_x - train_x.mean(1, keepdim=True)
     std = float(centred.std())
     if args.field == "egnn":

@@ -42,7 +42,9 @@ def train(
     train_x = val_x = None
     if run.dataset is not None:
         train_x, val_x, _ = load_dataset(run.dataset)
-    model = build_boltzmann_generator(run.model, data=train_x)
+    model = build_boltzmann_generator(run.model, data=train_x)  # any family of model.flow
+    if train_x is not None:  # as the family's samples (torsions for the torsional one)
+        train_x, val_x = model.from_positions(train_x), model.from_positions(val_x)
     out.mkdir(parents=True, exist_ok=True)
     run = dataclasses.replace(run, model=model.config, train=config)
     write_json(out / "config.json", run.to_dict())

@@ -16,8 +16,8 @@ Two models, chosen by ``GenerateConfig.model``:
   turn, and its torsion marginals come out too narrow. An elementwise circular spline, then
   circular spline couplings.
 
-Both are assembled here from the public pieces so they use *this* run's molecule (atom order of
-the input, largest fragment, chosen MMFF variant).
+Both are built by the one builder of :mod:`confflow.models` (the ``coupling`` and ``torsional``
+families) from *this* run's SMILES, largest-fragment choice and MMFF variant.
 
 Training, within ``budget`` seconds of wall time:
 
@@ -52,19 +52,21 @@ from confflow.chem import Molecule
 from confflow.coordinates import (
     InternalCoordinates,
     InternalNormalization,
-    TorsionalEmbedding,
     ZMatrix,
     rotatable_bonds,
     structurally_rigid,
 )
-from confflow.distributions import DomainProduct, Flow
-from confflow.energies import MMFFEnergy, TorsionalEnergy
+from confflow.energies import TorsionalEnergy
 from confflow.generate.config import GenerateConfig, GenerateError
-from confflow.models import BGConfig, BoltzmannGenerator, FlowConfig, Target, TargetConfig
-from confflow.models.builder import coupling_stack
+from confflow.models import (
+    BGConfig,
+    BoltzmannGenerator,
+    FlowConfig,
+    TargetConfig,
+    build_boltzmann_generator,
+)
 from confflow.training import CheckpointError, TrainConfig, Trainer, read_checkpoint
 from confflow.training import write_checkpoint as _write
-from confflow.transforms import Compose, ElementwiseSpline, Transform
 
 __all__ = [
     "FLOW",
@@ -183,55 +185,49 @@ def model_layout(
     return {"model": "cartesian", "normalization": norm.stats()}
 
 
-def _torsional_transform(domain) -> Transform:
-    layers: list[Transform] = [ElementwiseSpline(domain, bins=FLOW.bins)]
-    if domain.dim >= 2:
-        layers += list(coupling_stack(domain, FLOW).transforms)
-    return Compose(layers)
-
-
 def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> BoltzmannGenerator:
     """The (untrained) generator for ``molecule`` with the coordinates of ``layout``.
 
+    Built by :func:`~confflow.models.build_boltzmann_generator`: the ``torsional`` family, or
+    the ``coupling`` family over internal coordinates for the Cartesian model.
+
     Args:
-        molecule: the molecule.
-        config: run settings (``temperature``, ``energy``).
+        molecule: the molecule (as :func:`~confflow.generate.molecule.load_molecule` parses
+            ``config.smiles``).
+        config: run settings (``smiles``, ``temperature``, ``energy``, ``largest_fragment``).
         layout: from :func:`model_layout`.
 
     Returns:
         The model in float32 on the CPU. Its samples are torsions ``[B, K]`` (rad) for the
         torsional model and positions ``[B, N, 3]`` (nm) for the Cartesian one.
 
+    Raises:
+        ValueError: a layout of the former ``--relax`` minimisation.
+        GenerateError: ``config.smiles`` parses to another molecule than ``molecule``.
     """
-    energy = MMFFEnergy(molecule.rdkit_mol, variant=config.variant)
-    normalization = None
+    params: dict[str, Any] = {"smiles": config.smiles, "variant": config.variant}
+    if config.largest_fragment:
+        params["largest_fragment"] = True
+    flow, normalization = FLOW, None
     if layout["model"] == "torsional":
-        embedding = TorsionalEmbedding(molecule, torch.tensor(layout["reference"]))
-        latent = embedding.domain
-        transform = _torsional_transform(latent)
         if layout.get("relaxed", False):
             raise ValueError("trained with the former --relax minimisation; train it again")
         # checkpoints from before local relaxation are frozen
-        energy = TorsionalEnergy(energy, embedding, layout.get("relax_steps", 0))
+        options = {"reference": layout["reference"], "relax_steps": layout.get("relax_steps", 0)}
+        flow = dataclasses.replace(FLOW, family="torsional", options=options)
     else:
         normalization = layout["normalization"]
-        ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
-        norm = InternalNormalization.from_stats(ic.latent_domain, normalization)
-        latent = norm.latent_domain
-        transform = Compose([*coupling_stack(latent, FLOW).transforms, norm, ic])
-    target = Target(
-        energy,
-        molecule,
-        _fingerprint(molecule, config.variant),
-        f"{molecule.smiles} with {config.variant} ({layout['model']})",
-    )
     bg_config = BGConfig(
-        TargetConfig("smiles", {"smiles": config.smiles}),
+        TargetConfig("smiles", params),
         temperature=config.temperature,
-        flow=FLOW,
+        flow=flow,
         normalization=normalization,
     )
-    return BoltzmannGenerator(bg_config, Flow(DomainProduct(latent), transform), target)
+    model = build_boltzmann_generator(bg_config)
+    built = model.target.molecule
+    if built is None or (built.elements, built.bonds) != (molecule.elements, molecule.bonds):
+        raise GenerateError(f"{molecule.source}: the model's molecule differs from the input")
+    return model
 
 
 def training_data(model: BoltzmannGenerator, frames: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Boltzmann generators: configuration, targets and the builder."""
+"""Boltzmann generators: configuration, the registry of families, targets and the builder."""
 
 from confflow.models.builder import (
     BoltzmannGenerator,
@@ -6,9 +6,11 @@ from confflow.models.builder import (
     coupling_stack,
 )
 from confflow.models.config import BGConfig, ConfigError, FlowConfig, TargetConfig
+from confflow.models.families import FAMILIES
 from confflow.models.targets import Target, build_target
 
 __all__ = [
+    "FAMILIES",
     "BGConfig",
     "BoltzmannGenerator",
     "ConfigError",

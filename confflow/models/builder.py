@@ -1,18 +1,23 @@
-"""The Boltzmann-generator builder: coordinates, normalisation, coupling flow, base, target.
+"""The one Boltzmann-generator builder: target, coordinates, flow of the config's family, base.
 
-For a molecule the flow's data side is Cartesian positions ``[B, N, 3]`` in nm::
+:func:`build_boltzmann_generator` dispatches on ``config.flow.family`` (the registry of
+:mod:`confflow.models.families`). The families over internal coordinates (``coupling``,
+``maf``, ``iaf``, ``cnf``) share the coordinates: for a molecule the flow's data side is
+Cartesian positions ``[B, N, 3]`` in nm::
 
-    base (DomainProduct over the normalised layout)
-      -> spline couplings (circular splines on free torsions, real-line splines on the rest)
+    base (DomainProduct over the normalised layout, or circular mixtures on the torsions)
+      -> the family's layers (domain-aware: circular on free torsions, real on the rest)
       -> InternalNormalization -> InternalCoordinates -> x [B, N, 3]
 
 so ``log q(x)`` is the density of the canonical pose (rigid-body motion removed). For
-analytic targets over features ``[B, D]`` the couplings act on ``R^D`` directly.
+analytic targets over features ``[B, D]`` the layers act on ``R^D`` directly. The families
+over Cartesian positions and torsions are built in :mod:`confflow.models.cartesian`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -27,35 +32,23 @@ from confflow.distributions import (
     fit_wrapped_normal_mixture,
 )
 from confflow.domains import Domain
+from confflow.models.cartesian import build_equivariant_cnf, build_torsional
 from confflow.models.config import BGConfig, FlowConfig
+from confflow.models.families import FAMILIES
+from confflow.models.stacks import autoregressive_stack, coupling_stack, internal_cnf
 from confflow.models.targets import Target, build_target
-from confflow.transforms import Compose, SplineCoupling, Transform
+from confflow.transforms import Compose, Transform
 
-__all__ = ["BoltzmannGenerator", "build_boltzmann_generator", "coupling_stack"]
-
-
-def _masks(dim: int, layers: int, seed: int) -> list[list[bool]]:
-    """Pairs of complementary random half splits, so every coordinate is transformed."""
-    gen = torch.Generator().manual_seed(seed)
-    masks = []
-    for _ in range(layers // 2):
-        perm = torch.randperm(dim, generator=gen)
-        mask = [False] * dim
-        for i in perm[: dim // 2].tolist():
-            mask[i] = True
-        masks += [mask, [not m for m in mask]]
-    return masks
+__all__ = ["BUILDERS", "BoltzmannGenerator", "build_boltzmann_generator", "coupling_stack"]
 
 
-def coupling_stack(domain: Domain, config: FlowConfig) -> Compose:
-    """Spline couplings over ``domain`` as ``config`` describes (identity at initialisation)."""
-    if domain.dim < 2:
-        raise ValueError(f"coupling_stack: need >= 2 coordinates, got {domain.dim}")
-    layers = [
-        SplineCoupling(domain, m, bins=config.bins, bound=config.bound, hidden=config.hidden)
-        for m in _masks(domain.dim, config.layers, config.mask_seed)
-    ]
-    return Compose(layers)
+#: How each family over internal coordinates or features lays its layers over a domain.
+_STACKS: dict[str, Callable[[Domain, FlowConfig], Transform]] = {
+    "coupling": coupling_stack,
+    "maf": autoregressive_stack,
+    "iaf": autoregressive_stack,
+    "cnf": internal_cnf,
+}
 
 
 class BoltzmannGenerator(nn.Module):
@@ -99,6 +92,16 @@ class BoltzmannGenerator(nn.Module):
     def log_prob(self, x: Tensor) -> Tensor:
         """``log q(x)`` ``[B]`` (nats) of configurations ``[B, *event_shape]``."""
         return self.flow.log_prob(x)
+
+    def from_positions(self, x: Tensor) -> Tensor:
+        """Positions ``[M, N, 3]`` (nm) as this model's samples (training data).
+
+        Returns:
+            Torsions ``[M, K]`` (rad, float32) for the torsional family; ``x`` otherwise.
+        """
+        if self.config.flow.family == "torsional":
+            return self.energy.embedding.project(x.to(torch.float64)).float()
+        return x
 
     def reduced_energy(self, x: Tensor) -> Tensor:
         """``u(x) = E(x) / kT`` ``[B]`` at the model's temperature (kT units)."""
@@ -160,7 +163,10 @@ def _molecular_transform(
                 y, _ = norm.inverse(z)
             mixture = fit_wrapped_normal_mixture(y[:, circles], k)
         config = dataclasses.replace(config, base_mixture=mixture.to_dict())
-    return config, Compose([*coupling_stack(latent, config.flow).transforms, norm, ic]), latent
+    stack = _STACKS[config.flow.family](latent, config.flow)
+    # flat, so state dicts keep the layout of the checkpoints written before the registry
+    layers = list(stack.transforms) if isinstance(stack, Compose) else [stack]
+    return config, Compose([*layers, norm, ic]), latent
 
 
 def _base(config: BGConfig, domain: Domain) -> Distribution:
@@ -171,34 +177,56 @@ def _base(config: BGConfig, domain: Domain) -> Distribution:
     return CircularMixtureProduct(domain, WrappedNormalMixture.from_dict(config.base_mixture))
 
 
+Built = tuple[BGConfig, Distribution, Transform, Target]
+
+
+def _internal(config: BGConfig, target: Target, data: Tensor | None) -> Built:
+    """The families over internal coordinates (molecules) or features (analytic targets)."""
+    if target.molecule is None:
+        domain = Domain.real(int(target.energy.event_shape[0]))
+        transform = _STACKS[config.flow.family](domain, config.flow)
+    else:
+        config, transform, domain = _molecular_transform(config, target, data)
+    return config, _base(config, domain), transform, target
+
+
+#: The construction function of every family of the registry.
+BUILDERS: dict[str, Callable[[BGConfig, Target, Tensor | None], Built]] = {
+    "coupling": _internal,
+    "maf": _internal,
+    "iaf": _internal,
+    "cnf": _internal,
+    "egnn-cnf": build_equivariant_cnf,
+    "e3nn-cnf": build_equivariant_cnf,
+    "torsional": build_torsional,
+}
+assert set(BUILDERS) == set(FAMILIES), "every family of the registry needs a builder"
+
+
 def build_boltzmann_generator(config: BGConfig, data: Tensor | None = None) -> BoltzmannGenerator:
-    """Builds a Boltzmann generator from its configuration.
+    """Builds a Boltzmann generator of any family from its configuration.
 
     Args:
-        config: the configuration. For molecules without ``normalization`` the statistics
-            come from ``data`` when given, else from ETKDG + MMFF94 minima; with
+        config: the configuration; ``config.flow.family`` picks the construction. For
+            molecules over internal coordinates without ``normalization`` the statistics come
+            from ``data`` when given, else from ETKDG + MMFF94 minima; with
             ``flow.circular_components > 0`` and no ``base_mixture`` the circular mixtures of
             the base are fitted to ``data`` (without data they put all their weight on the
-            uniform). The returned model's ``config`` carries both, so a checkpoint rebuilds
-            the same model.
+            uniform). Options a family fills from data (the equivariant base's ``std``, the
+            torsional ``reference``) are filled likewise. The returned model's ``config``
+            carries all of it, so a checkpoint rebuilds the same model.
         data: optional ``[M, N, 3]`` training positions in nm (molecules only).
 
     Returns:
-        The model in float32 on the CPU, its flow at the identity map.
+        The model in float32 on the CPU, its flow at (or near, for CNFs) the identity map.
 
     Raises:
         ValueError: data of the wrong shape.
+        ConfigError: options that do not fit the target.
     """
     target = build_target(config.target, config.temperature)
-    if target.molecule is None:
-        domain = Domain.real(int(target.energy.event_shape[0]))
-        transform: Transform = coupling_stack(domain, config.flow)
-    else:
-        if data is not None and (data.dim() != 3 or data.shape[1:] != (target.energy.n_atoms, 3)):
-            raise ValueError(
-                f"data: expected [M, {target.energy.n_atoms}, 3] positions in nm, "
-                f"got {tuple(data.shape)}"
-            )
-        config, transform, domain = _molecular_transform(config, target, data)
-    flow = Flow(_base(config, domain), transform)
-    return BoltzmannGenerator(config, flow, target)
+    n = target.molecule.n_atoms if target.molecule is not None else 0
+    if n and data is not None and (data.dim() != 3 or data.shape[1:] != (n, 3)):
+        raise ValueError(f"data: expected [M, {n}, 3] positions in nm, got {tuple(data.shape)}")
+    config, base, transform, target = BUILDERS[config.flow.family](config, target, data)
+    return BoltzmannGenerator(config, Flow(base, transform), target)

@@ -6,16 +6,12 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from confflow.errors import InputError
+from confflow.models.families import ConfigError, check_family, check_target
 
 __all__ = ["BGConfig", "ConfigError", "FlowConfig", "TargetConfig"]
 
 #: Targets :func:`~confflow.models.build_target` knows.
 TARGET_KINDS = ("double-well", "aldp", "aldp-ff96", "aldp-vacuum", "smiles")
-
-
-class ConfigError(InputError):
-    """A configuration value that is missing, of the wrong type, or out of range."""
 
 
 def _from_mapping(cls, data: Any, where: str):
@@ -33,16 +29,21 @@ def _from_mapping(cls, data: Any, where: str):
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Coupling flow over the (normalised) internal coordinates or features.
+    """The flow: its family (see :mod:`confflow.models.families`) and settings.
 
     Attributes:
-        layers: number of spline coupling layers (>= 2, even: each pair transforms both halves).
+        family: one of :data:`~confflow.models.families.FAMILIES`; ``"coupling"`` by default.
+        options: the family's own options (validated against the registry).
+        layers: number of coupling or autoregressive layers (>= 2, even: each pair of
+            couplings transforms both halves); not used by the continuous families.
         bins: rational-quadratic bins per spline (>= 2).
-        hidden: widths of each conditioner's hidden layers.
+        hidden: widths of each conditioner's hidden layers, or of the torus-aware field of
+            ``cnf``; ``hidden[0]`` is the width of the equivariant fields.
         bound: half-width of the spline region on real-line coordinates (identity tails).
         mask_seed: seed of the random half splits that pick the transformed coordinates.
         circular_components: wrapped normals in the base density of each circular coordinate
-            (free torsions), fitted to the training data with a uniform component
+            (free torsions) of the families over internal coordinates, fitted to the training
+            data with a uniform component
             (:func:`~confflow.distributions.fit_wrapped_normal_mixture`); ``0``: a uniform
             base on the circles. A base that already holds every well of a torsion spares
             the splines steep maps across barriers (see ``benchmarks/README.md``, aldp).
@@ -54,8 +55,11 @@ class FlowConfig:
     bound: float = 5.0
     mask_seed: int = 0
     circular_components: int = 4
+    family: str = "coupling"
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_family(self.family, self.options)
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if not isinstance(self.layers, int) or self.layers < 2 or self.layers % 2:
             raise ConfigError(f"flow.layers: must be an even integer >= 2, got {self.layers!r}")
@@ -79,7 +83,8 @@ class TargetConfig:
             ``"aldp-vacuum"`` (alanine dipeptide OpenMM systems in torch) or ``"smiles"``
             (MMFF94 of a molecule).
         params: kind-specific parameters: for ``double-well`` any of ``dim, a, b, c``;
-            for ``smiles`` ``{"smiles": ...}``; none for alanine dipeptide.
+            for ``smiles`` ``{"smiles": ...}`` and optionally ``variant`` (``"MMFF94"`` or
+            ``"MMFF94s"``) and ``largest_fragment`` (bool); none for alanine dipeptide.
     """
 
     kind: str
@@ -95,13 +100,17 @@ class TargetConfig:
             raise ConfigError(f"target.params: expected a mapping, got {self.params!r}")
         allowed = {
             "double-well": {"dim", "a", "b", "c"},
-            "smiles": {"smiles"},
+            "smiles": {"smiles", "variant", "largest_fragment"},
         }.get(self.kind, set())
         unknown = sorted(set(self.params) - allowed)
         if unknown:
             raise ConfigError(f"target.params: unknown keys {unknown} for {self.kind!r}")
         if self.kind == "smiles" and not isinstance(self.params.get("smiles"), str):
             raise ConfigError("target.params: 'smiles' target needs params.smiles (a string)")
+        if self.params.get("variant", "MMFF94") not in ("MMFF94", "MMFF94s"):
+            raise ConfigError(
+                f"target.params.variant: choose MMFF94 or MMFF94s, got {self.params['variant']!r}"
+            )
 
     @property
     def is_molecular(self) -> bool:
@@ -138,6 +147,7 @@ class BGConfig:
             object.__setattr__(self, "target", _from_mapping(TargetConfig, self.target, "target"))
         if not isinstance(self.flow, FlowConfig):
             object.__setattr__(self, "flow", _from_mapping(FlowConfig, self.flow, "flow"))
+        check_target(self.flow.family, self.target.kind, self.target.is_molecular)
         t = self.temperature
         if not (isinstance(t, int | float) and math.isfinite(t) and t > 0):
             raise ConfigError(f"temperature: must be a positive number of kelvin, got {t!r}")
@@ -162,6 +172,7 @@ class BGConfig:
         """Plain data (JSON- and ``weights_only``-safe)."""
         data = asdict(self)
         data["flow"]["hidden"] = list(self.flow.hidden)
+        data["flow"]["options"] = dict(self.flow.options)
         return data
 
     @classmethod

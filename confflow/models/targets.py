@@ -54,9 +54,21 @@ def build_target(config: TargetConfig, temperature: float) -> Target:
     if config.kind == "smiles":
         from confflow.energies.mmff import MMFFEnergy
 
-        molecule = Molecule.from_smiles(config.params["smiles"], stereo="first")
-        energy = MMFFEnergy(molecule.rdkit_mol)
-        description = f"{molecule.smiles} with MMFF94"
+        largest = bool(config.params.get("largest_fragment", False))
+        molecule = Molecule.from_smiles(
+            config.params["smiles"], largest_fragment=largest, stereo="first"
+        )
+        variant = config.params.get("variant", "MMFF94")
+        energy = MMFFEnergy(molecule.rdkit_mol, variant=variant)
+        description = f"{molecule.smiles} with {variant}"
+        if "variant" in config.params:  # the identity ``confflow generate`` has always used
+            ident = {
+                "elements": list(molecule.elements),
+                "bonds": [list(b) for b in molecule.bonds],
+                "smiles": molecule.smiles,
+                "energy": variant,
+            }
+            return Target(energy, molecule, _hash(ident), description)
     else:
         from confflow.energies.openmm_torch import OpenMMSystemEnergy
         from confflow.energies.systems import alanine_dipeptide

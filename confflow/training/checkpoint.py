@@ -2,8 +2,13 @@
 
 A checkpoint is a plain dictionary of tensors and plain data::
 
-    format, version (confflow), fingerprint (target system), model_config, train_config,
-    model (state dict), optimizer, scheduler, rng, step, and trainer counters
+    format ("confflow-checkpoint/<N>"), version (confflow), fingerprint (target system),
+    model_config (any family of the registry), train_config, model (state dict), optimizer,
+    scheduler, rng, step, and trainer counters
+
+The format number ``N`` is :data:`FORMAT_VERSION`; :func:`read_checkpoint` migrates older
+formats it knows (1: no model family, the ``generate`` models described by a ``layout``) and
+refuses newer ones and foreign files with one line saying what the file is.
 
 written with :func:`confflow.atomic.atomic_path` (a temporary file in the same folder, flushed
 to disk, then renamed over the target), so a crash (even ``kill -9``) leaves either the old or
@@ -12,6 +17,7 @@ the new checkpoint, never a partial one.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ from confflow.models import BGConfig, BoltzmannGenerator, build_boltzmann_genera
 
 __all__ = [
     "FORMAT",
+    "FORMAT_VERSION",
     "CheckpointError",
     "CheckpointMismatchError",
     "check_compatible",
@@ -32,8 +39,13 @@ __all__ = [
     "write_checkpoint",
 ]
 
+#: Version of the checkpoint format this confflow writes; it reads this one and older ones.
+FORMAT_VERSION = 2
+_TAG = "confflow-checkpoint/"
 #: Format tag stored in every checkpoint.
-FORMAT = "confflow-checkpoint/1"
+FORMAT = f"{_TAG}{FORMAT_VERSION}"
+#: MMFF variant of ``confflow generate``'s ``--energy`` (format 1 stored the option's value).
+_VARIANTS = {"mmff94": "MMFF94", "mmff94s": "MMFF94s"}
 _REQUIRED = ("format", "version", "fingerprint", "model_config", "model")
 
 
@@ -60,28 +72,92 @@ def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(data, tmp)
 
 
+def _format_version(data: Any, path: Path) -> int:
+    """The format number of loaded ``data``, or a one-line error saying what the file is."""
+    tag = data.get("format") if isinstance(data, dict) else None
+    number = tag.removeprefix(_TAG) if isinstance(tag, str) and tag.startswith(_TAG) else ""
+    if not number.isdigit() or int(number) < 1:
+        what = "a dictionary without a confflow format tag" if isinstance(data, dict) else None
+        what = what or f"a torch file holding a {type(data).__name__}"
+        raise CheckpointError(
+            f"checkpoint {path}: not a confflow checkpoint ({what}); give a checkpoint.pt "
+            "written by confflow train or confflow generate"
+        )
+    version = int(number)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path}: written by confflow {data.get('version', '?')} in checkpoint "
+            f"format {version}; this confflow ({__version__}) reads formats 1 to "
+            f"{FORMAT_VERSION}; use confflow {data.get('version', '?')} or newer"
+        )
+    return version
+
+
+def _migrate_1(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Format 1 -> 2: the model family made explicit; ``generate`` layouts become options."""
+    config = data.get("model_config")
+    if not (isinstance(config, dict) and isinstance(config.get("target"), dict)):
+        return {**data, "format": FORMAT}  # not a Boltzmann generator's (e.g. flow matching)
+    flow = {"family": "coupling", "options": {}, **dict(config.get("flow") or {})}
+    config = dict(config)
+    layout = data.get("layout")
+    if isinstance(layout, dict):
+        if layout.get("relaxed", False):
+            raise CheckpointError(
+                f"checkpoint {path}: trained with the former --relax minimisation of confflow "
+                "generate (format 1), which this confflow cannot rebuild; train it again"
+            )
+        if layout.get("model") == "torsional":
+            options = {"reference": layout["reference"]}
+            options["relax_steps"] = layout.get("relax_steps", 0)  # older: frozen structure
+            flow.update(family="torsional", options=options)
+        target = dict(config.get("target") or {})
+        params = {**dict(target.get("params") or {})}
+        params["variant"] = _VARIANTS.get(data.get("energy"), "MMFF94")
+        config["target"] = {**target, "params": params}
+    config["flow"] = flow
+    return {**data, "format": FORMAT, "model_config": config}
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Loads a checkpoint with ``weights_only=True`` and checks its structure.
+    """Loads a checkpoint with ``weights_only=True``, checks it and migrates older formats.
+
+    Returns:
+        The checkpoint in the current format (:data:`FORMAT`).
 
     Raises:
-        CheckpointError: missing file, corrupt or truncated data, or missing fields.
+        CheckpointError: missing file; corrupt, truncated or foreign data (one line saying
+            what the file is); a newer format; missing fields.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # torch wraps every unpickling error in one text
+        if "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"checkpoint {path}: not a confflow checkpoint (it holds Python objects that no "
+                "confflow checkpoint holds); give a checkpoint.pt written by confflow train"
+            ) from err
+        raise _unreadable(path, str(err).rpartition("WeightsUnpickler error:")[2]) from err
     except Exception as err:  # torch raises several types for damaged files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"checkpoint {path}: corrupt or not a confflow checkpoint ({first[:120]})"
-        ) from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path}: not a confflow checkpoint (format tag missing)")
+        raise _unreadable(path, str(err) or type(err).__name__) from err
+    if _format_version(data, path) == 1:
+        data = _migrate_1(data, path)
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CheckpointError(f"checkpoint {path}: corrupt, missing fields {missing}")
     return data
+
+
+def _unreadable(path: Path, reason: str) -> CheckpointError:
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    first = lines[0][:120] if lines else "unreadable"
+    return CheckpointError(
+        f"checkpoint {path}: corrupt or not a confflow checkpoint ({first}); a truncated "
+        "file cannot be repaired: train again or give another checkpoint"
+    )
 
 
 def check_compatible(data: dict[str, Any], model: BoltzmannGenerator, path: str | Path) -> None:

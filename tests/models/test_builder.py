@@ -26,9 +26,39 @@ def test_config_round_trip():
     assert again.flow.hidden == (256, 256)
 
 
+def test_config_without_family_is_a_coupling_flow():
+    old = {"target": {"kind": "double-well"}, "flow": {"layers": 2, "hidden": [8]}}
+    cfg = BGConfig.from_dict(old)
+    assert cfg.flow.family == "coupling" and cfg.flow.options == {}
+
+
+@pytest.mark.parametrize(
+    ("family", "options"),
+    [("maf", {"elementwise": "affine"}), ("cnf", {"solver": "rk4", "step_size": 0.25})],
+)
+def test_family_config_round_trip(family, options):
+    flow = FlowConfig(layers=2, family=family, options=options)
+    cfg = BGConfig(TargetConfig("double-well", {"dim": 2}), flow=flow)
+    assert BGConfig.from_dict(cfg.to_dict()) == cfg
+    model = build_boltzmann_generator(cfg)
+    x, log_q = model.sample(16, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.log_prob(x), log_q, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
+        (lambda: FlowConfig(family="realnvp"), "flow.family: unknown family 'realnvp'"),
+        (lambda: FlowConfig(options={"transform": "cubic"}), "flow.options.transform: choose"),
+        (lambda: FlowConfig(family="torsional", options={"bins": 3}), "flow.options.bins: not"),
+        (
+            lambda: FlowConfig(family="egnn-cnf", options={"depth": 0}),
+            "flow.options.depth: must be an integer >= 1",
+        ),
+        (
+            lambda: BGConfig(TargetConfig("aldp"), flow=FlowConfig(family="torsional")),
+            "flow.family: 'torsional' needs a 'smiles' target, got target 'aldp'",
+        ),
         (lambda: TargetConfig("benzene-box"), "target.kind: unknown target 'benzene-box'"),
         (lambda: TargetConfig("double-well", {"d": 2}), r"unknown keys \['d'\]"),
         (lambda: TargetConfig("smiles"), "needs params.smiles"),
@@ -184,3 +214,19 @@ def test_circular_mixture_without_data_is_uniform():
         BGConfig(TargetConfig("double-well", {"dim": 2}), flow={**FLOW, "circular_components": 2})
     )
     assert model.config.base_mixture is None
+
+
+def test_torsional_family_fits_its_reference_and_data_to_the_frames():
+    config = BGConfig(
+        TargetConfig("smiles", {"smiles": "CCO"}),
+        flow=FlowConfig(layers=2, hidden=(8,), bins=4, family="torsional"),
+    )
+    frames = build_boltzmann_generator(config).target.molecule.embed(3, seed=1, num_threads=1)
+    model = build_boltzmann_generator(config, data=frames.float())
+    energies = model.target.energy.cartesian(frames.float())
+    lowest = frames[int(torch.argmin(energies))]
+    reference = torch.tensor(model.config.flow.options["reference"], dtype=torch.float64)
+    torch.testing.assert_close(reference, lowest)
+    torsions = model.from_positions(frames.float())
+    assert torsions.shape == (3, model.energy.embedding.domain.dim)
+    assert bool(torch.isfinite(model.log_prob(torsions)).all())
