@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from confflow.generate.config import GenerateConfig, GenerateError
-from confflow.generate.model import TrainingSummary, load_model
+from confflow.generate.model import load_model
 from confflow.generate.molecule import rotatable_torsions
 from confflow.generate.stages import (
     build_report,
@@ -34,6 +34,7 @@ from confflow.generate.stages import (
     train,
     write_sdf,
 )
+from confflow.generate.training import TrainingSummary
 from confflow.generate.writers import write_plots, write_report
 
 __all__ = ["GenerateResult", "check_writable", "run_generate"]

@@ -26,16 +26,15 @@ from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.data import md_samples, seed_conformers
 from confflow.generate.ensemble import Clusters, Ensemble, cluster, sample_ensemble
 from confflow.generate.model import (
-    TrainingSummary,
     build_model,
     model_kind,
     model_layout,
     resolve_model,
     save_model,
-    train_model,
     training_data,
 )
 from confflow.generate.molecule import load_molecule, rotatable_torsions
+from confflow.generate.training import TrainingSummary, train_model
 from confflow.generate.writers import versions, write_ensemble_sdf
 from confflow.models import BoltzmannGenerator
 from confflow.reweighting import expectation, largest_weight_share
@@ -67,7 +66,7 @@ class Trained:
     Attributes:
         model: the generator (on the training device).
         layout: its :func:`~confflow.generate.model.model_layout`.
-        summary: the training's :class:`~confflow.generate.model.TrainingSummary`.
+        summary: the training's :class:`~confflow.generate.training.TrainingSummary`.
     """
 
     model: BoltzmannGenerator

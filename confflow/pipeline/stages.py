@@ -50,8 +50,9 @@ from confflow.chem import Molecule
 from confflow.generate import GenerateConfig
 from confflow.generate import stages as shared
 from confflow.generate.ensemble import Ensemble
-from confflow.generate.model import TrainingSummary, load_model
+from confflow.generate.model import load_model
 from confflow.generate.molecule import rotatable_torsions
+from confflow.generate.training import TrainingSummary
 from confflow.generate.writers import write_report
 from confflow.pipeline.config import PipelineConfig
 from confflow.pipeline.files import describe_files, files_match, read_json
