@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import logsumexp
 
+from confflow.md.config import MDInputError
 from confflow.md.free_energy import MacrostateFreeEnergy
 from confflow.md.mbar import mbar_free_energies, mbar_log_weights
 
@@ -86,23 +87,23 @@ def umbrella_free_energy(
         seed: bootstrap seed.
 
     Raises:
-        ValueError: a series per window missing, a window not made of ``n_segments`` equal
+        MDInputError: a series per window missing, a window not made of ``n_segments`` equal
             segments of at least ``n_blocks`` frames, or a macrostate that no sample (or every
             sample) falls in.
     """
     if len(series) != umbrella.n_windows:
-        raise ValueError(f"series: expected {umbrella.n_windows} windows, got {len(series)}")
+        raise MDInputError(f"series: expected {umbrella.n_windows} windows, got {len(series)}")
     if n_segments < 1 or any(len(s) % n_segments for s in series):
-        raise ValueError(f"series: every window must split into {n_segments} equal segments")
+        raise MDInputError(f"series: every window must split into {n_segments} equal segments")
     if min(len(s) for s in series) < n_blocks * n_segments:
-        raise ValueError(
+        raise MDInputError(
             f"series: every segment needs >= n_blocks ({n_blocks}) frames, "
             f"{n_blocks * n_segments} per window"
         )
     theta = np.concatenate(series)
     mask = np.asarray(in_b(theta), dtype=bool)
     if mask.all() or not mask.any():
-        raise ValueError("in_b: every sample falls on one side; the macrostates are not sampled")
+        raise MDInputError("in_b: every sample falls on one side; the macrostates are not sampled")
     counts = np.array([len(s) for s in series])
     bias = umbrella.bias_kt(theta, temperature)
     f = mbar_free_energies(bias, counts)

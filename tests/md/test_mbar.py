@@ -7,6 +7,7 @@ import pymbar
 import pytest
 
 from confflow.errors import InputError
+from confflow.md.config import MDInputError
 from confflow.md.langevin import GAS_CONSTANT
 from confflow.md.mbar import mbar_free_energies, mbar_log_weights
 from confflow.md.umbrella import UmbrellaConfig, umbrella_free_energy
@@ -84,9 +85,9 @@ def test_segments_are_cut_into_blocks_each_on_its_own():
         UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_blocks=10, n_bootstrap=20
     )
     assert two.delta_f == one.delta_f and two.stderr == one.stderr
-    with pytest.raises(ValueError, match="series: every window must split into 3 equal segments"):
+    with pytest.raises(MDInputError, match="series: every window must split into 3 equal segments"):
         umbrella_free_energy(UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_segments=3)
-    with pytest.raises(ValueError, match=r"every segment needs >= n_blocks \(101\) frames"):
+    with pytest.raises(MDInputError, match=r"every segment needs >= n_blocks \(101\) frames"):
         umbrella_free_energy(
             UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_blocks=101, n_segments=2
         )
@@ -160,7 +161,7 @@ def test_bad_input_is_rejected():
         mbar_free_energies(np.full((2, 4), np.nan), np.array([2, 2]))
     rng = np.random.default_rng(4)
     series = sample_windows(UMBRELLA, 50, rng)
-    with pytest.raises(ValueError, match="in_b: every sample falls on one side"):
+    with pytest.raises(MDInputError, match="in_b: every sample falls on one side"):
         umbrella_free_energy(UMBRELLA, TEMPERATURE, series, lambda t: t > 10)
-    with pytest.raises(ValueError, match="series: expected 24 windows, got 23"):
+    with pytest.raises(MDInputError, match="series: expected 24 windows, got 23"):
         umbrella_free_energy(UMBRELLA, TEMPERATURE, series[1:], lambda t: t > 0)
