@@ -64,7 +64,7 @@ def reference_phi_free_energy(
     The phi > 0 basin is macrostate B and the rest A, so ``fraction`` is ``P(phi > 0)``.
 
     Umbrella-sampling datasets (``aldp-reference``) are combined with MBAR
-    (:func:`~confflow.md.umbrella.umbrella_free_energy`, block bootstrap with 10 blocks per
+    (:func:`~confflow.md.umbrella_analysis.umbrella_free_energy`, block bootstrap with 10 blocks per
     window within each chain); MD and replica exchange datasets are counted frame by frame
     (:func:`phi_free_energy`).
 

@@ -3,8 +3,11 @@
 import math
 
 import numpy as np
+import pymbar
 import pytest
 
+from confflow.errors import InputError
+from confflow.md.config import MDInputError
 from confflow.md.langevin import GAS_CONSTANT
 from confflow.md.mbar import mbar_free_energies, mbar_log_weights
 from confflow.md.umbrella import UmbrellaConfig, umbrella_free_energy
@@ -82,9 +85,9 @@ def test_segments_are_cut_into_blocks_each_on_its_own():
         UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_blocks=10, n_bootstrap=20
     )
     assert two.delta_f == one.delta_f and two.stderr == one.stderr
-    with pytest.raises(ValueError, match="series: every window must split into 3 equal segments"):
+    with pytest.raises(MDInputError, match="series: every window must split into 3 equal segments"):
         umbrella_free_energy(UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_segments=3)
-    with pytest.raises(ValueError, match=r"every segment needs >= n_blocks \(101\) frames"):
+    with pytest.raises(MDInputError, match=r"every segment needs >= n_blocks \(101\) frames"):
         umbrella_free_energy(
             UMBRELLA, TEMPERATURE, pooled, lambda t: t > 0, n_blocks=101, n_segments=2
         )
@@ -108,16 +111,57 @@ def test_mbar_recovers_known_window_free_energies():
     np.testing.assert_allclose(f, expected, atol=0.05)
 
 
+@pytest.mark.parametrize(
+    ("n_windows", "force_kt", "counts", "seed"),
+    [
+        (6, 8.0, [300] * 6, 0),  # wide windows, strong overlap
+        (12, 30.0, [500] * 12, 1),
+        (24, 30.0, [200] * 24, 2),  # narrow windows: neighbours overlap only in their tails
+        (8, 10.0, [50, 400, 120, 300, 80, 500, 200, 150], 3),  # unequal counts
+        # the aldp phi setting scaled to 20 windows: the trust region alone stopped 4e-8 short
+        (20, 24.7, [1000] * 20, 0),
+    ],
+)
+def test_mbar_matches_pymbar(n_windows, force_kt, counts, seed):
+    # the field's reference implementation, run to its default convergence: window free
+    # energies and unbiased weights (through pymbar's expectation in the unbiased state)
+    umbrella = UmbrellaConfig((0, 1, 2, 3), n_windows=n_windows, force_constant=force_kt * KT)
+    rng = np.random.default_rng(seed)
+    grid_bias = umbrella.bias_kt(GRID, TEMPERATURE)
+    theta = np.concatenate(
+        [
+            rng.choice(GRID, size=n, p=(p := np.exp(-potential(GRID) - b)) / p.sum())
+            for b, n in zip(grid_bias, counts, strict=True)
+        ]
+    )
+    bias, n_k = umbrella.bias_kt(theta, TEMPERATURE), np.array(counts)
+    f = mbar_free_energies(bias, n_k)
+    reference = pymbar.MBAR(bias, n_k)
+    np.testing.assert_allclose(f, reference.f_k, rtol=0.0, atol=1e-8)
+    in_b = (theta > 0).astype(np.float64)
+    with np.errstate(divide="ignore"):  # pymbar takes the log of the indicator's zeros
+        p_b = np.ravel(reference.compute_expectations(in_b, np.zeros(len(theta)))["mu"])[0]
+    log_w = mbar_log_weights(bias, n_k, f)
+    assert np.exp(log_w[theta > 0]).sum() == pytest.approx(p_b, rel=0.0, abs=1e-10)
+    # a warm start from a nearby solution (as in the bootstrap) ends at the same point
+    np.testing.assert_allclose(
+        mbar_free_energies(bias, n_k, initial=f + rng.normal(0.0, 0.1, n_windows)),
+        reference.f_k,
+        rtol=0.0,
+        atol=1e-8,
+    )
+
+
 def test_bad_input_is_rejected():
-    with pytest.raises(ValueError, match=r"bias: expected \[K, N\]"):
+    with pytest.raises(InputError, match=r"bias: expected \[K, N\]"):
         mbar_free_energies(np.zeros(5), np.array([5]))
-    with pytest.raises(ValueError, match="counts: need positive counts summing to the 6"):
+    with pytest.raises(InputError, match="counts: need positive counts summing to the 6"):
         mbar_free_energies(np.zeros((2, 6)), np.array([3, 2]))
-    with pytest.raises(ValueError, match="bias: contains NaN"):
+    with pytest.raises(InputError, match="bias: contains NaN"):
         mbar_free_energies(np.full((2, 4), np.nan), np.array([2, 2]))
     rng = np.random.default_rng(4)
     series = sample_windows(UMBRELLA, 50, rng)
-    with pytest.raises(ValueError, match="in_b: every sample falls on one side"):
+    with pytest.raises(MDInputError, match="in_b: every sample falls on one side"):
         umbrella_free_energy(UMBRELLA, TEMPERATURE, series, lambda t: t > 10)
-    with pytest.raises(ValueError, match="series: expected 24 windows, got 23"):
+    with pytest.raises(MDInputError, match="series: expected 24 windows, got 23"):
         umbrella_free_energy(UMBRELLA, TEMPERATURE, series[1:], lambda t: t > 0)
