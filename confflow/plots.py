@@ -12,7 +12,6 @@ return its path, and never touch matplotlib's global backend.
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from confflow.atomic import atomic_path
-from confflow.reweighting import normalized_weights
+from confflow.reweighting import free_energy_curve, kish_ess, normalized_weights
 
 __all__ = ["free_energy_profile", "log_weight_histogram", "ramachandran"]
 
@@ -86,12 +85,6 @@ def ramachandran(
     return _save(fig, path)
 
 
-def _profile(s: np.ndarray, w: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    hist, _ = np.histogram(s, bins=edges, weights=w)
-    with np.errstate(divide="ignore"):
-        return -np.log(hist / hist.sum())
-
-
 def free_energy_profile(
     path: str | Path,
     cv: _ArrayLike,
@@ -104,6 +97,8 @@ def free_energy_profile(
 ) -> Path:
     """``F(s) = -log p(s)`` (kT, minimum at 0) of reweighted samples with a 68% bootstrap band.
 
+    The curve is :func:`~confflow.reweighting.free_energy_curve`'s, shifted to minimum 0.
+
     Args:
         path: output ``.png``.
         cv: ``[N]`` collective variable of the flow samples (rad for torsions).
@@ -114,30 +109,29 @@ def free_energy_profile(
         label: axis label.
         seed: bootstrap seed.
     """
-    s = _np(cv)
-    w = _weights(log_w, len(s))
+    s = torch.as_tensor(_np(cv))
     if "rad" in label:
-        edges = np.linspace(-math.pi, math.pi, bins + 1)
+        edges = torch.linspace(-math.pi, math.pi, bins + 1, dtype=torch.float64)
     else:
-        edges = np.linspace(s.min(), s.max(), bins + 1)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    main = _profile(s, w, edges)
-    rng = np.random.default_rng(seed)
-    reps = np.stack(
-        [_profile(s[i], w[i], edges) for i in rng.integers(0, len(s), (n_bootstrap, len(s)))]
+        edges = torch.linspace(float(s.min()), float(s.max()), bins + 1, dtype=torch.float64)
+    curve = free_energy_curve(
+        s,
+        torch.as_tensor(_np(log_w)),
+        edges,
+        n_bootstrap=n_bootstrap,
+        generator=torch.Generator().manual_seed(seed),
     )
-    shift = np.min(main[np.isfinite(main)])
-    with warnings.catch_warnings():  # bins empty in every replicate give NaN, drawn as gaps
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanpercentile(np.where(np.isfinite(reps), reps, np.nan), [16, 84], axis=0)
+    centres = curve.centres.numpy()
+    shift = float(curve.value[torch.isfinite(curve.value)].min())
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
-    ax.plot(centres, main - shift, label="flow, reweighted")
-    ax.fill_between(centres, low - shift, high - shift, alpha=0.3, label="68% bootstrap band")
+    ax.plot(centres, curve.value.numpy() - shift, label="flow, reweighted")
+    low, high = curve.low.numpy() - shift, curve.high.numpy() - shift  # NaN gaps: empty bins
+    ax.fill_between(centres, low, high, alpha=0.3, label="68% bootstrap band")
     if reference is not None:
-        r = _np(reference)
-        ref = _profile(r, np.full(len(r), 1.0 / len(r)), edges)
-        ax.plot(centres, ref - np.min(ref[np.isfinite(ref)]), "k--", label="reference")
+        r = torch.as_tensor(_np(reference))
+        ref = free_energy_curve(r, torch.zeros(len(r)), edges, n_bootstrap=0).value
+        ax.plot(centres, (ref - ref[torch.isfinite(ref)].min()).numpy(), "k--", label="reference")
     ax.set_xlabel(label)
     ax.set_ylabel("free energy (kT)")
     ax.legend()
@@ -146,8 +140,6 @@ def free_energy_profile(
 
 def log_weight_histogram(path: str | Path, log_w: _ArrayLike, bins: int = 100) -> Path:
     """Histogram of ``log w - max log w`` (nats), with the Kish ESS in the title."""
-    from confflow.reweighting import kish_ess
-
     lw = _np(log_w)
     finite = lw[np.isfinite(lw)]
     fig = Figure(figsize=(6, 4), layout="constrained")

@@ -5,9 +5,17 @@ takes the :class:`~confflow.chem.molecule.Molecule` whose atom order the positio
 writes its file atomically (:mod:`confflow.atomic`).
 
 Example:
+    >>> import tempfile
     >>> mol = Molecule.from_smiles("CCO")
     >>> x = mol.embed(3, seed=1)
-    >>> write_sdf("ethanol.sdf", mol, x, energies=torch.zeros(3))  # doctest: +SKIP
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "ethanol.sdf"
+    ...     write_sdf(path, mol, x, energies=torch.tensor([1.0, 2.0, 3.0]))
+    ...     same, y, tags = read_sdf(path)
+    >>> y.shape, tags["energy_kJ_per_mol"].tolist()
+    (torch.Size([3, 9, 3]), [1.0, 2.0, 3.0])
+    >>> bool((y - x).abs().max() < 1e-4)
+    True
 """
 
 from __future__ import annotations

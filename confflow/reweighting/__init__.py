@@ -3,12 +3,15 @@
 * :mod:`~confflow.reweighting.weights` — log-weights, Kish ESS, self-normalised expectations,
   resampling, the largest-weight share;
 * :mod:`~confflow.reweighting.free_energy` — free-energy differences between macrostates with
-  bootstrap intervals, reweighting to another temperature;
+  bootstrap intervals, free-energy profiles along a variable, reweighting to another
+  temperature;
 * :mod:`~confflow.reweighting.observables` — torsions and other collective variables.
 """
 
 from confflow.reweighting.free_energy import (
+    FreeEnergyCurve,
     FreeEnergyDifference,
+    free_energy_curve,
     free_energy_difference,
     in_range,
     reweight_temperature,
@@ -24,8 +27,10 @@ from confflow.reweighting.weights import (
 )
 
 __all__ = [
+    "FreeEnergyCurve",
     "FreeEnergyDifference",
     "expectation",
+    "free_energy_curve",
     "free_energy_difference",
     "in_range",
     "kish_ess",

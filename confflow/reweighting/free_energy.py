@@ -14,6 +14,9 @@ Confidence intervals come from a nonparametric bootstrap over samples (independe
 samples are i.i.d., so no blocking is needed; MD frames are not, see
 :func:`free_energy_difference`'s ``block`` argument).
 
+A free-energy profile along a collective variable ``s`` is the same sum over histogram bins,
+``F_b = -log P(s in b)`` (:func:`free_energy_curve`).
+
 Temperature reweighting: samples weighted towards temperature ``T0`` are reweighted to ``T1``
 with ``log w' = log w - E (1/kT1 - 1/kT0)`` (``E`` in kJ/mol).
 """
@@ -27,10 +30,13 @@ import torch
 from torch import Tensor
 
 from confflow.energies.base import kT
+from confflow.errors import InputError
 from confflow.reweighting.weights import _check
 
 __all__ = [
+    "FreeEnergyCurve",
     "FreeEnergyDifference",
+    "free_energy_curve",
     "free_energy_difference",
     "in_range",
     "reweight_temperature",
@@ -152,6 +158,120 @@ def free_energy_difference(
         low = float(torch.quantile(finite, alpha))
         high = float(torch.quantile(finite, 1 - alpha))
     return FreeEnergyDifference(value, std, low, high, confidence, int(in_a.sum()), int(in_b.sum()))
+
+
+@dataclass(frozen=True)
+class FreeEnergyCurve:
+    """A free-energy profile ``F_b = -ln P(s in bin b)`` (kT) along a variable ``s``, bootstrapped.
+
+    ``P`` is normalised over the samples inside the bins' range, so ``F`` needs no shift:
+    ``sum_b exp(-F_b) = 1``. Empty bins have ``F = inf``.
+
+    Attributes:
+        centres: ``[B]`` bin centres, in the units of ``s``.
+        value: ``[B]`` point estimate of ``F_b`` (kT).
+        std: ``[B]`` bootstrap standard deviation of ``value`` (kT); NaN where fewer than two
+            replicates put weight in the bin (or without bootstrap).
+        low: ``[B]`` 16th percentile of the bootstrap replicates (kT); NaN as for ``std``.
+        high: ``[B]`` 84th percentile (kT): ``[low, high]`` is a 68% interval.
+        counts: ``[B]`` samples with nonzero weight in each bin.
+    """
+
+    centres: Tensor
+    value: Tensor
+    std: Tensor
+    low: Tensor
+    high: Tensor
+    counts: Tensor
+
+
+def _bin_free_energy(log_w: Tensor, bins: Tensor, n_bins: int) -> Tensor:
+    """``-ln(sum_{i in b} w_i / sum_i w_i)`` (kT) per bin, by log-sum-exp; ``[n_bins]``."""
+    neg = torch.full((n_bins,), -math.inf, dtype=torch.float64)
+    top = neg.scatter_reduce(0, bins, log_w, "amax")
+    finite_top = torch.where(torch.isfinite(top), top, 0.0)
+    sums = torch.zeros(n_bins, dtype=torch.float64).index_add_(
+        0, bins, torch.exp(log_w - finite_top[bins])
+    )
+    log_bin = torch.log(sums) + finite_top
+    return torch.logsumexp(log_bin, 0) - log_bin
+
+
+def free_energy_curve(
+    values: Tensor,
+    log_w: Tensor,
+    edges: Tensor,
+    n_bootstrap: int = 100,
+    generator: torch.Generator | None = None,
+) -> FreeEnergyCurve:
+    """Free-energy profile of weighted samples along a variable, with bootstrap errors.
+
+    Samples outside ``[edges[0], edges[-1]]`` are left out; bins are half-open
+    ``[e_b, e_{b+1})`` except the last, which is closed (as in :func:`numpy.histogram`).
+
+    Args:
+        values: ``[N]`` collective variable of the samples (any unit, e.g. rad).
+        log_w: ``[N]`` log-weights towards the target (zeros for unbiased samples); ``-inf``
+            for zero weight.
+        edges: ``[B + 1]`` increasing bin edges, in the units of ``values``.
+        n_bootstrap: bootstrap replicates over samples (``0`` for none: ``std``, ``low`` and
+            ``high`` are then NaN).
+        generator: RNG for the bootstrap.
+
+    Returns:
+        The :class:`FreeEnergyCurve`.
+
+    Raises:
+        InputError: shapes differ, edges not increasing, no weight inside the range, bad
+            ``n_bootstrap``.
+
+    Example:
+        >>> import torch
+        >>> curve = free_energy_curve(
+        ...     torch.tensor([0.1, 0.2, 0.7]), torch.zeros(3), torch.tensor([0.0, 0.5, 1.0]),
+        ...     n_bootstrap=0)
+        >>> [round(float(f), 4) for f in curve.value], curve.counts.tolist()
+        ([0.4055, 1.0986], [2, 1])
+    """
+    log_w = _check(log_w)
+    values = torch.as_tensor(values, dtype=torch.float64)
+    edges = torch.as_tensor(edges, dtype=torch.float64)
+    if values.shape != log_w.shape:
+        raise InputError(
+            f"free_energy_curve: values must be [N = {log_w.numel()}], got {tuple(values.shape)}"
+        )
+    if edges.dim() != 1 or edges.numel() < 2 or not bool((edges.diff() > 0).all()):
+        raise InputError("free_energy_curve: edges must be [B + 1 >= 2] and strictly increasing")
+    if n_bootstrap < 0:
+        raise InputError(f"free_energy_curve: n_bootstrap must be >= 0, got {n_bootstrap}")
+    n_bins = edges.numel() - 1
+    bins = torch.bucketize(values, edges, right=True) - 1
+    bins = torch.where(values == edges[-1], n_bins - 1, bins)
+    inside = (bins >= 0) & (bins < n_bins) & torch.isfinite(log_w)
+    if not bool(inside.any()):
+        raise InputError("free_energy_curve: no sample with weight lies inside the edges")
+    bins, log_w = bins[inside], log_w[inside]
+    value = _bin_free_energy(log_w, bins, n_bins)
+    counts = torch.bincount(bins, minlength=n_bins)
+    nan = torch.full((n_bins,), math.nan, dtype=torch.float64)
+    std, low, high = nan, nan, nan
+    if n_bootstrap > 0:
+        n = log_w.numel()
+        reps = torch.stack(
+            [
+                _bin_free_energy(log_w[idx], bins[idx], n_bins)
+                for idx in torch.randint(0, n, (n_bootstrap, n), generator=generator)
+            ]
+        )
+        reps = torch.where(torch.isfinite(reps), reps, math.nan)
+        enough = (~torch.isnan(reps)).sum(0) >= 2
+        mean = reps.nanmean(0)
+        var = ((reps - mean) ** 2).nansum(0) / ((~torch.isnan(reps)).sum(0) - 1).clamp(min=1)
+        std = torch.where(enough, var.sqrt(), math.nan)
+        low = torch.where(enough, reps.nanquantile(0.16, 0), math.nan)
+        high = torch.where(enough, reps.nanquantile(0.84, 0), math.nan)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    return FreeEnergyCurve(centres, value, std, low, high, counts)
 
 
 def reweight_temperature(

@@ -1,9 +1,12 @@
-"""Umbrella sampling with real OpenMM MD of alanine dipeptide."""
+"""Umbrella sampling with real OpenMM MD: alanine dipeptide, and a torsion with an exact answer."""
 
+import itertools
 import json
 import math
 
+import mdtraj
 import numpy as np
+import openmm
 import pytest
 
 from confflow.datasets import DatasetRecipe, generate, load, reference_phi_free_energy
@@ -11,6 +14,7 @@ from confflow.energies import ALDP_PHI
 from confflow.energies.bridge import OpenMMBridge
 from confflow.md import MDConfig, MDInputError, named_system, read_frames
 from confflow.md.langevin import GAS_CONSTANT
+from confflow.md.systems import MDSystem
 from confflow.md.umbrella import (
     UmbrellaConfig,
     _chain,
@@ -93,6 +97,73 @@ def test_free_energy_from_a_short_run_is_finite(run):
         umbrella, temperature, series, lambda phi: phi > 0, n_blocks=4, n_bootstrap=20
     )
     assert math.isfinite(est.delta_f) and est.stderr > 0 and 0 < est.fraction < 1
+
+
+def _torsion_potential(theta: np.ndarray) -> np.ndarray:
+    """Reduced torsion energy (kT): wells at +-pi/2, 1.6 kT apart, barriers of ~6 kT."""
+    return 3.0 * np.cos(2.0 * theta) + 0.8 * np.sin(theta)
+
+
+def _torsion_chain(temperature: float) -> MDSystem:
+    """Four atoms joined by harmonic bonds and angles, with :func:`_torsion_potential`.
+
+    Nothing else acts on the atoms, and the Cartesian volume element of a 4-atom chain is
+    ``r1^2 r2^2 r3^2 sin(a1) sin(a2) dr da dphi`` (times rigid-body motion), free of the
+    torsion ``phi``: its Boltzmann marginal is exactly ``exp(-V(phi) / kT)``.
+    """
+    kt = GAS_CONSTANT * temperature
+    system = openmm.System()
+    for _ in range(4):
+        system.addParticle(12.0)
+    bonds, angles = openmm.HarmonicBondForce(), openmm.HarmonicAngleForce()
+    for i in range(3):
+        bonds.addBond(i, i + 1, 0.15, 1e5)
+    for i in range(2):
+        angles.addAngle(i, i + 1, i + 2, math.radians(110.0), 400.0)
+    torsion = openmm.PeriodicTorsionForce()  # k (1 + cos(n phi - phase)), kJ/mol
+    torsion.addTorsion(0, 1, 2, 3, 2, 0.0, 3.0 * kt)  # 3 cos(2 phi) + const
+    torsion.addTorsion(0, 1, 2, 3, 1, math.pi / 2, 0.8 * kt)  # 0.8 sin(phi) + const
+    for force in (bonds, angles, torsion):
+        system.addForce(force)
+    topology = mdtraj.Topology()
+    residue = topology.add_residue("TOR", topology.add_chain())
+    atoms = [topology.add_atom(f"C{i}", mdtraj.element.carbon, residue) for i in range(4)]
+    for a, b in itertools.pairwise(atoms):
+        topology.add_bond(a, b)
+    positions = np.array([[0.1, 0.14, 0.0], [0.0, 0.0, 0.0], [0.15, 0.0, 0.0], [0.25, 0.14, 0.02]])
+    return MDSystem.from_openmm(system, positions, topology, name="torsion-chain")
+
+
+def test_umbrella_md_of_a_torsion_recovers_the_exact_free_energy(tmp_path):
+    """Real umbrella MD, stored, read back and analysed, against quadrature of exp(-V)."""
+    temperature = 300.0
+    kt = GAS_CONSTANT * temperature
+    umbrella = UmbrellaConfig((0, 1, 2, 3), n_windows=12, force_constant=8.0 * kt)
+    config = MDConfig(
+        ns=0.2,
+        stride_ps=0.25,
+        timestep_fs=2.0,
+        friction_per_ps=10.0,
+        equilibration_ps=2.0,
+        chunk_frames=200,
+        platform="Reference",
+        seed=4,
+    )
+    run = run_umbrella(_torsion_chain(temperature), config, umbrella, tmp_path / "run")
+    assert run.n_frames == 12 * 800
+    read, read_temperature, series = read_umbrella(run.directory)
+    est = umbrella_free_energy(read, read_temperature, series, lambda t: t > 0, n_bootstrap=50)
+
+    grid = np.linspace(-math.pi, math.pi, 20001)[:-1]
+    p = np.exp(-_torsion_potential(grid))
+    exact = -math.log(p[grid > 0].sum() / p[grid < 0].sum())  # F_B - F_A, B: phi > 0
+    assert 0 < est.stderr < 0.2
+    assert abs(est.delta_f - exact) < 4 * est.stderr, (est.delta_f, est.stderr, exact)
+    # the profile follows V(phi) up to a constant where V is within 5 kT of its minimum
+    centres = 0.5 * (est.profile_edges[1:] + est.profile_edges[:-1])
+    expected = _torsion_potential(centres) - _torsion_potential(centres).min()
+    low = expected < 5.0
+    assert np.abs(est.profile[low] - expected[low]).max() < 0.5
 
 
 def test_an_umbrella_dataset_is_a_reference_not_training_data(tmp_path):

@@ -1,13 +1,17 @@
-"""Free-energy differences, macrostates on circles, temperature reweighting."""
+"""Free-energy differences and profiles, macrostates on circles, temperature reweighting."""
 
+import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.integrate import quad
 
 from confflow.energies import kT
 from confflow.reweighting import (
     expectation,
+    free_energy_curve,
     free_energy_difference,
     in_range,
     reweight_temperature,
@@ -106,3 +110,57 @@ def test_other_bad_input():
         reweight_temperature(torch.zeros(3), torch.zeros(2), 300.0, 310.0)
     with pytest.raises(ValueError, match="temperature must be positive"):
         reweight_temperature(torch.zeros(2), torch.zeros(2), 300.0, -1.0)
+
+
+def _double_well(x):
+    """Reduced energy (kT) of an asymmetric double well: barrier ~2.5 kT, wells 1 kT apart."""
+    return 2.0 * (x**2 - 1.0) ** 2 + 0.5 * x
+
+
+def test_free_energy_curve_matches_a_known_density():
+    """Importance-weighted samples of a double well give -ln P(bin) within their bootstrap error."""
+    gen = torch.Generator().manual_seed(1)
+    n, sigma = 20_000, 1.2
+    x = sigma * torch.randn(n, generator=gen, dtype=torch.float64)  # proposal N(0, sigma^2)
+    log_q = -0.5 * (x / sigma) ** 2 - math.log(sigma * math.sqrt(2 * math.pi))
+    log_w = -_double_well(x) - log_q + 7.3  # unnormalised on purpose
+    edges = torch.linspace(-1.8, 1.8, 37, dtype=torch.float64)
+    curve = free_energy_curve(x, log_w, edges, n_bootstrap=200, generator=gen)
+
+    mass = np.array(
+        [quad(lambda s: math.exp(-_double_well(s)), a, b)[0] for a, b in itertools.pairwise(edges)]
+    )
+    exact = -np.log(mass / mass.sum())  # -ln P(bin | inside the edges), kT
+    assert torch.allclose(curve.centres, 0.5 * (edges[1:] + edges[:-1]))
+    assert int(curve.counts.sum()) == int(((x >= -1.8) & (x <= 1.8)).sum())
+    well = curve.counts >= 100  # the tails hold too few samples for a bootstrap error
+    assert int(well.sum()) >= 25
+    z = (curve.value.numpy() - exact)[well] / curve.std.numpy()[well]
+    assert np.abs(z).max() < 4.0, f"worst bin off by {np.abs(z).max():.1f} standard errors"
+    chi2 = float(np.mean(z**2))
+    assert 0.3 < chi2 < 2.0, f"bootstrap errors miscalibrated: mean z^2 = {chi2:.2f}"
+    inside = torch.isfinite(curve.value)
+    assert bool((curve.low[well] <= curve.high[well]).all())
+    # exp(-F) is normalised over the bins, and the curve lives in log space: a huge shift of
+    # the log-weights, whose exponentials overflow, changes nothing
+    assert float(torch.logsumexp(-curve.value[inside], 0)) == pytest.approx(0.0, abs=1e-12)
+    shifted = free_energy_curve(x, log_w + 1000.0, edges, n_bootstrap=0)
+    assert torch.allclose(shifted.value[inside], curve.value[inside], rtol=0, atol=1e-9)
+    assert bool(torch.isnan(shifted.std).all())
+
+
+def test_free_energy_curve_bins_and_bad_input():
+    values = torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    log_w = torch.log(torch.tensor([5.0, 1.0, 1.0, 2.0, 7.0], dtype=torch.float64))
+    curve = free_energy_curve(values, log_w, torch.tensor([0.0, 0.5, 1.0]), n_bootstrap=0)
+    # -1 and 2 lie outside; 0.5 opens the second bin, which is closed at 1.0
+    assert curve.counts.tolist() == [1, 2]
+    assert curve.value.tolist() == pytest.approx([math.log(4.0), math.log(4.0 / 3.0)])
+    empty = free_energy_curve(values, log_w, torch.tensor([0.0, 0.2, 0.4, 1.0]), n_bootstrap=0)
+    assert math.isinf(float(empty.value[1])) and empty.counts.tolist() == [1, 0, 2]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        free_energy_curve(values, log_w, torch.tensor([0.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="no sample with weight"):
+        free_energy_curve(values, log_w, torch.tensor([3.0, 4.0]))
+    with pytest.raises(ValueError, match="values must be"):
+        free_energy_curve(values[:3], log_w, torch.tensor([0.0, 1.0]))
