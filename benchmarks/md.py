@@ -26,7 +26,13 @@ from confflow.md import MDConfig, ReplicaConfig, resolve_system
 from confflow.md.langevin import LangevinDriver
 from confflow.md.replica_exchange import ReplicaExchangeDriver
 
-SYSTEMS = ("aldp-vacuum", "aldp", "aldp-ff96", "smiles:CC(C)Cc1ccc(cc1)C(C)C(=O)O")
+SYSTEMS = (
+    "aldp-vacuum",
+    "aldp",
+    "aldp-ff96",
+    "smiles:CC(C)Cc1ccc(cc1)C(C)C(=O)O",  # ibuprofen, 33 atoms
+    "smiles:COc1cc2c(cc1OC)C(=O)C(CC1CCN(Cc3ccccc3)CC1)C2",  # donepezil, 65 atoms
+)
 
 
 def _platforms(device: str) -> list[str]:

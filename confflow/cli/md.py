@@ -32,7 +32,7 @@ def md(
     chunk_frames: Annotated[int, typer.Option(help="Frames per atomic chunk/checkpoint.")] = 100,
     equilibration_ps: Annotated[float, typer.Option(help="Unrecorded MD first, in ps.")] = 10.0,
     platform: Annotated[
-        str, typer.Option(help="OpenMM platform, or auto (Reference, CPU for custom forces).")
+        str, typer.Option(help="OpenMM platform, or auto (Reference; CPU for a CustomGBForce).")
     ] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (>= 1).")] = 1,
     replicas: Annotated[

@@ -28,10 +28,12 @@ class MDInputError(InputError):
 def choose_platform(name: str, system: openmm.System) -> str:
     """Resolves ``"auto"`` to a platform for ``system``; other names pass through.
 
-    Measured on a 2-core x86-64 CPU (see benchmarks/README.md): for alanine dipeptide with
-    standard forces the Reference platform is 3-4x faster than CPU, while systems built from
-    custom forces (MMFF94, the ff96 CustomGBForce) run 2-10x faster on CPU. ``"auto"`` picks
-    CUDA when present, else CPU for systems with any ``Custom*Force``, else Reference.
+    Measured on a 2-core x86-64 CPU, idle (``benchmarks/md.py``, see benchmarks/README.md):
+    the Reference platform is 2-40x faster than CPU for alanine dipeptide with standard forces
+    and for MMFF94 systems of 33-65 atoms (custom bonded and non-bonded forces), while a
+    ``CustomGBForce`` (the ff96 OBC1 solvent of ``aldp-ff96``) runs 1.7x faster on CPU.
+    ``"auto"`` picks CUDA when present, else CPU for systems with a ``CustomGBForce``, else
+    Reference.
     """
     if name != "auto":
         return name
@@ -41,8 +43,8 @@ def choose_platform(name: str, system: openmm.System) -> str:
     platforms = available_platforms()
     if "CUDA" in platforms:
         return "CUDA"
-    custom = any(type(f).__name__.startswith("Custom") for f in system.getForces())
-    return "CPU" if custom and "CPU" in platforms else "Reference"
+    custom_gb = any(isinstance(f, openmm.CustomGBForce) for f in system.getForces())
+    return "CPU" if custom_gb and "CPU" in platforms else "Reference"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from confflow.md import (
     ReplicaExchangeDriver,
     named_system,
     read_frames,
+    resolve_system,
     run_md,
 )
 from confflow.md.langevin import degrees_of_freedom
@@ -178,14 +179,17 @@ def test_replica_exchange_checkpoint_restores_contexts_swaps_and_random_state(al
     np.testing.assert_array_equal(first.attempted, [10, 10])
 
 
-def test_auto_platform_reference_for_standard_forces_cpu_for_custom_forces(aldp):
+def test_auto_platform_reference_except_cpu_for_custom_gb_forces(aldp):
     from confflow.energies import available_platforms
     from confflow.md.config import choose_platform
 
     if "CUDA" in available_platforms():
         pytest.skip("auto picks CUDA on this machine")
     assert choose_platform("auto", aldp.system) == "Reference"
-    assert choose_platform("auto", named_system("aldp-ff96").system) == "CPU"
+    assert choose_platform("auto", named_system("aldp-ff96").system) == "CPU"  # CustomGBForce
+    mmff = resolve_system("smiles:CCO", seed=1).system  # custom bonded and non-bonded forces
+    assert any(type(f).__name__.startswith("Custom") for f in mmff.getForces())
+    assert choose_platform("auto", mmff) == "Reference"
     assert choose_platform("CPU", aldp.system) == "CPU"
 
 
