@@ -102,7 +102,7 @@ def reweight(
         report["free_energies"] = {k: r.to_dict() for k, r in results.items()}
         write_json(json_out, report)
     if plots is not None:
-        from confflow.plots import free_energy_profile, log_weight_histogram
+        from confflow.reweighting.plots import free_energy_profile, log_weight_histogram
 
         plots.mkdir(parents=True, exist_ok=True)
         log_weight_histogram(plots / "log_weights.png", log_w)

@@ -96,8 +96,8 @@ def write_plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from confflow.plots import log_weight_histogram
     from confflow.reweighting import normalized_weights, torsion
+    from confflow.reweighting.plots import log_weight_histogram
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = [log_weight_histogram(folder / "log_weights.png", log_w)]

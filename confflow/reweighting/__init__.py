@@ -5,7 +5,9 @@
 * :mod:`~confflow.reweighting.free_energy` — free-energy differences between macrostates with
   bootstrap intervals, free-energy profiles along a variable, reweighting to another
   temperature;
-* :mod:`~confflow.reweighting.observables` — torsions and other collective variables.
+* :mod:`~confflow.reweighting.observables` — torsions and other collective variables;
+* :mod:`~confflow.reweighting.plots` — PNG diagnostics of reweighted ensembles (imported on
+  its own, so that matplotlib loads only where a plot is drawn).
 """
 
 from confflow.reweighting.free_energy import (

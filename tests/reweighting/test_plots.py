@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from confflow.plots import free_energy_profile, log_weight_histogram, ramachandran
+from confflow.reweighting.plots import free_energy_profile, log_weight_histogram, ramachandran
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

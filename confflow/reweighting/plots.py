@@ -20,7 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from confflow.atomic import atomic_path
-from confflow.reweighting import free_energy_curve, kish_ess, normalized_weights
+from confflow.reweighting.free_energy import free_energy_curve
+from confflow.reweighting.weights import kish_ess, normalized_weights
 
 __all__ = ["free_energy_profile", "log_weight_histogram", "ramachandran"]
 
