@@ -164,7 +164,7 @@ class Clusters:
         representatives: ``[K]`` indices (into the ensemble) of each cluster's lowest-energy
             member, clusters ordered by decreasing population.
         labels: ``[B]`` cluster of every sample (index into ``representatives``).
-        population: ``[K]`` float64 reweighted populations (sum to 1).
+        population: ``[K]`` float64 reweighted populations (sum to 1), ``exp(log_population)``.
         log_population: ``[K]`` float64 natural logarithms of the populations, computed in log
             space (exact where a population underflows float64, e.g. ``e^-800``).
         free_energy: ``[K]`` float64 ``F_k - F_0`` in kT relative to the most populated cluster.
@@ -240,17 +240,17 @@ def cluster(
         labels[free[close]] = len(founders)
         labels[b] = len(founders)
         founders.append(b)
-    weights = ensemble.weights
-    population = torch.zeros(len(founders), dtype=torch.float64).index_add_(0, labels, weights)
-    rank = torch.argsort(population, descending=True)
+    # populations in log space, so that one too small for float64 keeps its value
+    log_total = torch.logsumexp(ensemble.log_w, 0)
+    log_population = torch.stack(
+        [torch.logsumexp(ensemble.log_w[labels == k], 0) for k in range(len(founders))]
+    )
+    rank = torch.argsort(log_population, descending=True)
     relabel = torch.empty_like(rank)
     relabel[rank] = torch.arange(len(rank))
     labels = relabel[labels]
-    population = population[rank]
-    log_total = torch.logsumexp(ensemble.log_w, 0)
-    log_population = torch.stack(
-        [torch.logsumexp(ensemble.log_w[labels == k], 0) - log_total for k in range(len(rank))]
-    )
+    log_population = log_population[rank] - log_total
+    population = log_population.exp()
     representatives = torch.tensor(founders, dtype=torch.long)[rank]
     gen = torch.Generator().manual_seed(seed)
     top = labels == 0

@@ -30,7 +30,7 @@ from confflow.errors import InputError
 from confflow.reweighting import kish_ess
 from confflow.training.config import TrainConfig
 from confflow.training.flow_matching import flow_matching_loss
-from confflow.training.losses import energy_loss, mixed_loss
+from confflow.training.losses import energy_loss, mixed_loss, nll_loss
 from confflow.transforms.base import Compose, Transform
 from confflow.transforms.continuous import CNF
 
@@ -112,7 +112,7 @@ class LikelihoodEnergy(Objective):
         out = StepLoss(None)
         nll = kl = None
         if batch is not None:
-            nll = -model.log_prob(batch).mean()
+            nll = nll_loss(model, batch)
             out.logs["nll"] = float(nll.detach())
         if cfg.kl_weight > 0:
             kl, log_w = energy_loss(
