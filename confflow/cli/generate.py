@@ -48,6 +48,14 @@ def generate(
             show_default=False,
         ),
     ] = None,
+    states: Annotated[
+        bool,
+        typer.Option(
+            "--states/--no-states",
+            help="Torsional model: sample every ring pucker, nitrogen invertomer and "
+            "amide/ester isomer found among the seeds (--no-states: the lowest seed's only).",
+        ),
+    ] = True,
     unique: Annotated[
         float | None,
         typer.Option(help="Cluster into conformers at this heavy-atom RMSD (Angstrom)."),
@@ -77,6 +85,7 @@ def generate(
         energy=energy,
         model=model,
         **({} if relax_steps is None else {"relax_steps": relax_steps}),
+        states=states,
         unique=None if unique is None else unique / 10.0,
         checkpoint=checkpoint,
         largest_fragment=largest_fragment,

@@ -96,7 +96,12 @@ class LocalRelaxation(nn.Module):
         self.register_buffer("_limits", limits, persistent=False)
         self.register_buffer("_lower", torch.where(bond, _MIN_BOND, lower), persistent=False)
         self.register_buffer("_upper", upper, persistent=False)
-        self.register_buffer("_preconditioner", self._inverse_hessian(), persistent=False)
+        values, vectors = self._reference_hessian()
+        floored = values.clamp_min(MIN_CURVATURE)
+        self.register_buffer("_preconditioner", (vectors / floored) @ vectors.T, persistent=False)
+        #: ``log det H`` of the reference Hessian in the local coordinates (eigenvalues
+        #: floored at :data:`MIN_CURVATURE`; units kJ/mol per squared nm or rad).
+        self.log_det_hessian = float(floored.log().sum())
 
     @property
     def reference(self) -> Tensor:
@@ -186,8 +191,8 @@ class LocalRelaxation(nn.Module):
         keep = ok.unsqueeze(1)
         return energy, torch.where(keep, grad, 0.0), torch.where(keep, grad_theta, 0.0)
 
-    def _inverse_hessian(self) -> Tensor:
-        """``[L, L]`` inverse of the reference Hessian (eigenvalues floored), float64."""
+    def _reference_hessian(self) -> tuple[Tensor, Tensor]:
+        """Eigenvalues ``[L]`` and eigenvectors ``[L, L]`` of the reference Hessian, float64."""
         local = self.reference
         size = local.numel()
         shift = _HESSIAN_STEP * torch.eye(size, dtype=torch.float64)
@@ -196,4 +201,4 @@ class LocalRelaxation(nn.Module):
         _, grad, _ = self._energy_and_gradient(theta.expand(2 * size, -1), points)
         hessian = (grad[:size] - grad[size:]) / (2 * _HESSIAN_STEP)
         values, vectors = torch.linalg.eigh(0.5 * (hessian + hessian.T))
-        return (vectors / values.clamp_min(MIN_CURVATURE)) @ vectors.T
+        return values, vectors

@@ -48,6 +48,10 @@ class GenerateConfig:
             structure (bonds, angles, rigid torsions) at each torsion set before its energy is
             taken (:class:`~confflow.energies.LocalRelaxation`; 0: the lowest-energy seed's
             frozen structure, the setting of torsional Boltzmann generators).
+        states: torsional model: sample every conformational state found among the seeds
+            (ring puckers, nitrogen invertomers, amide/ester isomers) as a mixture, one
+            torsional flow per state (see :mod:`confflow.generate.states`); ``False``: only
+            the lowest seed's state.
         unique: heavy-atom RMSD in nm that merges samples into one conformer (``None``: write
             every sample).
         checkpoint: trained model to reuse (skips training), or ``None``.
@@ -70,6 +74,7 @@ class GenerateConfig:
     energy: str = "mmff94"
     model: str = "auto"
     relax_steps: int = RELAX_STEPS
+    states: bool = True
     unique: float | None = None
     checkpoint: Path | None = None
     largest_fragment: bool = False

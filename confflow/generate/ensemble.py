@@ -5,7 +5,9 @@ first (the reference's local structure relaxed at those torsions), and ``log q``
 of the written conformer's torsions (rad^-K). Samples are rounded to the precision of an SDF
 file (1e-4 Angstrom) *before* their energy and ``log q`` are evaluated, so the numbers written
 next to a conformer are those of the written coordinates. Energies are float64
-MMFF (kJ/mol); ``log_w = -E / kT - log q`` in float64.
+MMFF (kJ/mol); ``log_w = -E / kT - log q`` in float64. A
+:class:`~confflow.models.StateMixture` samples a state (entry) first; its ``log q`` includes
+the state's probability and ``log_w`` its local entropy ``c_k`` (``-E / kT + c_k - log q``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 from confflow.chem import Molecule
 from confflow.coordinates import StereoCheck, kabsch_align
 from confflow.energies import Energy, TorsionalEnergy, kT
-from confflow.models import BoltzmannGenerator
+from confflow.models import BoltzmannGenerator, StateMixture
 from confflow.reweighting import free_energy_difference, kish_ess, normalized_weights
 
 __all__ = ["Clusters", "Ensemble", "cluster", "rdkit_stereo_kept", "sample_ensemble"]
@@ -39,7 +41,8 @@ class Ensemble:
         x: ``[B, N, 3]`` float64 positions in nm (on the SDF grid).
         energy: ``[B]`` float64 potential energies in kJ/mol.
         log_q: ``[B]`` float64 model log-densities (nats).
-        log_w: ``[B]`` float64 log-weights ``-E / kT - log q``.
+        log_w: ``[B]`` float64 log-weights ``-E / kT - log q`` (plus ``c_k`` for states).
+        state: ``[B]`` long, the state entry of each sample (0 for single-state models).
         drawn: samples drawn from the flow.
         nonfinite: samples dropped for non-finite positions, energy or ``log q``.
         stereo_rejected: samples dropped because a stereo element differs from the input
@@ -51,6 +54,7 @@ class Ensemble:
     energy: Tensor
     log_q: Tensor
     log_w: Tensor
+    state: Tensor
     drawn: int
     nonfinite: int
     stereo_rejected: int
@@ -90,15 +94,45 @@ def rdkit_stereo_kept(molecule: Molecule, x: Tensor) -> Tensor:
     return torch.tensor(out, dtype=torch.bool)
 
 
-def _cartesian(model: BoltzmannGenerator) -> tuple[Energy, TorsionalEnergy | None]:
+def _cartesian(model: BoltzmannGenerator | StateMixture) -> tuple[Energy, TorsionalEnergy | None]:
     """The model's energy over positions, and its torsional wrapper (``None``: Cartesian)."""
+    if isinstance(model, StateMixture):
+        return model.cartesian, None
     if isinstance(model.energy, TorsionalEnergy):
         return model.energy.cartesian, model.energy
     return model.energy, None
 
 
+def _draw(
+    model: BoltzmannGenerator | StateMixture, n: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """``n`` conformers ``[n, N, 3]`` (float64 nm, model device) and their state entries."""
+    if isinstance(model, StateMixture):
+        return model.sample(n, gen)
+    x, _ = model.sample(n, gen)
+    x = x.double()
+    if isinstance(model.energy, TorsionalEnergy):
+        x = model.energy.positions(x)
+    return x, torch.zeros(n, dtype=torch.long, device=x.device)
+
+
+def _log_density(
+    model: BoltzmannGenerator | StateMixture, x: Tensor, state: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``log q`` ``[B]`` (float64 nats) of conformers ``x``, and their states' ``c_k`` ``[B]``.
+
+    ``c_k`` is the local entropy of a state mixture's state (0 for single-state models).
+    """
+    if isinstance(model, StateMixture):
+        return model.log_prob(x, state), model.log_correction(state)
+    if isinstance(model.energy, TorsionalEnergy):
+        x = model.energy.embedding.project(x)
+    log_q = model.log_prob(x.float()).double()
+    return log_q, torch.zeros_like(log_q)
+
+
 def sample_ensemble(
-    model: BoltzmannGenerator,
+    model: BoltzmannGenerator | StateMixture,
     stereo: StereoCheck,
     n: int,
     seed: int,
@@ -107,7 +141,7 @@ def sample_ensemble(
     """Draws ``n`` samples and keeps the finite ones with the input's stereochemistry.
 
     Args:
-        model: trained generator (its device is used).
+        model: trained generator or state mixture (its device is used).
         stereo: stereo check against the input.
         n: samples to draw.
         seed: sampling seed.
@@ -119,41 +153,41 @@ def sample_ensemble(
     Raises:
         ValueError: no sample survived (all non-finite or of another stereoisomer).
     """
-    device = next(model.flow.parameters()).device
+    device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
-    kept_x, kept_e, kept_q = [], [], []
+    kept_x, kept_e, kept_q, kept_c, kept_s = [], [], [], [], []
     nonfinite = rejected = 0
     beta = 1.0 / kT(model.temperature)
-    energy_fn, torsional = _cartesian(model)
+    energy_fn, _ = _cartesian(model)
     with torch.no_grad():
         for start in range(0, n, batch):
-            x, _ = model.sample(min(batch, n - start), gen)
-            x = x.double()
-            if torsional is not None:
-                x = torsional.positions(x)
+            x, state = _draw(model, min(batch, n - start), gen)
             x = torch.round(x.cpu() / SDF_GRID_NM) * SDF_GRID_NM
+            state = state.cpu()
             ok = torch.isfinite(x.flatten(1)).all(1)
             bad = ~ok
             ok[ok.clone()] &= ~stereo.flag(x[ok])
             ok[ok.clone()] &= rdkit_stereo_kept(stereo.molecule, x[ok])
             rejected += int((~ok).sum()) - int(bad.sum())
-            x = x[ok]
-            coords = x if torsional is None else torsional.embedding.project(x.to(device))
-            log_q = model.log_prob(coords.to(device, torch.float32)).double().cpu()
+            x, state = x[ok], state[ok]
+            log_q, entropy = _log_density(model, x.to(device), state.to(device))
+            log_q, entropy = log_q.cpu(), entropy.cpu()
             energy = energy_fn.energy(x.to(device)).double().cpu()
             finite = torch.isfinite(log_q) & torch.isfinite(energy)
             nonfinite += int(bad.sum()) + int((~finite).sum())
             kept_x.append(x[finite])
             kept_e.append(energy[finite])
             kept_q.append(log_q[finite])
+            kept_c.append(entropy[finite])
+            kept_s.append(state[finite])
     x, energy, log_q = torch.cat(kept_x), torch.cat(kept_e), torch.cat(kept_q)
     if x.shape[0] == 0:
         raise ValueError(
             f"sampling: none of {n} samples is usable ({nonfinite} non-finite, "
             f"{rejected} with changed stereo)"
         )
-    log_w = -energy * beta - log_q
-    return Ensemble(x, energy, log_q, log_w, n, nonfinite, rejected)
+    log_w = -energy * beta + torch.cat(kept_c) - log_q
+    return Ensemble(x, energy, log_q, log_w, torch.cat(kept_s), n, nonfinite, rejected)
 
 
 @dataclass
@@ -205,13 +239,14 @@ def cluster(
     threshold: float,
     n_bootstrap: int = 200,
     seed: int = 0,
+    groups: Tensor | None = None,
 ) -> Clusters:
     """Leader clustering by symmetry-aware heavy-atom RMSD, lowest energy first.
 
     The lowest-energy unassigned sample founds a cluster and takes every unassigned sample
-    within ``threshold`` of it; repeat until all are assigned. Populations are sums of the
-    normalised weights; free energies ``-ln(p_k / p_0)``, computed from the log-weights (finite
-    where ``p_k`` underflows float64), with bootstrap errors from
+    of its group within ``threshold`` of it; repeat until all are assigned. Populations are
+    sums of the normalised weights; free energies ``-ln(p_k / p_0)``, computed from the
+    log-weights (finite where ``p_k`` underflows float64), with bootstrap errors from
     :func:`~confflow.reweighting.free_energy_difference`.
 
     Args:
@@ -220,6 +255,8 @@ def cluster(
         threshold: heavy-atom RMSD in nm.
         n_bootstrap: bootstrap replicates (>= 10).
         seed: bootstrap seed.
+        groups: ``[B]`` integer group of each sample (e.g. its conformational state): clusters
+            never mix groups. ``None``: one group.
 
     Returns:
         The :class:`Clusters`.
@@ -235,7 +272,8 @@ def cluster(
     for b in order.tolist():
         if labels[b] >= 0:
             continue
-        free = (labels < 0).nonzero().squeeze(1)
+        free = (labels < 0) if groups is None else (labels < 0) & (groups == groups[b])
+        free = free.nonzero().squeeze(1)
         close = _rmsd_to(xh[free], xh[b], perms) <= threshold
         labels[free[close]] = len(founders)
         labels[b] = len(founders)

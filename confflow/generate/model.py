@@ -16,6 +16,11 @@ Two models, chosen by ``GenerateConfig.model``:
   turn, and its torsion marginals come out too narrow. An elementwise circular spline, then
   circular spline couplings.
 
+* ``"states"`` (what ``"auto"`` and ``"torsional"`` become when the molecule has several
+  conformational states: ring puckers, nitrogen invertomers, amide/ester isomers; see
+  :mod:`confflow.generate.states`): a :class:`~confflow.models.StateMixture` of torsional
+  models, one per state, each with that state's reference structure.
+
 Both are built by the one builder of :mod:`confflow.models` (the ``coupling`` and ``torsional``
 families) from *this* run's SMILES, largest-fragment choice and MMFF variant.
 
@@ -43,12 +48,15 @@ from confflow.coordinates import (
 )
 from confflow.energies import TorsionalEnergy
 from confflow.generate.config import GenerateConfig, GenerateError
+from confflow.generate.states import check_rings, find_states
 from confflow.models import (
     BGConfig,
     BoltzmannGenerator,
     FlowConfig,
+    StateMixture,
     TargetConfig,
     build_boltzmann_generator,
+    local_entropy,
 )
 from confflow.training import CheckpointError, read_checkpoint
 from confflow.training import write_checkpoint as _write
@@ -68,8 +76,14 @@ __all__ = [
 FLOW = FlowConfig(layers=8, bins=8, hidden=(128, 128), circular_components=0)
 
 
-def model_kind(model: BoltzmannGenerator) -> str:
-    """``"torsional"`` or ``"cartesian"``: the coordinates ``model`` samples."""
+#: A generate model: one generator, or a mixture over conformational states.
+Model = BoltzmannGenerator | StateMixture
+
+
+def model_kind(model: Model) -> str:
+    """``"states"``, ``"torsional"`` or ``"cartesian"``: the coordinates ``model`` samples."""
+    if isinstance(model, StateMixture):
+        return "states"
     return "torsional" if isinstance(model.energy, TorsionalEnergy) else "cartesian"
 
 
@@ -87,37 +101,54 @@ def resolve_model(molecule: Molecule, config: GenerateConfig) -> str:
     """``config.model`` with ``"auto"`` resolved: torsional if any bond rotates, else Cartesian.
 
     Raises:
-        GenerateError: ``"torsional"`` for a molecule without rotatable bonds.
+        GenerateError: ``"torsional"`` for a molecule without rotatable bonds, or a torsional
+            model for a macrocycle.
     """
     rotates = bool(rotatable_bonds(molecule))
     if config.model == "torsional" and not rotates:
         raise GenerateError(
             f"{molecule.source}: no rotatable bonds for --model torsional (use cartesian)"
         )
-    if config.model != "auto":
-        return config.model
-    return "torsional" if rotates else "cartesian"
+    model = config.model if config.model != "auto" else ("torsional" if rotates else "cartesian")
+    if model == "torsional":
+        check_rings(molecule)
+    return model
 
 
-def model_layout(
-    molecule: Molecule, config: GenerateConfig, reference: Tensor, data: Tensor
-) -> dict:
+def model_layout(molecule: Molecule, config: GenerateConfig, seed_x: Tensor, data: Tensor) -> dict:
     """What fixes the model's coordinates, saved with it (plain lists).
 
     Args:
         molecule: the molecule.
-        config: run settings (``model``, see :func:`resolve_model`).
-        reference: ``[N, 3]`` nm lowest-energy seed conformer (the torsional model's local
-            structure).
+        config: run settings (``model``, ``states``, see :func:`resolve_model`).
+        seed_x: ``[C, N, 3]`` nm MMFF-minimised seeds, lowest energy first (the torsional
+            model's local structure, and the states').
         data: ``[M, N, 3]`` nm training frames (the Cartesian model's normalisation).
 
     Returns:
-        ``{"model": "torsional", "reference": [[x, y, z], ...], "relax_steps": int}`` or
+        ``{"model": "torsional", "reference": [[x, y, z], ...], "relax_steps": int}``,
+        ``{"model": "states", "references": [...], "entries": [[k, sign], ...],
+        "log_pi": [...], "energies": [...], "found": int, "left_out": int,
+        "relax_steps": int}`` or
         ``{"model": "cartesian", "normalization": {"mean", "std", "rigid"}}``.
     """
+    steps = config.relax_steps
     if resolve_model(molecule, config) == "torsional":
-        reference_list = reference.double().tolist()
-        steps = config.relax_steps
+        if config.states:
+            states = find_states(molecule, seed_x, config)
+            if len(states.mirrored) > 1 or states.mirrored[0]:
+                entries = states.entries()
+                return {
+                    "model": "states",
+                    "references": states.references.tolist(),
+                    "entries": [list(e) for e in entries],
+                    "log_pi": [0.0] * len(entries),
+                    "energies": states.energies.tolist(),
+                    "found": states.found,
+                    "left_out": states.left_out,
+                    "relax_steps": steps,
+                }
+        reference_list = seed_x[0].double().tolist()
         return {"model": "torsional", "reference": reference_list, "relax_steps": steps}
     ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
     z, _ = ic.inverse(data.to(torch.float64))
@@ -127,7 +158,19 @@ def model_layout(
     return {"model": "cartesian", "normalization": norm.stats()}
 
 
-def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> BoltzmannGenerator:
+def _mixture(molecule: Molecule, config: GenerateConfig, layout: dict) -> StateMixture:
+    steps = layout["relax_steps"]
+    components = [
+        build_model(molecule, config, {"model": "torsional", "reference": r, "relax_steps": steps})
+        for r in layout["references"]
+    ]
+    corrections = [local_entropy(c.energy) for c in components]
+    entries = [(int(k), int(sign)) for k, sign in layout["entries"]]
+    log_pi = torch.tensor(layout["log_pi"], dtype=torch.float64)
+    return StateMixture(components, entries, log_pi, torch.tensor(corrections, dtype=torch.float64))
+
+
+def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Model:
     """The (untrained) generator for ``molecule`` with the coordinates of ``layout``.
 
     Built by :func:`~confflow.models.build_boltzmann_generator`: the ``torsional`` family, or
@@ -141,12 +184,15 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Bol
 
     Returns:
         The model in float32 on the CPU. Its samples are torsions ``[B, K]`` (rad) for the
-        torsional model and positions ``[B, N, 3]`` (nm) for the Cartesian one.
+        torsional model and positions ``[B, N, 3]`` (nm) for the Cartesian one; a
+        :class:`~confflow.models.StateMixture` for the ``"states"`` layout.
 
     Raises:
         ValueError: a layout of the former ``--relax`` minimisation.
         GenerateError: ``config.smiles`` parses to another molecule than ``molecule``.
     """
+    if layout["model"] == "states":
+        return _mixture(molecule, config, layout)
     params: dict[str, Any] = {"smiles": config.smiles, "variant": config.variant}
     if config.largest_fragment:
         params["largest_fragment"] = True
@@ -174,12 +220,12 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Bol
 
 def training_data(model: BoltzmannGenerator, frames: Tensor) -> Tensor:
     """MD frames ``[M, N, 3]`` nm as the model's samples (torsions for the torsional model)."""
-    if model_kind(model) == "torsional":
+    if isinstance(model.energy, TorsionalEnergy):
         return model.energy.embedding.project(frames.to(torch.float64)).float()
     return frames.float()
 
 
-def save_model(path: Path, model: BoltzmannGenerator, config: GenerateConfig, layout: dict) -> None:
+def save_model(path: Path, model: Model, config: GenerateConfig, layout: dict) -> None:
     """Writes the trained generator atomically (reloaded by :func:`load_model`).
 
     Args:
@@ -190,7 +236,7 @@ def save_model(path: Path, model: BoltzmannGenerator, config: GenerateConfig, la
     """
     payload = {
         "fingerprint": model.fingerprint,
-        "model_config": model.config.to_dict(),
+        "model_config": _first(model).config.to_dict(),
         "layout": layout,
         "energy": config.energy,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -198,9 +244,11 @@ def save_model(path: Path, model: BoltzmannGenerator, config: GenerateConfig, la
     _write(path, payload)
 
 
-def load_model(
-    path: Path, molecule: Molecule, config: GenerateConfig
-) -> tuple[BoltzmannGenerator, dict]:
+def _first(model: Model) -> BoltzmannGenerator:
+    return model.components[0] if isinstance(model, StateMixture) else model
+
+
+def load_model(path: Path, molecule: Molecule, config: GenerateConfig) -> tuple[Model, dict]:
     """Rebuilds the generator saved by :func:`save_model` for this molecule and energy.
 
     The checkpoint's layout decides the model kind (torsional or Cartesian), whatever

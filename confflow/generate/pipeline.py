@@ -133,7 +133,7 @@ def run_generate(
         trained = _timed(
             timings,
             "training",
-            lambda: train(molecule, config, seed_x[0], md_x, checkpoint, device),
+            lambda: train(molecule, config, seed_x, md_x, checkpoint, device),
         )
         model, layout, summary = trained.model, trained.layout, trained.summary
         log(

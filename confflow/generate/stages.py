@@ -13,6 +13,7 @@ Stages: :func:`prepare_molecule` (parse, validate), :func:`seeds` (ETKDG + MMFF)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ import torch
 from torch import Tensor
 
 from confflow.chem import Molecule
+from confflow.chem.states import StateElements
 from confflow.coordinates import StereoCheck
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.data import md_samples, seed_conformers
 from confflow.generate.ensemble import Clusters, Ensemble, cluster, sample_ensemble
 from confflow.generate.model import (
+    Model,
     build_model,
     model_kind,
     model_layout,
@@ -34,9 +37,10 @@ from confflow.generate.model import (
     training_data,
 )
 from confflow.generate.molecule import load_molecule, rotatable_torsions
-from confflow.generate.training import TrainingSummary, train_model
+from confflow.generate.states import STATE_SEEDS
+from confflow.generate.training import TrainingSummary, train_model, train_states
 from confflow.generate.writers import versions, write_ensemble_sdf
-from confflow.models import BoltzmannGenerator
+from confflow.models import StateMixture
 from confflow.reweighting import expectation, largest_weight_share
 from confflow.training import resolve_device
 
@@ -55,7 +59,8 @@ __all__ = [
     "write_sdf",
 ]
 
-#: Seed conformers embedded (the lowest-energy one starts the MD).
+#: Seed conformers embedded (the lowest-energy one starts the MD); molecules with
+#: conformational states get :data:`~confflow.generate.states.STATE_SEEDS`.
 N_SEEDS = 16
 
 
@@ -69,7 +74,7 @@ class Trained:
         summary: the training's :class:`~confflow.generate.training.TrainingSummary`.
     """
 
-    model: BoltzmannGenerator
+    model: Model
     layout: dict
     summary: TrainingSummary
 
@@ -101,12 +106,20 @@ def device_of(config: GenerateConfig) -> torch.device:
         raise GenerateError(f"--device: {err}") from err
 
 
-def seeds(molecule: Molecule, config: GenerateConfig, n: int = N_SEEDS) -> tuple[Tensor, Tensor]:
+def seeds(
+    molecule: Molecule, config: GenerateConfig, n: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Stage ``seeds``: ``n`` MMFF-minimised ETKDG conformers, lowest energy first.
+
+    ``n`` defaults to :data:`N_SEEDS`, or :data:`~confflow.generate.states.STATE_SEEDS` when
+    the states of a torsional model are searched among the seeds.
 
     Returns:
         ``(x, energy)``: ``[n, N, 3]`` float64 nm and ``[n]`` float64 kJ/mol.
     """
+    if n is None:
+        searched = config.states and not StateElements.from_molecule(molecule).empty
+        n = STATE_SEEDS if searched and config.model != "cartesian" else N_SEEDS
     return seed_conformers(molecule, n, config.seed + 1, config.variant)
 
 
@@ -132,7 +145,7 @@ def reference_data(
 def train(
     molecule: Molecule,
     config: GenerateConfig,
-    lowest: Tensor,
+    seed_x: Tensor,
     data: Tensor,
     path: Path,
     device: torch.device,
@@ -145,7 +158,8 @@ def train(
     Args:
         molecule: the molecule.
         config: the settings (``model``, ``relax_steps``, ``budget``, ``seed``, ...).
-        lowest: ``[N, 3]`` nm lowest-energy seed (the torsional model's local structure).
+        seed_x: ``[C, N, 3]`` nm seeds, lowest energy first (the torsional model's local
+            structure; the states of a state mixture are found among them).
         data: ``[M, N, 3]`` nm training positions from :func:`reference_data`.
         path: the checkpoint file (its folder is created).
         device: where to train.
@@ -154,33 +168,66 @@ def train(
         The :class:`Trained` model.
     """
     torch.manual_seed(config.seed)
-    layout = model_layout(molecule, config, lowest, data)
+    layout = model_layout(molecule, config, seed_x, data)
     model = build_model(molecule, config, layout).to(device)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    def keep(m: BoltzmannGenerator) -> None:
+    def keep(m: Model) -> None:
         save_model(path, m, config, layout)
 
-    summary = train_model(model, training_data(model, data), config, keep)
+    if isinstance(model, StateMixture):
+        summary = train_states(model, data, torch.tensor(layout["energies"]), config)
+        layout["log_pi"] = model.log_pi.tolist()
+    else:
+        summary = train_model(model, training_data(model, data), config, keep)
     keep(model)
     return Trained(model, layout, summary)
 
 
-def model_facts(model: BoltzmannGenerator, layout: dict) -> dict[str, Any]:
-    """The report's description of a model: kind, relaxation steps and free torsions.
+#: What the weights of each kind of model target, for the report.
+TARGETS = {
+    "cartesian": "exp(-E(x)/kT) over all 3N-6 internal coordinates",
+    "torsional": "exp(-E(relax(theta))/kT) over the free torsions: the local structure of the "
+    "lowest seed relaxed at each torsion set (an adiabatic torsional distribution)",
+    "states": "sum over states k of exp(-E(relax_k(theta))/kT + c_k): the adiabatic torsional "
+    "distribution of each state's local structure, weighted by its harmonic entropy c_k",
+}
+
+
+def model_facts(model: Model, layout: dict) -> dict[str, Any]:
+    """The report's description of a model: kind, target, steps, torsions, states.
 
     Returns:
-        ``{"model": kind, "relax_steps": int, "free_torsions": [[a, b, c, d], ...]}`` (no free
-        torsions for the Cartesian model).
+        ``{"model": kind, "target": str, "relax_steps": int, "free_torsions": [[a, b, c, d],
+        ...]}`` (no free torsions for the Cartesian model), plus ``"states"`` (per entry:
+        ``state``, ``mirror``, ``reference_energy_kJ_mol``, ``local_entropy``, ``pi``),
+        ``states_found`` and ``states_left_out`` for a state mixture.
     """
+    kind = model_kind(model)
     free = []
-    if model_kind(model) == "torsional":
+    if kind == "states":
+        free = [list(t) for t in model.components[0].energy.embedding.torsions]
+    elif kind == "torsional":
         free = [list(t) for t in model.energy.embedding.torsions]
     steps = int(layout.get("relax_steps", 0))
-    return {"model": layout["model"], "relax_steps": steps, "free_torsions": free}
+    facts = {"model": kind, "target": TARGETS[kind], "relax_steps": steps, "free_torsions": free}
+    if kind == "states":
+        facts["states"] = [
+            {
+                "state": k,
+                "mirror": sign < 0,
+                "reference_energy_kJ_mol": float(layout["energies"][k]),
+                "local_entropy": float(model.corrections[k]),
+                "pi": float(model.log_pi[e].exp()),
+            }
+            for e, (k, sign) in enumerate(model.entries)
+        ]
+        facts["states_found"] = int(layout["found"])
+        facts["states_left_out"] = int(layout["left_out"])
+    return facts
 
 
-def sample(model: BoltzmannGenerator, molecule: Molecule, config: GenerateConfig) -> Ensemble:
+def sample(model: Model, molecule: Molecule, config: GenerateConfig) -> Ensemble:
     """Stage ``sampling``: ``config.n`` samples, the finite ones with the input's stereo kept."""
     stereo = StereoCheck(molecule, seed=config.seed + 1)
     return sample_ensemble(model, stereo, config.n, config.seed + 2)
@@ -192,14 +239,15 @@ def cluster_ensemble(
     """Stage ``clustering``: conformers within ``config.unique`` nm merged (``None``: off)."""
     if config.unique is None:
         return None
-    return cluster(molecule, ensemble, config.unique, config.bootstrap, config.seed)
+    return cluster(molecule, ensemble, config.unique, config.bootstrap, config.seed, ensemble.state)
 
 
 def write_sdf(path: Path, molecule: Molecule, ensemble: Ensemble, clusters: Clusters | None) -> int:
     """Stage ``writing``: every sample, or one representative per cluster, as SDF.
 
-    SD tags: ``energy_kJ_mol``, ``log_q``, ``log_w`` and ``weight`` (the normalised weight, or
-    the cluster's population); with clusters also ``log_population``, ``free_energy_kT``,
+    SD tags: ``energy_kJ_mol``, ``log_q``, ``log_w``, ``state`` (the state entry of a state
+    mixture, see the report's ``states``) and ``weight`` (the normalised weight, or the
+    cluster's population); with clusters also ``log_population``, ``free_energy_kT``,
     ``free_energy_kT_std`` and ``cluster_size``.
 
     Returns:
@@ -221,6 +269,7 @@ def write_sdf(path: Path, molecule: Molecule, ensemble: Ensemble, clusters: Clus
         "energy_kJ_mol": ensemble.energy,
         "log_q": ensemble.log_q,
         "log_w": ensemble.log_w,
+        "state": ensemble.state,
     }
     tags = {**{name: values[idx] for name, values in per_sample.items()}, **tags}
     write_ensemble_sdf(path, molecule, ensemble.x[idx], tags)
@@ -236,6 +285,7 @@ def _clusters_report(ensemble: Ensemble, clusters: Clusters) -> list[dict[str, A
             "free_energy_kT_std": float(clusters.free_energy_std[k]),
             "size": int((clusters.labels == k).sum()),
             "energy_kJ_mol": float(ensemble.energy[clusters.representatives[k]]),
+            "state": int(ensemble.state[clusters.representatives[k]]),
         }
         for k in range(len(clusters.representatives))
     ]
@@ -307,6 +357,7 @@ def build_report(
             "ess_history": summary.ess_history,
             "stopped_early": summary.stopped_early,
             "skipped": skipped,
+            "states": summary.states,
         },
         "md_frames": md_frames,
         "wall_s": wall_s,
@@ -316,6 +367,14 @@ def build_report(
         "config": config.to_dict(),
         "versions": versions(),
     }
+    if "states" in facts:
+        log_total = torch.logsumexp(ensemble.log_w, 0)
+        for e, entry in enumerate(report["states"]):
+            members = ensemble.state == e
+            log_pop = float(torch.logsumexp(ensemble.log_w[members], 0) - log_total)
+            entry.update(
+                samples=int(members.sum()), log_population=log_pop, population=math.exp(log_pop)
+            )
     if clusters is not None:
         report["clusters"] = _clusters_report(ensemble, clusters)
     return report

@@ -14,6 +14,12 @@ Training, within ``budget`` seconds of wall time:
    segments; after each segment the ESS of fresh flow samples is measured, the best model by
    ESS is kept and the refinement stops early when the ESS has not improved for ``patience``
    segments (:data:`SCHEDULES`).
+
+A :class:`~confflow.models.StateMixture` trains each state's torsional model this way in turn
+(:func:`train_states`), with a share of the budget that is half even, half the state's
+estimated population; then each state's partition function is estimated by importance
+sampling and the mixture weights set to the estimated populations, a tenth spread evenly so
+that every state keeps samples.
 """
 
 from __future__ import annotations
@@ -26,15 +32,28 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from confflow.energies import kT
 from confflow.generate.config import GenerateConfig
-from confflow.generate.model import model_kind
-from confflow.models import BoltzmannGenerator
+from confflow.generate.model import model_kind, training_data
+from confflow.models import BoltzmannGenerator, StateMixture
 from confflow.training import TrainConfig, Trainer
 
-__all__ = ["SCHEDULES", "Schedule", "TrainingSummary", "train_model"]
+__all__ = [
+    "EVEN_SHARE",
+    "SCHEDULES",
+    "STATE_ESTIMATE_SAMPLES",
+    "Schedule",
+    "TrainingSummary",
+    "train_model",
+    "train_states",
+]
 
 #: Reduced energy (kT) above the lowest of the training frames where the energy cap starts.
 CAP_ABOVE_MIN = 100.0
+#: Samples per state for the importance-sampling estimate of its partition function.
+STATE_ESTIMATE_SAMPLES = 1024
+#: Share of a state mixture's samples spread evenly over its entries.
+EVEN_SHARE = 0.1
 #: Maximum-likelihood steps between validations, and validations without a lower validation
 #: NLL before maximum likelihood stops.
 ML_CHECK = 20
@@ -87,6 +106,9 @@ class TrainingSummary:
             checks; the relaxation's gradient steps are part of one evaluation).
         stopped_early: refinement stopped for lack of ESS improvement.
         val_nll: validation NLL (nats) after maximum likelihood.
+        states: per state of a mixture: ``budget_s``, ``nll_steps``, ``refine_steps``,
+            ``best_ess`` (its own training), ``log_z`` (nats) and ``ess`` of the final
+            estimate; empty for single-state models.
     """
 
     nll_steps: int = 0
@@ -96,6 +118,7 @@ class TrainingSummary:
     target_evaluations: int = 0
     stopped_early: bool = False
     val_nll: float = float("nan")
+    states: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
 def _maximum_likelihood(trainer: Trainer, deadline: float) -> None:
@@ -244,4 +267,69 @@ def train_model(
     model.eval()
     if on_checkpoint is not None:
         on_checkpoint(model)
+    return summary
+
+
+def _budget_shares(model: StateMixture, energies: Tensor) -> Tensor:
+    """``[K]`` budget shares: half even, half the populations estimated in advance.
+
+    The estimate uses the references' energies (kJ/mol), local entropies and images.
+    """
+    images = torch.bincount(torch.tensor([k for k, _ in model.entries]), minlength=len(energies))
+    log_p = -energies.double() / kT(model.temperature) + model.corrections.cpu() + images.log()
+    return 0.5 / len(energies) + 0.5 * torch.softmax(log_p, 0)
+
+
+def train_states(
+    model: StateMixture,
+    frames: Tensor,
+    energies: Tensor,
+    config: GenerateConfig,
+) -> TrainingSummary:
+    """Trains each state's generator in turn, then sets the mixture weights.
+
+    Each state gets a share of ``config.budget``; the weights become the estimated state
+    populations, a tenth spread evenly (:data:`EVEN_SHARE`).
+
+    Args:
+        model: the mixture.
+        frames: ``[M, N, 3]`` nm training positions (each state's model takes their torsions).
+        energies: ``[K]`` MMFF energies (kJ/mol) of the states' references.
+        config: run settings (``budget``, ``seed``, ``device``).
+
+    Returns:
+        The summary of all states (steps and evaluations summed; ``best_ess`` the ESS expected
+        of the mixture, ``1 / sum_k P_k / ESS_k`` over the estimated populations ``P_k``).
+    """
+    summary = TrainingSummary()
+    shares = _budget_shares(model, energies)
+    for k, component in enumerate(model.components):
+        budget = float(shares[k]) * config.budget
+        part = train_model(
+            component, training_data(component, frames), dataclasses.replace(config, budget=budget)
+        )
+        summary.nll_steps += part.nll_steps
+        summary.refine_steps += part.refine_steps
+        summary.target_evaluations += part.target_evaluations
+        summary.stopped_early |= part.stopped_early
+        summary.states.append(
+            {
+                "budget_s": budget,
+                "nll_steps": part.nll_steps,
+                "refine_steps": part.refine_steps,
+                "best_ess": part.best_ess,
+            }
+        )
+    device = model.log_pi.device
+    gen = torch.Generator(device).manual_seed(config.seed + 3)
+    log_z, ess = model.log_partition(STATE_ESTIMATE_SAMPLES, gen)
+    summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
+    index = torch.tensor([k for k, _ in model.entries])
+    population = torch.softmax(log_z[index], 0)
+    model.set_log_weights(((1 - EVEN_SHARE) * population + EVEN_SHARE / len(index)).log())
+    by_state = torch.zeros(len(log_z), dtype=torch.float64).index_add(0, index, population)
+    summary.best_ess = float(1.0 / (by_state / ess.clamp_min(1e-12)).sum())
+    for k, facts in enumerate(summary.states):
+        facts.update(log_z=float(log_z[k]), ess=float(ess[k]))
+    model.eval()
     return summary

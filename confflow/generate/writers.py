@@ -21,24 +21,35 @@ def write_ensemble_sdf(
     path: Path,
     molecule: Molecule,
     x: Tensor,
-    tags: dict[str, Tensor],
+    tags: dict[str, Tensor | list[str]],
 ) -> None:
-    """Writes one SD record per conformer with numeric SD tags (atomically).
+    """Writes one SD record per conformer with SD tags (atomically).
 
     Args:
         path: output ``.sdf``.
         molecule: the molecule.
         x: ``[B, N, 3]`` positions in nm (written in Angstrom).
-        tags: name -> ``[B]`` values, e.g. ``energy_kJ_mol``, ``log_q``, ``log_w``, ``weight``.
+        tags: name -> ``[B]`` values, e.g. ``energy_kJ_mol``, ``log_q``, ``log_w``, ``weight``
+            (float tensors, written with full precision), ``state`` (integer tensors) or
+            ``conformation`` (strings).
     """
     mol = molecule.with_positions(x)
-    columns = {name: values.detach().cpu().double().tolist() for name, values in tags.items()}
+    columns = {name: _column(values) for name, values in tags.items()}
     with atomic_path(path) as tmp, Chem.SDWriter(str(tmp)) as writer:
         for b, conf in enumerate(mol.GetConformers()):
             mol.SetProp("_Name", f"{molecule.smiles} conformer {b}")
             for name, values in columns.items():
-                mol.SetProp(name, repr(values[b]))
+                mol.SetProp(name, values[b])
             writer.write(mol, confId=conf.GetId())
+
+
+def _column(values: Tensor | list[str]) -> list[str]:
+    """SD tag texts: floats with full precision, integers and strings as they are."""
+    if isinstance(values, Tensor):
+        if values.dtype.is_floating_point:
+            return [repr(v) for v in values.detach().cpu().double().tolist()]
+        return [str(v) for v in values.tolist()]
+    return [str(v) for v in values]
 
 
 def versions() -> dict[str, str]:

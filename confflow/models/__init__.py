@@ -7,6 +7,7 @@ from confflow.models.builder import (
 )
 from confflow.models.config import BGConfig, ConfigError, FlowConfig, TargetConfig
 from confflow.models.families import FAMILIES
+from confflow.models.mixture import StateMixture, local_entropy
 from confflow.models.targets import Target, build_target
 
 __all__ = [
@@ -15,9 +16,11 @@ __all__ = [
     "BoltzmannGenerator",
     "ConfigError",
     "FlowConfig",
+    "StateMixture",
     "Target",
     "TargetConfig",
     "build_boltzmann_generator",
     "build_target",
     "coupling_stack",
+    "local_entropy",
 ]

@@ -27,7 +27,8 @@ class PipelineConfig:
     whose stage functions the pipeline runs as Dask tasks.
 
     Attributes:
-        n_seeds: ETKDG seed conformers, MMFF94-minimised (featurize stage).
+        n_seeds: ETKDG seed conformers, MMFF94-minimised (featurize stage); ``None``: as
+            ``confflow generate`` (16, or 64 for a molecule with conformational states).
         md_ns: ns of MMFF replica-exchange MD per replica as training data (0: seeds only).
         replicas: temperatures of the replica-exchange ladder (1: plain Langevin MD).
         t_max: K, highest temperature of the ladder.
@@ -49,7 +50,7 @@ class PipelineConfig:
             rescheduled by Dask in any case).
     """
 
-    n_seeds: int = 16
+    n_seeds: int | None = None
     md_ns: float = 0.05
     replicas: int = 4
     t_max: float = 600.0
@@ -70,6 +71,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         for name in ("n_seeds", "threads"):
             value = getattr(self, name)
+            if name == "n_seeds" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise PipelineError(f"{name}: must be a positive integer, got {value!r}")
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:

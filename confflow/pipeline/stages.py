@@ -5,7 +5,7 @@ with the molecule's :class:`~confflow.generate.GenerateConfig`
 (:meth:`PipelineConfig.generate_config`), so a molecule's ``ensemble.sdf`` and its report
 ``ensemble.json`` are those ``confflow generate --out ensemble.sdf`` writes with the same
 settings. What one task hands the next goes through the molecule's folder. On purpose the
-pipeline differs in: ``n_seeds`` (``confflow generate`` embeds 16), the folder layout below, the
+pipeline differs in: ``n_seeds`` when set, the folder layout below, the
 report's ``timings_s`` (seconds per task, which ``wall_s`` sums: time queued between tasks is
 not counted), and no plots or checkpoint reuse (a rerun reuses the stages already done).
 
@@ -201,7 +201,7 @@ def train(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[
         data = torch.from_numpy(ref["x"])
     device = shared.device_of(generate)
     path = _owned_dir(root, "train", state["key"]) / "model.pt"
-    summary = shared.train(molecule, generate, _seeds(root)[0], data, path, device).summary
+    summary = shared.train(molecule, generate, _seeds(root), data, path, device).summary
     metrics = {
         "train_nll_steps": summary.nll_steps,
         "train_refine_steps": summary.refine_steps,
@@ -225,6 +225,7 @@ def sample(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list
         energy=ensemble.energy.numpy(),
         log_q=ensemble.log_q.numpy(),
         log_w=ensemble.log_w.numpy(),
+        state=ensemble.state.numpy(),
         drawn=np.array(ensemble.drawn),
         nonfinite=np.array(ensemble.nonfinite),
         stereo_rejected=np.array(ensemble.stereo_rejected),
@@ -243,7 +244,7 @@ def sample(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list
 def _ensemble(path: Path) -> Ensemble:
     """The :class:`Ensemble` the sample stage saved."""
     with np.load(path) as data:
-        tensors = [torch.from_numpy(data[k]) for k in ("x", "energy", "log_q", "log_w")]
+        tensors = [torch.from_numpy(data[k]) for k in ("x", "energy", "log_q", "log_w", "state")]
         counts = [int(data[k]) for k in ("drawn", "nonfinite", "stereo_rejected")]
     return Ensemble(*tensors, *counts)
 

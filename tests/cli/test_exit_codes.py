@@ -51,6 +51,7 @@ def _cases(root):
             ["generate", "CC[U]", "--out", f"{root}/g.sdf"],
             ["generate", "CCO", "--out", f"{root}/g.txt"],
             ["generate", "CCO", "--checkpoint", f"{root}/missing.pt", "--out", f"{root}/g.sdf"],
+            ["generate", "OC1CCCCCCCCCCC1", "--out", f"{root}/g.sdf"],  # macrocycle
         ],
         "md": [
             ["md", "--out", f"{root}/md"],

@@ -1,0 +1,174 @@
+"""Stage 2b: the conformational states of the molecule, found among its seed conformers.
+
+The seeds (ETKDG + MMFF minima; :data:`STATE_SEEDS` of them when the molecule has state
+elements) are grouped into states by :func:`~confflow.chem.states.group_states`: ring
+puckers with the axial/equatorial side of each substituent, nitrogen invertomers, amide and
+ester cis/trans. Proposals widen the search where ETKDG is biased: every isomer bond of the
+lowest seed is turned by 180 degrees and minimised again (ETKDG rarely embeds a cis secondary
+amide). For a molecule that its mirror image does not change (no stereocentre), every state
+has a mirror-image state of the same free energy: the pair is modelled once and sampled in
+both images (:class:`~confflow.models.StateMixture`).
+
+States whose lowest seed lies more than :data:`WINDOW_KT` kT above the lowest seed are left out
+(each would hold less than ``e^-8 = 3e-4`` of the population unless much softer), and at most
+:data:`MAX_STATES` are kept; the report counts what was left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from rdkit.Chem import rdForceFieldHelpers
+from torch import Tensor
+
+from confflow.chem import Molecule
+from confflow.chem.states import StateElements, group_states, state_descriptor
+from confflow.energies import MMFFEnergy, kT
+from confflow.generate.config import GenerateConfig, GenerateError
+from confflow.generate.ensemble import rdkit_stereo_kept
+
+__all__ = ["MAX_STATES", "STATE_SEEDS", "WINDOW_KT", "States", "check_rings", "find_states"]
+
+#: Seed conformers embedded for a molecule with state elements (16 without).
+STATE_SEEDS = 64
+#: kT above the lowest seed beyond which a state is left out.
+WINDOW_KT = 8.0
+#: Largest number of modelled states (mirror pairs count once).
+MAX_STATES = 12
+
+
+@dataclass(frozen=True)
+class States:
+    """The modelled states of a molecule.
+
+    Attributes:
+        references: ``[K, N, 3]`` float64 nm, the lowest-energy seed of each state, lowest
+            state first.
+        energies: ``[K]`` float64 MMFF energies (kJ/mol) of the references.
+        mirrored: per state, whether its mirror image is another state (sampled too).
+        found: states among the candidates (mirror pairs once).
+        left_out: states left out by the energy window or the cap.
+    """
+
+    references: Tensor
+    energies: Tensor
+    mirrored: tuple[bool, ...]
+    found: int
+    left_out: int
+
+    def entries(self) -> list[tuple[int, int]]:
+        """``(state, sign)`` of every sampled image: ``+1`` as found, ``-1`` mirrored."""
+        out = []
+        for k, mirror in enumerate(self.mirrored):
+            out.append((k, 1))
+            if mirror:
+                out.append((k, -1))
+        return out
+
+
+def check_rings(molecule: Molecule) -> None:
+    """Refuses macrocycles for the torsional model.
+
+    Raises:
+        GenerateError: a ring of more than 8 atoms, named by its atoms (0-based).
+    """
+    macro = StateElements.from_molecule(molecule).macrocycles
+    if macro:
+        atoms = "-".join(str(i) for i in macro[0])
+        raise GenerateError(
+            f"{molecule.source}: ring of {len(macro[0])} atoms ({atoms}) is a macrocycle, whose "
+            "conformers the torsional model does not sample; use --model cartesian"
+        )
+
+
+def _minimised(molecule: Molecule, x: Tensor, variant: str) -> Tensor:
+    """MMFF-minimised copies (RDKit) of conformers ``x [C, N, 3]`` nm."""
+    mol = molecule.with_positions(x)
+    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
+    out = []
+    for conf in mol.GetConformers():
+        ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=conf.GetId())
+        ff.Minimize(maxIts=2000)
+        out.append(torch.tensor(ff.Positions(), dtype=torch.float64).view(-1, 3) / 10.0)
+    return torch.stack(out)
+
+
+def _flipped_isomers(molecule: Molecule, elements: StateElements, x: Tensor) -> Tensor:
+    """``[A, N, 3]`` nm: ``x [N, 3]`` with each isomer bond's far side turned by 180 degrees."""
+    adjacency: dict[int, set[int]] = {i: set() for i in range(molecule.n_atoms)}
+    for a, b in molecule.bonds:
+        adjacency[a].add(b)
+        adjacency[b].add(a)
+    out = []
+    for _, c, far, _ in elements.isomer_bonds:
+        side, todo = {far}, [far]
+        while todo:
+            for j in adjacency[todo.pop()] - side - {c}:
+                side.add(j)
+                todo.append(j)
+        axis = x[far] - x[c]
+        axis = axis / axis.norm()
+        moved = list(side - {far})
+        rel = x[moved] - x[far]
+        # rotation by pi about the bond: v -> 2 (v.a) a - v
+        turned = x.clone()
+        turned[moved] = x[far] + 2 * (rel @ axis)[:, None] * axis - rel
+        out.append(turned)
+    return torch.stack(out) if out else x.new_zeros(0, *x.shape)
+
+
+def find_states(molecule: Molecule, seed_x: Tensor, config: GenerateConfig) -> States:
+    """The states among ``seed_x`` and the isomer-bond proposals.
+
+    Args:
+        molecule: the molecule.
+        seed_x: ``[C, N, 3]`` float64 nm MMFF-minimised seeds, lowest energy first.
+        config: the settings (``temperature``, ``energy``).
+
+    Returns:
+        The :class:`States`, at least one.
+    """
+    elements = StateElements.from_molecule(molecule)
+    flips = _flipped_isomers(molecule, elements, seed_x[0])
+    x = (
+        seed_x
+        if flips.shape[0] == 0
+        else torch.cat([seed_x, _minimised(molecule, flips, config.variant)])
+    )
+    with torch.no_grad():
+        energy = MMFFEnergy(molecule.rdkit_mol, variant=config.variant).double().energy(x)
+    keep = torch.isfinite(energy)
+    x, energy = x[keep], energy[keep]
+    if x.shape[0] == 0:
+        raise GenerateError(f"{molecule.source}: no seed conformer has a finite energy")
+    n = x.shape[0]
+    mirror = bool(rdkit_stereo_kept(molecule, -x[:1])[0])
+    pool = torch.cat([x, -x]) if mirror else x
+    labels = group_states(state_descriptor(elements, pool))
+    count = int(labels.max()) + 1
+    partner = list(range(count))
+    if mirror:
+        for i in range(n):
+            partner[int(labels[i])] = int(labels[n + i])
+            partner[int(labels[n + i])] = int(labels[i])
+    pool_energy = torch.cat([energy, energy]) if mirror else energy
+    best = [
+        int(torch.nonzero(labels == s).squeeze(1)[torch.argmin(pool_energy[labels == s])])
+        for s in range(count)
+    ]
+    # one state per mirror pair: the one of the pair's first member
+    chosen = sorted(
+        {min(s, partner[s]) for s in range(count)}, key=lambda s: float(pool_energy[best[s]])
+    )
+    lowest = float(pool_energy[best[chosen[0]]])
+    window = WINDOW_KT * kT(config.temperature)
+    kept = [s for s in chosen if float(pool_energy[best[s]]) - lowest <= window][:MAX_STATES]
+    refs = torch.stack([pool[best[s]] for s in kept])
+    return States(
+        references=refs,
+        energies=torch.stack([pool_energy[best[s]] for s in kept]),
+        mirrored=tuple(partner[s] != s for s in kept),
+        found=len(chosen),
+        left_out=len(chosen) - len(kept),
+    )

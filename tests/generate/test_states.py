@@ -1,0 +1,126 @@
+"""Conformational states in ``confflow generate``: found among the seeds, modelled as a mixture.
+
+Methylcyclohexane (chairs with the methyl axial or equatorial, in mirror pairs) runs once with
+a small budget; its outputs are checked for the states, their weights and the written tags.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from confflow.chem import Molecule
+from confflow.chem.states import StateElements, state_descriptor
+from confflow.generate import GenerateConfig, GenerateError, run_generate
+from confflow.generate.data import seed_conformers
+from confflow.generate.model import build_model, load_model
+from confflow.generate.states import check_rings, find_states
+from confflow.models import StateMixture, local_entropy
+
+
+def _states(smiles: str):
+    molecule = Molecule.from_smiles(smiles, stereo="first")
+    x, _ = seed_conformers(molecule, 64, 1)
+    return molecule, find_states(molecule, x, GenerateConfig(smiles, "x.sdf"))
+
+
+def test_methylcyclohexane_has_two_mirrored_chair_states():
+    _, states = _states("CC1CCCCC1")
+    assert states.mirrored == (True, True)
+    gap = float(states.energies[1] - states.energies[0])
+    assert 4.5 < gap < 7.0  # MMFF94 axial penalty of the methyl, ~5.7 kJ/mol
+    assert states.left_out >= 1  # twist-boats, ~25 kJ/mol up
+    assert [e[1] for e in states.entries()] == [1, -1, 1, -1]
+
+
+def test_secondary_amide_gets_its_cis_state_from_the_flip_proposal():
+    molecule, states = _states("CNC(C)=O")
+    elements = StateElements.from_molecule(molecule)
+    cis = state_descriptor(elements, states.references).cis[:, 0].tolist()
+    assert cis == [False, True]  # trans lowest
+    assert states.mirrored == (False, False)  # the mirror of an amide isomer is the same state
+
+
+def test_chiral_molecule_has_no_mirror_states():
+    _, states = _states("CC(=O)N1CCC[C@H]1C(=O)OC")
+    assert len(states.mirrored) >= 2 and not any(states.mirrored)
+
+
+def test_macrocycle_is_refused_naming_the_ring():
+    molecule = Molecule.from_smiles("OC1CCCCCCCCCCC1")
+    with pytest.raises(GenerateError, match=r"ring of 12 atoms \(1-2-.*--model cartesian"):
+        check_rings(molecule)
+
+
+def test_mirror_image_reference_has_the_same_local_entropy():
+    molecule, states = _states("CC1CCCCC1")
+    config = GenerateConfig("CC1CCCCC1", "x.sdf")
+    entropies = []
+    for ref in (states.references[0], -states.references[0]):
+        layout = {"model": "torsional", "reference": ref.tolist(), "relax_steps": 4}
+        entropies.append(local_entropy(build_model(molecule, config, layout).energy))
+    assert math.isclose(entropies[0], entropies[1], rel_tol=0.0, abs_tol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("states") / "mch.sdf"
+    config = GenerateConfig(
+        "CC1CCCCC1", out, budget=8.0, md_ns=0.0, n=1500, progress=False, device="cpu"
+    )
+    return run_generate(config)
+
+
+def test_report_lists_every_state_with_populations(run):
+    report = json.loads(run.sdf.with_suffix(".json").read_text())
+    assert report["model"] == "states"
+    states = report["states"]
+    assert len(states) == 4 and [s["mirror"] for s in states] == [False, True, False, True]
+    assert math.isclose(sum(s["population"] for s in states), 1.0, rel_tol=1e-9)
+    assert math.isclose(sum(s["pi"] for s in states), 1.0, rel_tol=1e-9)
+    assert sum(s["samples"] for s in states) == report["samples_kept"]
+    axial = states[2]["population"] + states[3]["population"]
+    assert 0.02 < axial < 0.2  # MMFF94: ~6% axial at 300 K
+    assert "c_k" in report["target"]
+
+
+def test_sdf_state_tags_match_the_geometry(run):
+    records = list(Chem.SDMolSupplier(str(run.sdf), removeHs=False))
+    molecule = Molecule.from_smiles("CC1CCCCC1")
+    elements = StateElements.from_molecule(molecule)
+    x = torch.from_numpy(np.stack([r.GetConformer().GetPositions() for r in records])) / 10.0
+    chirality = state_descriptor(elements, x).chirality[:, 0]
+    ring = state_descriptor(elements, x).ring_torsions[:, 0]
+    state = torch.tensor([int(r.GetProp("state")) for r in records])
+    for e in range(4):
+        members = state == e
+        assert bool(members.any())
+        # one state, one chair orientation and one side of the methyl
+        assert len(set(chirality[members].tolist())) == 1
+        assert len(set(torch.sign(ring[members]).tolist())) == 1
+
+
+def test_state_mixture_log_prob_is_the_sampled_density(run):
+    molecule = Molecule.from_smiles("CC1CCCCC1")
+    config = GenerateConfig("CC1CCCCC1", run.sdf)
+    model, _ = load_model(run.checkpoint, molecule, config)
+    assert isinstance(model, StateMixture)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        x, entry = model.sample(64, gen)
+        log_q = model.log_prob(x, entry)
+        for e, (k, sign) in enumerate(model.entries):
+            rows = entry == e
+            component = model.components[k]
+            theta = component.energy.embedding.project(sign * x[rows])
+            # the torsions rebuild the conformer: positions are a function of them
+            again = sign * component.energy.positions(theta)
+            torch.testing.assert_close(again, x[rows], atol=1e-5, rtol=0)
+            direct = model.log_pi[e] + component.log_prob(theta.float()).double()
+            torch.testing.assert_close(log_q[rows], direct)
