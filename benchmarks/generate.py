@@ -1,12 +1,14 @@
 """Benchmark of ``confflow generate`` with its defaults on drug-like molecules.
 
-For every molecule of ``datasets/molecules/druglike.smi`` (2-8 rotatable bonds, with and
-without stereocentres, neutral and charged) the pipeline runs with default settings and we
-record the ESS of the reweighted flow samples, the wall time, the stereo rejections and
-whether every written conformer keeps the input stereochemistry (checked independently with
-RDKit's CIP labels from 3D). ``--model cartesian`` or ``torsional`` overrides the default
-(``auto``: torsional whenever the molecule has a rotatable bond). Prints a table; ``--json``
-writes the flat summary.
+For every molecule of a set in ``datasets/molecules`` (``--set``: ``druglike``, 2-8 rotatable
+bonds with and without stereocentres, neutral and charged; ``rings``, saturated rings;
+``flexible``, 9-12 rotatable bonds) the pipeline runs with default settings and we record the
+ESS of the reweighted flow samples, the wall time and its split by stage, the conformational
+states modelled and their populations, the stereo rejections and whether every written
+conformer keeps the input stereochemistry (checked independently with RDKit's CIP labels from
+3D). ``--model cartesian`` or ``torsional`` overrides the default (``auto``: torsional whenever
+the molecule has a rotatable bond); ``--no-states`` samples the lowest seed's state only.
+Prints a table; ``--json`` writes the rows and the flat summary.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from confflow.atomic import write_json
 from confflow.generate import GenerateConfig, run_generate
 
 ROOT = Path(__file__).resolve().parent.parent
-MOLECULES = ROOT / "datasets" / "molecules" / "druglike.smi"
+SETS = ROOT / "datasets" / "molecules"
 
 
 def _cip(mol: Chem.Mol) -> dict[int, str]:
@@ -50,6 +52,7 @@ def summarize(rows: list[dict], device: str, model: str) -> dict:
     written = sum(r["written"] for r in done)
     summary = {
         "molecules": len(rows),
+        "min_ess": min((r["ess"] for r in done), default=float("nan")),
         "completed_fraction": len(done) / len(rows),
         "median_ess": statistics.median(r["ess"] for r in done) if done else float("nan"),
         "median_seconds": statistics.median(r["seconds"] for r in done) if done else float("nan"),
@@ -62,7 +65,11 @@ def summarize(rows: list[dict], device: str, model: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, help="write the flat summary here")
+    parser.add_argument("--json", type=Path, help="write the rows and summary here")
+    parser.add_argument("--set", default="druglike", help="druglike, rings or flexible")
+    parser.add_argument(
+        "--states", action=argparse.BooleanOptionalAction, default=True, help="generate --states"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--limit", type=int, default=None, help="only the first N molecules")
     parser.add_argument("--start", type=int, default=0, help="skip the first N molecules")
@@ -76,8 +83,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     label = args.model + ("" if args.relax_steps is None else f" --relax-steps {args.relax_steps}")
+    label += "" if args.states else " --no-states"
     torch.set_num_threads(args.threads)
-    lines = [line.split() for line in MOLECULES.read_text().splitlines() if line.strip()]
+    text = (SETS / f"{args.set}.smi").read_text().splitlines()
+    lines = [line.split() for line in text if line.strip() and not line.startswith("#")]
     lines = lines[args.start :]
     lines = lines[: args.limit] if args.limit else lines
     rows = []
@@ -91,6 +100,7 @@ def main() -> None:
                 Path(tmp) / f"{name}.sdf",
                 device=args.device,
                 model=args.model,
+                states=args.states,
                 progress=False,
                 **extra,
             )
@@ -105,11 +115,20 @@ def main() -> None:
                 Chem.FindMolChiralCenters(Chem.AddHs(ref), useLegacyImplementation=False)
             )
             kept, total = stereo_kept(result.sdf, reference)
+            report = result.report_data
+            states = report.get("states", [])
             rows.append(
                 {
                     "name": name,
                     "completed": True,
-                    "rotatable": len(result.report_data["rotatable_torsions"]),
+                    "atoms": report["n_atoms"],
+                    "rotatable": len(report["rotatable_torsions"]),
+                    "model": report["model"],
+                    "states_found": report.get("states_found", 1),
+                    "states": [
+                        [s["state"], s["mirror"], round(s["population"], 4)] for s in states
+                    ],
+                    "timings_s": {k: round(v, 1) for k, v in result.timings.items()},
                     "ess": result.ess,
                     "seconds": time.perf_counter() - start,
                     "stereo_rejected": result.stereo_rejected,
@@ -121,25 +140,27 @@ def main() -> None:
             print(
                 f"{name:<28} rot {r['rotatable']}  ESS {100 * r['ess']:6.2f} %  "
                 f"{r['seconds']:7.1f} s  stereo rejected {r['stereo_rejected']:5d}  "
-                f"kept {kept}/{total}",
+                f"kept {kept}/{total}  {r['model']} ({len(r['states'])} entries of "
+                f"{r['states_found']} states found)  {r['timings_s']}",
                 flush=True,
             )
             if args.json is not None:
-                write_json(args.json, summarize(rows, args.device, label))
+                write_json(args.json, {"rows": rows, **summarize(rows, args.device, label)})
     summary = summarize(rows, args.device, label)
-    print("\n| molecule | rotatable | ESS % | time s | stereo rejected | kept/written |")
-    print("|---|---|---|---|---|---|")
+    print("\n| molecule | rotatable | ESS % | time s | states | stereo rejected | kept/written |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         if r["completed"]:
+            pops = " ".join(f"{k}{'m' if m else ''}:{p:.3f}" for k, m, p in r["states"]) or "1"
             print(
                 f"| {r['name']} | {r['rotatable']} | {100 * r['ess']:.2f} | {r['seconds']:.0f} | "
-                f"{r['stereo_rejected']} | {r['kept']}/{r['written']} |"
+                f"{pops} | {r['stereo_rejected']} | {r['kept']}/{r['written']} |"
             )
         else:
-            print(f"| {r['name']} | failed: {r['error']} | | | | |")
+            print(f"| {r['name']} | failed: {r['error']} | | | | | |")
     print(json.dumps(summary, indent=2))
     if args.json is not None:
-        write_json(args.json, summary)
+        write_json(args.json, {"rows": rows, **summary})
 
 
 if __name__ == "__main__":

@@ -46,12 +46,14 @@ class StateElements:
     """Where a molecule has discrete conformational states (atom indices, RDKit order).
 
     Attributes:
-        rings: flexible rings, each its atoms in ring order: non-aromatic rings of 4 to
-            :data:`MAX_RING` atoms with at least one sp3 atom.
+        rings: flexible rings, each its atoms in ring order: rings of 4 to :data:`MAX_RING`
+            atoms with at least one sp3 atom (so never aromatic; the saturated ring of a
+            tetralin or indane is one).
         macrocycles: smallest rings of more than :data:`MAX_RING` atoms, in ring order.
         centres: ``(n, a, b, c)``, atoms whose local chirality (the sign of the volume of
             ``a - n, b - n, c - n``) is a state: invertible nitrogens (sp3, uncharged, three
-            neighbours, hydrogens included; ``a < b < c``) and sp3 ring atoms with two ring
+            neighbours, hydrogens included; ``a < b < c``; not acyclic ones with two alike
+            neighbours, whose invertomers differ by a relabelling) and sp3 ring atoms with two ring
             neighbours ``a < b`` and two exocyclic neighbours of different canonical rank, ``c``
             the higher-ranked one (the side of a substituent: axial or equatorial in a chair).
         isomer_bonds: amide, carbamate, urea, thioamide and ester bonds as torsions
@@ -75,10 +77,8 @@ class StateElements:
             atoms = [mol.GetAtomWithIdx(i) for i in ring]
             if len(ring) > MAX_RING:
                 macrocycles.append(tuple(ring))
-            elif (
-                len(ring) >= 4
-                and not any(a.GetIsAromatic() for a in atoms)
-                and any(a.GetHybridization() == Chem.HybridizationType.SP3 for a in atoms)
+            elif len(ring) >= 4 and any(
+                a.GetHybridization() == Chem.HybridizationType.SP3 for a in atoms
             ):
                 rings.append(tuple(ring))
         centres = [*_nitrogens(mol), *_ring_centres(mol, rings)]
@@ -108,6 +108,12 @@ class StateElements:
 
 
 def _nitrogens(mol: Chem.Mol) -> list[tuple[int, int, int, int]]:
+    """Invertible nitrogens as centres ``(n, a, b, c)``.
+
+    An acyclic one with two alike neighbours (a dimethylamino group) is left out: its
+    invertomers are the same state with those neighbours relabelled.
+    """
+    rank = list(Chem.CanonicalRankAtoms(mol, breakTies=False))
     out = []
     for atom in mol.GetAtoms():
         if (
@@ -118,6 +124,9 @@ def _nitrogens(mol: Chem.Mol) -> list[tuple[int, int, int, int]]:
             and atom.GetHybridization() == Chem.HybridizationType.SP3
         ):
             around = sorted(n.GetIdx() for n in atom.GetNeighbors())
+            alike = len({rank[i] for i in around}) < 3
+            if alike and not atom.IsInRing():
+                continue
             out.append((atom.GetIdx(), around[0], around[1], around[2]))
     return out
 

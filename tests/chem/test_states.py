@@ -29,8 +29,10 @@ def _elements(smiles: str) -> tuple[Molecule, StateElements]:
         ("CN(C)C(C)=O", 0, 0, 1, 0),  # amide N is planar, the C(=O)-N bond isomerises
         ("CC(=O)OC", 0, 0, 1, 0),  # ester
         ("c1ccccc1C", 0, 0, 0, 0),  # aromatic ring: no states
+        ("C1CCc2ccccc2C1", 1, 0, 0, 0),  # tetralin: the saturated ring flips
         ("C1CCCCCCCCCC1", 0, 0, 0, 1),  # macrocycle
-        ("CCN(C)CC", 0, 1, 0, 0),  # acyclic amine
+        ("CCN(C)CCC", 0, 1, 0, 0),  # acyclic amine, three different neighbours
+        ("CN(C)CC", 0, 0, 0, 0),  # dimethylamino: its invertomers are relabellings
     ],
 )
 def test_elements_of_known_molecules(smiles, rings, centres, bonds, macro):
