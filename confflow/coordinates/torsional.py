@@ -51,6 +51,8 @@ class TorsionalEmbedding(nn.Module):
         molecule: the molecule.
         reference: ``[N, 3]`` positions in nm whose bonds, angles and non-rotatable torsions
             are kept (e.g. an MMFF-minimised conformer).
+        rigid_bonds: rotatable bonds ``(a, b)`` held at the reference like the rest of the
+            local structure (e.g. amide bonds, whose cis/trans isomer is a state).
 
     Attributes:
         torsions: ``K`` atom quadruples ``(i, j, k, l)`` of the free torsions, one per rotatable
@@ -59,11 +61,17 @@ class TorsionalEmbedding(nn.Module):
         n_atoms: ``N``.
 
     Raises:
-        ValueError: ``reference`` of the wrong shape or not finite, or a rotatable bond without
-            a proper Z-matrix torsion (a Z-matrix the builder should never produce).
+        ValueError: ``reference`` of the wrong shape or not finite, a rigid bond that is not
+            rotatable, or a rotatable bond without a proper Z-matrix torsion (a Z-matrix the
+            builder should never produce).
     """
 
-    def __init__(self, molecule: Molecule, reference: Tensor) -> None:
+    def __init__(
+        self,
+        molecule: Molecule,
+        reference: Tensor,
+        rigid_bonds: tuple[tuple[int, int], ...] = (),
+    ) -> None:
         super().__init__()
         zmatrix = ZMatrix.from_molecule(molecule)
         self.ic = InternalCoordinates(zmatrix)
@@ -75,6 +83,12 @@ class TorsionalEmbedding(nn.Module):
                 f"in nm, got shape {tuple(ref.shape)}"
             )
         bonds = set(rotatable_bonds(molecule))
+        rigid = {(min(a, b), max(a, b)) for a, b in rigid_bonds}
+        if rigid - bonds:
+            raise ValueError(
+                f"TorsionalEmbedding: rigid bonds {sorted(rigid - bonds)} do not rotate"
+            )
+        bonds -= rigid
         neighbours = {a: set() for a in range(self.n_atoms)}
         for a, b in molecule.bonds:
             neighbours[a].add(b)

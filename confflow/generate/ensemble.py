@@ -13,6 +13,7 @@ the state's probability and ``log_w`` its local entropy ``c_k`` (``-E / kT + c_k
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,9 @@ class Ensemble:
         stereo_rejected: samples dropped because a stereo element differs from the input
             (signed volumes of :class:`~confflow.coordinates.StereoCheck`, then RDKit's
             perception from 3D, which also rejects degenerate, near-planar centres).
+        state_rejected: samples of a state mixture dropped (weight zero) because their
+            conformer lies in another state's cell (see
+            :class:`~confflow.generate.states.StateAssignment`).
     """
 
     x: Tensor
@@ -58,6 +62,7 @@ class Ensemble:
     drawn: int
     nonfinite: int
     stereo_rejected: int
+    state_rejected: int = 0
 
     @property
     def weights(self) -> Tensor:
@@ -137,6 +142,7 @@ def sample_ensemble(
     n: int,
     seed: int,
     batch: int = 1000,
+    assign: Callable[[Tensor], Tensor] | None = None,
 ) -> Ensemble:
     """Draws ``n`` samples and keeps the finite ones with the input's stereochemistry.
 
@@ -146,6 +152,8 @@ def sample_ensemble(
         n: samples to draw.
         seed: sampling seed.
         batch: samples per batch.
+        assign: a state mixture's state of conformers ``[B, N, 3]`` (nm); samples whose state
+            differs from the one they were drawn in are dropped.
 
     Returns:
         The :class:`Ensemble`.
@@ -156,7 +164,7 @@ def sample_ensemble(
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     kept_x, kept_e, kept_q, kept_c, kept_s = [], [], [], [], []
-    nonfinite = rejected = 0
+    nonfinite = rejected = moved = 0
     beta = 1.0 / kT(model.temperature)
     energy_fn, _ = _cartesian(model)
     with torch.no_grad():
@@ -170,6 +178,10 @@ def sample_ensemble(
             ok[ok.clone()] &= rdkit_stereo_kept(stereo.molecule, x[ok])
             rejected += int((~ok).sum()) - int(bad.sum())
             x, state = x[ok], state[ok]
+            if assign is not None:
+                same = assign(x) == state
+                moved += int((~same).sum())
+                x, state = x[same], state[same]
             log_q, entropy = _log_density(model, x.to(device), state.to(device))
             log_q, entropy = log_q.cpu(), entropy.cpu()
             energy = energy_fn.energy(x.to(device)).double().cpu()
@@ -184,10 +196,11 @@ def sample_ensemble(
     if x.shape[0] == 0:
         raise ValueError(
             f"sampling: none of {n} samples is usable ({nonfinite} non-finite, "
-            f"{rejected} with changed stereo)"
+            f"{rejected} with changed stereo, {moved} in another state)"
         )
     log_w = -energy * beta + torch.cat(kept_c) - log_q
-    return Ensemble(x, energy, log_q, log_w, torch.cat(kept_s), n, nonfinite, rejected)
+    state = torch.cat(kept_s)
+    return Ensemble(x, energy, log_q, log_w, state, n, nonfinite, rejected, moved)
 
 
 @dataclass

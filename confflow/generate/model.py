@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from confflow.chem import Molecule
+from confflow.chem.states import StateElements
 from confflow.coordinates import (
     InternalCoordinates,
     InternalNormalization,
@@ -126,15 +127,18 @@ def model_layout(molecule: Molecule, config: GenerateConfig, seed_x: Tensor, dat
         data: ``[M, N, 3]`` nm training frames (the Cartesian model's normalisation).
 
     Returns:
-        ``{"model": "torsional", "reference": [[x, y, z], ...], "relax_steps": int}``,
+        ``{"model": "torsional", "reference": [[x, y, z], ...], "relax_steps": int}`` (with
+        ``"rigid_bonds"``, the isomer bonds held at the reference, when states are searched),
         ``{"model": "states", "references": [...], "entries": [[k, sign], ...],
         "log_pi": [...], "energies": [...], "found": int, "left_out": int,
-        "relax_steps": int}`` or
+        "relax_steps": int, "rigid_bonds": [[a, b], ...]}`` or
         ``{"model": "cartesian", "normalization": {"mean", "std", "rigid"}}``.
     """
     steps = config.relax_steps
     if resolve_model(molecule, config) == "torsional":
         if config.states:
+            elements = StateElements.from_molecule(molecule)
+            rigid = [[c, x] for _, c, x, _ in elements.isomer_bonds]
             states = find_states(molecule, seed_x, config)
             if len(states.mirrored) > 1 or states.mirrored[0]:
                 entries = states.entries()
@@ -147,9 +151,13 @@ def model_layout(molecule: Molecule, config: GenerateConfig, seed_x: Tensor, dat
                     "found": states.found,
                     "left_out": states.left_out,
                     "relax_steps": steps,
+                    "rigid_bonds": rigid,
                 }
         reference_list = seed_x[0].double().tolist()
-        return {"model": "torsional", "reference": reference_list, "relax_steps": steps}
+        layout = {"model": "torsional", "reference": reference_list, "relax_steps": steps}
+        if config.states:
+            layout["rigid_bonds"] = rigid
+        return layout
     ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
     z, _ = ic.inverse(data.to(torch.float64))
     # rotors stay circular even where the short MD did not cross their barriers
@@ -160,8 +168,13 @@ def model_layout(molecule: Molecule, config: GenerateConfig, seed_x: Tensor, dat
 
 def _mixture(molecule: Molecule, config: GenerateConfig, layout: dict) -> StateMixture:
     steps = layout["relax_steps"]
+    rigid = layout["rigid_bonds"]
     components = [
-        build_model(molecule, config, {"model": "torsional", "reference": r, "relax_steps": steps})
+        build_model(
+            molecule,
+            config,
+            {"model": "torsional", "reference": r, "relax_steps": steps, "rigid_bonds": rigid},
+        )
         for r in layout["references"]
     ]
     corrections = [local_entropy(c.energy) for c in components]
@@ -201,7 +214,11 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Mod
         if layout.get("relaxed", False):
             raise ValueError("trained with the former --relax minimisation; train it again")
         # checkpoints from before local relaxation are frozen
-        options = {"reference": layout["reference"], "relax_steps": layout.get("relax_steps", 0)}
+        options = {
+            "reference": layout["reference"],
+            "relax_steps": layout.get("relax_steps", 0),
+            "rigid_bonds": layout.get("rigid_bonds", []),
+        }
         flow = dataclasses.replace(FLOW, family="torsional", options=options)
     else:
         normalization = layout["normalization"]

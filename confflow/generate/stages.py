@@ -37,7 +37,7 @@ from confflow.generate.model import (
     training_data,
 )
 from confflow.generate.molecule import load_molecule, rotatable_torsions
-from confflow.generate.states import STATE_SEEDS
+from confflow.generate.states import STATE_SEEDS, StateAssignment
 from confflow.generate.training import TrainingSummary, train_model, train_states
 from confflow.generate.writers import versions, write_ensemble_sdf
 from confflow.models import StateMixture
@@ -189,8 +189,9 @@ TARGETS = {
     "cartesian": "exp(-E(x)/kT) over all 3N-6 internal coordinates",
     "torsional": "exp(-E(relax(theta))/kT) over the free torsions: the local structure of the "
     "lowest seed relaxed at each torsion set (an adiabatic torsional distribution)",
-    "states": "sum over states k of exp(-E(relax_k(theta))/kT + c_k): the adiabatic torsional "
-    "distribution of each state's local structure, weighted by its harmonic entropy c_k",
+    "states": "sum over states k of exp(-E(relax_k(theta))/kT + c_k) on the cell of state k: "
+    "the adiabatic torsional distribution of each state's local structure (isomer bonds held), "
+    "weighted by its harmonic entropy c_k",
 }
 
 
@@ -228,9 +229,21 @@ def model_facts(model: Model, layout: dict) -> dict[str, Any]:
 
 
 def sample(model: Model, molecule: Molecule, config: GenerateConfig) -> Ensemble:
-    """Stage ``sampling``: ``config.n`` samples, the finite ones with the input's stereo kept."""
+    """Stage ``sampling``: ``config.n`` samples, the finite ones with the input's stereo kept.
+
+    A state mixture's samples also stay in their state's cell
+    (:class:`~confflow.generate.states.StateAssignment`).
+    """
     stereo = StereoCheck(molecule, seed=config.seed + 1)
-    return sample_ensemble(model, stereo, config.n, config.seed + 2)
+    assign = None
+    if isinstance(model, StateMixture):
+        references = []
+        for k, sign in model.entries:
+            embedding = model.components[k].energy.embedding
+            x, _ = embedding.ic(embedding.z_ref.double()[None])
+            references.append(sign * x[0].cpu())
+        assign = StateAssignment(molecule, torch.stack(references))
+    return sample_ensemble(model, stereo, config.n, config.seed + 2, assign=assign)
 
 
 def cluster_ensemble(
@@ -348,6 +361,7 @@ def build_report(
         "samples_kept": n_kept,
         "nonfinite_rejected": ensemble.nonfinite,
         "stereo_rejected": ensemble.stereo_rejected,
+        "state_rejected": ensemble.state_rejected,
         "records_written": records,
         "target_evaluations": summary.target_evaluations + ensemble.drawn,
         "training": {

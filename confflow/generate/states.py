@@ -24,11 +24,20 @@ from torch import Tensor
 
 from confflow.chem import Molecule
 from confflow.chem.states import StateElements, group_states, state_descriptor
+from confflow.domains import wrap_angle
 from confflow.energies import MMFFEnergy, kT
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.ensemble import rdkit_stereo_kept
 
-__all__ = ["MAX_STATES", "STATE_SEEDS", "WINDOW_KT", "States", "check_rings", "find_states"]
+__all__ = [
+    "MAX_STATES",
+    "STATE_SEEDS",
+    "WINDOW_KT",
+    "StateAssignment",
+    "States",
+    "check_rings",
+    "find_states",
+]
 
 #: Seed conformers embedded for a molecule with state elements (16 without).
 STATE_SEEDS = 64
@@ -172,3 +181,32 @@ def find_states(molecule: Molecule, seed_x: Tensor, config: GenerateConfig) -> S
         found=len(chosen),
         left_out=len(chosen) - len(kept),
     )
+
+
+class StateAssignment:
+    """The modelled state a conformer is in: a partition of conformation space.
+
+    A conformer belongs to the state whose reference has the same centre chiralities and
+    isomer bonds and, among those, the nearest endocyclic torsions (largest difference). A
+    state mixture's sample that relaxed into another state's cell is not a sample of its own
+    state's target, whose support is its cell, and gets weight zero.
+
+    Args:
+        molecule: the molecule.
+        references: ``[E, N, 3]`` nm, one conformer per state (entry).
+    """
+
+    def __init__(self, molecule: Molecule, references: Tensor) -> None:
+        self.elements = StateElements.from_molecule(molecule)
+        self.references = state_descriptor(self.elements, references)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``[B]`` long: the state of each conformer ``x [B, N, 3]`` (nm), -1 for none."""
+        d, r = state_descriptor(self.elements, x), self.references
+        same = (d.chirality[:, None] == r.chirality[None]).all(-1)
+        same &= (d.cis[:, None] == r.cis[None]).all(-1)
+        gap = wrap_angle(d.ring_torsions[:, None] - r.ring_torsions[None]).abs()
+        distance = gap.amax(-1) if gap.shape[-1] else torch.zeros(same.shape, dtype=gap.dtype)
+        distance = torch.where(same, distance, torch.inf)
+        best, state = distance.min(1)
+        return torch.where(torch.isfinite(best), state, -1)

@@ -96,7 +96,7 @@ def build_torsional(
     Args:
         config: the configuration; option ``reference`` (``[N, 3]`` nm; unset: the
             lowest-energy frame of ``data``, else an MMFF-minimised ETKDG conformer) and
-            ``relax_steps``.
+            ``relax_steps``, ``rigid_bonds``.
         target: the molecule's MMFF target over positions.
         data: optional ``[M, N, 3]`` positions (nm).
 
@@ -121,7 +121,11 @@ def build_torsional(
             f"flow.options.reference: expected [{molecule.n_atoms}, 3] positions in nm, "
             f"got {list(reference.shape)}"
         )
-    embedding = TorsionalEmbedding(molecule, reference.float())
+    rigid = tuple(tuple(p) for p in options["rigid_bonds"])
+    try:
+        embedding = TorsionalEmbedding(molecule, reference.float(), rigid)
+    except ValueError as err:
+        raise ConfigError(f"flow.options.rigid_bonds: {err}") from err
     latent = embedding.domain
     if latent.dim == 0:
         raise ConfigError(

@@ -102,6 +102,14 @@ def _positions(v: Any) -> str | None:
     return None if ok else "must be a list of [x, y, z] positions in nm"
 
 
+def _bond_pairs(v: Any) -> str | None:
+    ok = isinstance(v, list | tuple) and all(
+        isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(i, int) for i in p)
+        for p in v
+    )
+    return None if ok else "must be a list of [a, b] atom index pairs"
+
+
 _ODE = {
     "solver": Option("dopri5", _choice(*ADAPTIVE_SOLVERS, *FIXED_STEP_SOLVERS), "ODE solver"),
     "rtol": Option(1e-5, _positive, "relative tolerance of adaptive solvers"),
@@ -139,6 +147,9 @@ FAMILIES: dict[str, Family] = {
             {
                 "reference": Option(None, _optional(_positions), "nm, [N, 3] reference conformer"),
                 "relax_steps": Option(0, _int_at_least(0), "local relaxation steps per energy"),
+                "rigid_bonds": Option(
+                    [], _bond_pairs, "rotatable bonds [a, b] held at the reference"
+                ),
             },
         ),
     )

@@ -21,7 +21,10 @@ local coordinates at the reference. Integrating the local coordinates out of
 every state shares, so differences of :math:`c_k` carry the different stiffness of the states
 (a twist-boat is softer than a chair). Log-weights
 :math:`\log w = -E/kT + c_k - \log \pi_e - \log q_k(\theta)` are exact for this target; the
-mixture weights :math:`\pi` only decide where samples go.
+mixture weights :math:`\pi` only decide where samples go. The states' supports must not
+overlap, or a region would count twice: the caller drops samples that left their state
+(:class:`confflow.generate.states.StateAssignment`), so that each state's target lives on its
+own cell of conformation space.
 """
 
 from __future__ import annotations

@@ -229,6 +229,7 @@ def sample(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list
         drawn=np.array(ensemble.drawn),
         nonfinite=np.array(ensemble.nonfinite),
         stereo_rejected=np.array(ensemble.stereo_rejected),
+        state_rejected=np.array(ensemble.state_rejected),
     )
     metrics = {
         "n_drawn": ensemble.drawn,
@@ -245,7 +246,8 @@ def _ensemble(path: Path) -> Ensemble:
     """The :class:`Ensemble` the sample stage saved."""
     with np.load(path) as data:
         tensors = [torch.from_numpy(data[k]) for k in ("x", "energy", "log_q", "log_w", "state")]
-        counts = [int(data[k]) for k in ("drawn", "nonfinite", "stereo_rejected")]
+        names = ("drawn", "nonfinite", "stereo_rejected", "state_rejected")
+        counts = [int(data[k]) for k in names]
     return Ensemble(*tensors, *counts)
 
 

@@ -16,10 +16,11 @@ from rdkit import Chem
 
 from confflow.chem import Molecule
 from confflow.chem.states import StateElements, state_descriptor
+from confflow.coordinates import TorsionalEmbedding
 from confflow.generate import GenerateConfig, GenerateError, run_generate
 from confflow.generate.data import seed_conformers
 from confflow.generate.model import build_model, load_model
-from confflow.generate.states import check_rings, find_states
+from confflow.generate.states import StateAssignment, check_rings, find_states
 from confflow.models import StateMixture, local_entropy
 
 
@@ -124,3 +125,44 @@ def test_state_mixture_log_prob_is_the_sampled_density(run):
             torch.testing.assert_close(again, x[rows], atol=1e-5, rtol=0)
             direct = model.log_pi[e] + component.log_prob(theta.float()).double()
             torch.testing.assert_close(log_q[rows], direct)
+
+
+def test_entry_references_are_assigned_to_their_own_states():
+    molecule, states = _states("CC1CCCCC1")
+    entries = states.entries()
+    refs = torch.stack([sign * states.references[k] for k, sign in entries])
+    assign = StateAssignment(molecule, refs)
+    assert assign(refs).tolist() == list(range(len(entries)))
+    # a methyl-axial conformer is not in an equatorial state: the minima of other states land
+    # in their own cells
+    x, _ = seed_conformers(molecule, 32, 7)
+    labels = assign(x)
+    assert bool((labels >= 0).all())
+    assert len(set(labels.tolist())) >= 2
+
+
+def test_isomer_bonds_are_held_in_the_torsional_embedding():
+    molecule = Molecule.from_smiles("CNC(C)=O")
+    x, _ = seed_conformers(molecule, 1, 1)
+    free = TorsionalEmbedding(molecule, x[0])
+    held = TorsionalEmbedding(molecule, x[0], rigid_bonds=((2, 1),))
+    assert held.dim == free.dim - 1
+    with pytest.raises(ValueError, match="do not rotate"):
+        TorsionalEmbedding(molecule, x[0], rigid_bonds=((2, 4),))  # C=O
+
+
+def test_secondary_amide_samples_keep_their_isomer(tmp_path):
+    torch.set_num_threads(1)
+    config = GenerateConfig(
+        "CNC(C)=O", tmp_path / "nma.sdf", budget=3.0, md_ns=0.0, n=400, progress=False
+    )
+    result = run_generate(config)
+    report = result.report_data
+    assert report["model"] == "states" and len(report["states"]) == 2
+    records = list(Chem.SDMolSupplier(str(result.sdf), removeHs=False))
+    x = torch.from_numpy(np.stack([r.GetConformer().GetPositions() for r in records])) / 10.0
+    state = torch.tensor([int(r.GetProp("state")) for r in records])
+    cis = state_descriptor(StateElements.from_molecule(Molecule.from_smiles("CNC(C)=O")), x).cis
+    assert torch.equal(cis[:, 0], state == 1)  # state 1 is the cis amide
+    cis_population = report["states"][1]["population"]
+    assert 1e-3 < cis_population < 0.1  # MMFF94: cis ~9 kJ/mol above trans
