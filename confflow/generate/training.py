@@ -16,10 +16,10 @@ Training, within ``budget`` seconds of wall time:
    segments (:data:`SCHEDULES`).
 
 A :class:`~confflow.models.StateMixture` trains each state's torsional model this way in turn
-(:func:`train_states`), with a share of the budget that is half even, half the state's
-estimated population; then each state's partition function is estimated by importance
-sampling and the mixture weights set to the estimated populations, a tenth spread evenly so
-that every state keeps samples.
+(:func:`train_states`), with a share of the budget that is partly even, partly the state's
+estimated population (:data:`EVEN_BUDGET`); then each state's partition function is estimated
+by importance sampling and the mixture weights set to the estimated populations, a tenth
+spread evenly so that every state keeps samples.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from confflow.models import BoltzmannGenerator, StateMixture
 from confflow.training import TrainConfig, Trainer
 
 __all__ = [
+    "EVEN_BUDGET",
     "EVEN_SHARE",
     "SCHEDULES",
     "STATE_ESTIMATE_SAMPLES",
@@ -52,6 +53,9 @@ __all__ = [
 CAP_ABOVE_MIN = 100.0
 #: Samples per state for the importance-sampling estimate of its partition function.
 STATE_ESTIMATE_SAMPLES = 1024
+#: Share of a state mixture's training budget spread evenly over its states (the rest goes by
+#: the populations estimated from the references, so a state of 1% still gets trained).
+EVEN_BUDGET = 0.3
 #: Share of a state mixture's samples spread evenly over its entries.
 EVEN_SHARE = 0.1
 #: Maximum-likelihood steps between validations, and validations without a lower validation
@@ -271,13 +275,13 @@ def train_model(
 
 
 def _budget_shares(model: StateMixture, energies: Tensor) -> Tensor:
-    """``[K]`` budget shares: half even, half the populations estimated in advance.
+    """``[K]`` budget shares: :data:`EVEN_BUDGET` even, the rest by estimated population.
 
     The estimate uses the references' energies (kJ/mol), local entropies and images.
     """
     images = torch.bincount(torch.tensor([k for k, _ in model.entries]), minlength=len(energies))
     log_p = -energies.double() / kT(model.temperature) + model.corrections.cpu() + images.log()
-    return 0.5 / len(energies) + 0.5 * torch.softmax(log_p, 0)
+    return EVEN_BUDGET / len(energies) + (1 - EVEN_BUDGET) * torch.softmax(log_p, 0)
 
 
 def train_states(

@@ -166,3 +166,10 @@ def test_secondary_amide_samples_keep_their_isomer(tmp_path):
     assert torch.equal(cis[:, 0], state == 1)  # state 1 is the cis amide
     cis_population = report["states"][1]["population"]
     assert 1e-3 < cis_population < 0.1  # MMFF94: cis ~9 kJ/mol above trans
+
+
+def test_macrocycle_run_writes_nothing(tmp_path):
+    out = tmp_path / "macro.sdf"
+    with pytest.raises(GenerateError, match="macrocycle"):
+        run_generate(GenerateConfig("OC1CCCCCCCCCCC1", out, progress=False))
+    assert list(tmp_path.iterdir()) == []
