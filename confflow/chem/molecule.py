@@ -337,7 +337,7 @@ class Molecule:
 
         Args:
             n_conformers: number of conformers ``C``.
-            seed: random seed (same seed, same conformers).
+            seed: random seed >= 0 (same seed, same conformers; RDKit gets ``seed + 1``).
             num_threads: worker threads; 0 uses every core RDKit sees.
             mmff: minimise each conformer with MMFF94 (RDKit) after embedding.
 
@@ -352,7 +352,8 @@ class Molecule:
         work = Chem.Mol(self.rdkit_mol)
         work.RemoveAllConformers()
         params = rdDistGeom.ETKDGv3()
-        params.randomSeed = int(seed)
+        # RDKit's randomSeed 0 embeds every conformer from the same seed (identical copies)
+        params.randomSeed = int(seed) + 1
         params.numThreads = int(num_threads)
         ids = list(rdDistGeom.EmbedMultipleConfs(work, n_conformers, params))
         if len(ids) < n_conformers:

@@ -59,8 +59,9 @@ class StateElements:
         isomer_bonds: amide, carbamate, urea, thioamide and ester bonds as torsions
             ``(r1, c, x, r2)`` about the acyclic ``c-x`` bond (``c`` the carbonyl carbon):
             ``r1`` the carbon's neighbour other than the carbonyl O/S and ``x``, ``r2`` the
-            heavy neighbour of ``x`` other than ``c`` with the lowest index (a hydrogen if
-            there is none). cis when ``|torsion| < pi/2``.
+            neighbour of ``x`` other than ``c`` with the most heavy neighbours (heavy atoms
+            first, then the lowest index): for a peptide bond the torsion is omega, and
+            trans (``|omega| > pi/2``) is the usual trans. cis when ``|torsion| < pi/2``.
     """
 
     rings: tuple[tuple[int, ...], ...]
@@ -88,8 +89,10 @@ class StateElements:
                 n.GetIdx() for n in mol.GetAtomWithIdx(c).GetNeighbors() if n.GetIdx() not in (o, x)
             )
             others = [n for n in mol.GetAtomWithIdx(x).GetNeighbors() if n.GetIdx() != c]
-            heavy = [n.GetIdx() for n in others if n.GetAtomicNum() > 1]
-            r2 = min(heavy) if heavy else min(n.GetIdx() for n in others)
+            heavy = [n for n in others if n.GetAtomicNum() > 1]
+            # the most substituted heavy neighbour (proline's C-alpha, not its C-delta)
+            branch = max(heavy or others, key=lambda n: (_heavy_degree(n), -n.GetIdx()))
+            r2 = branch.GetIdx()
             bonds.add((r1, c, x, r2))
         return cls(tuple(rings), tuple(macrocycles), tuple(sorted(centres)), tuple(sorted(bonds)))
 
@@ -105,6 +108,12 @@ class StateElements:
             m = len(ring)
             quads += [tuple(ring[(i + k) % m] for k in range(4)) for i in range(m)]
         return tuple(quads)
+
+
+def _heavy_degree(atom: Chem.Atom) -> tuple[int, int]:
+    """(heavy atom?, number of heavy neighbours): the order of an amide's N substituents."""
+    heavy = sum(n.GetAtomicNum() > 1 for n in atom.GetNeighbors())
+    return (int(atom.GetAtomicNum() > 1), heavy)
 
 
 def _nitrogens(mol: Chem.Mol) -> list[tuple[int, int, int, int]]:

@@ -8,13 +8,25 @@ the bridgeheads of adamantane).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import torch
 from rdkit import Chem
 from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
 
 from confflow.chem.errors import MoleculeError
 
-__all__ = ["assign_stereo_from_3d", "enumerate_isomers", "has_3d", "unspecified_stereo"]
+if TYPE_CHECKING:
+    from confflow.chem.molecule import Molecule
+
+__all__ = [
+    "assign_stereo_from_3d",
+    "enumerate_isomers",
+    "has_3d",
+    "rdkit_stereo_kept",
+    "unspecified_stereo",
+]
 
 
 def has_3d(mol: Chem.Mol) -> bool:
@@ -88,3 +100,27 @@ def _n_distinct_isomers(mol: Chem.Mol, limit: int) -> int:
         if len(seen) >= limit:
             break
     return len(seen)
+
+
+def _reference_smiles(molecule: Molecule) -> str:
+    return Chem.MolToSmiles(Chem.RemoveHs(molecule.rdkit_mol))
+
+
+def rdkit_stereo_kept(molecule: Molecule, x: torch.Tensor) -> torch.Tensor:
+    """``[B]`` bool: RDKit perceives the input's stereochemistry in each conformer.
+
+    Stereo is assigned from the 3D positions and the canonical isomeric SMILES compared with
+    the input's, so every tetrahedral centre (all four neighbours) and double bond counts.
+
+    Args:
+        molecule: the molecule (its stereo is the reference).
+        x: ``[B, N, 3]`` positions in nm.
+    """
+    want = _reference_smiles(molecule)
+    mol = molecule.with_positions(x)
+    out = []
+    for conf in mol.GetConformers():
+        one = Chem.Mol(mol, confId=conf.GetId())
+        Chem.AssignStereochemistryFrom3D(one)
+        out.append(Chem.MolToSmiles(Chem.RemoveHs(one, sanitize=False)) == want)
+    return torch.tensor(out, dtype=torch.bool)

@@ -21,6 +21,7 @@ from rdkit import Chem
 from torch import Tensor
 
 from confflow.chem import Molecule
+from confflow.chem.stereo import rdkit_stereo_kept
 from confflow.coordinates import StereoCheck, kabsch_align
 from confflow.energies import Energy, TorsionalEnergy, kT
 from confflow.models import BoltzmannGenerator, StateMixture
@@ -73,30 +74,6 @@ class Ensemble:
     def ess(self) -> float:
         """Kish effective sample size as a fraction of the kept samples."""
         return kish_ess(self.log_w)
-
-
-def _reference_smiles(molecule: Molecule) -> str:
-    return Chem.MolToSmiles(Chem.RemoveHs(molecule.rdkit_mol))
-
-
-def rdkit_stereo_kept(molecule: Molecule, x: Tensor) -> Tensor:
-    """``[B]`` bool: RDKit perceives the input's stereochemistry in each conformer.
-
-    Stereo is assigned from the 3D positions and the canonical isomeric SMILES compared with
-    the input's, so every tetrahedral centre (all four neighbours) and double bond counts.
-
-    Args:
-        molecule: the molecule (its stereo is the reference).
-        x: ``[B, N, 3]`` positions in nm.
-    """
-    want = _reference_smiles(molecule)
-    mol = molecule.with_positions(x)
-    out = []
-    for conf in mol.GetConformers():
-        one = Chem.Mol(mol, confId=conf.GetId())
-        Chem.AssignStereochemistryFrom3D(one)
-        out.append(Chem.MolToSmiles(Chem.RemoveHs(one, sanitize=False)) == want)
-    return torch.tensor(out, dtype=torch.bool)
 
 
 def _cartesian(model: BoltzmannGenerator | StateMixture) -> tuple[Energy, TorsionalEnergy | None]:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from confflow.chem import Molecule
+from confflow.chem.conformation import ConformationLabeler
 from confflow.chem.states import StateElements
 from confflow.coordinates import StereoCheck
 from confflow.generate.config import GenerateConfig, GenerateError
@@ -259,9 +260,11 @@ def write_sdf(path: Path, molecule: Molecule, ensemble: Ensemble, clusters: Clus
     """Stage ``writing``: every sample, or one representative per cluster, as SDF.
 
     SD tags: ``energy_kJ_mol``, ``log_q``, ``log_w``, ``state`` (the state entry of a state
-    mixture, see the report's ``states``) and ``weight`` (the normalised weight, or the
-    cluster's population); with clusters also ``log_population``, ``free_energy_kT``,
-    ``free_energy_kT_std`` and ``cluster_size``.
+    mixture, see the report's ``states``), ``conformation`` (ring puckers with axial and
+    equatorial substituents, amide isomers; see
+    :class:`~confflow.chem.conformation.ConformationLabeler`) and ``weight`` (the normalised
+    weight, or the cluster's population); with clusters also ``log_population``,
+    ``free_energy_kT``, ``free_energy_kT_std`` and ``cluster_size``.
 
     Returns:
         The number of records written.
@@ -285,6 +288,9 @@ def write_sdf(path: Path, molecule: Molecule, ensemble: Ensemble, clusters: Clus
         "state": ensemble.state,
     }
     tags = {**{name: values[idx] for name, values in per_sample.items()}, **tags}
+    labeler = ConformationLabeler(molecule)
+    if not labeler.elements.empty:
+        tags["conformation"] = labeler.labels(ensemble.x[idx])
     write_ensemble_sdf(path, molecule, ensemble.x[idx], tags)
     return int(idx.shape[0])
 
@@ -383,12 +389,16 @@ def build_report(
     }
     if "states" in facts:
         log_total = torch.logsumexp(ensemble.log_w, 0)
+        labeler = ConformationLabeler(molecule)
         for e, entry in enumerate(report["states"]):
-            members = ensemble.state == e
+            members = torch.nonzero(ensemble.state == e).squeeze(1)
             log_pop = float(torch.logsumexp(ensemble.log_w[members], 0) - log_total)
             entry.update(
-                samples=int(members.sum()), log_population=log_pop, population=math.exp(log_pop)
+                samples=int(members.numel()), log_population=log_pop, population=math.exp(log_pop)
             )
+            if members.numel():
+                lowest = members[torch.argmin(ensemble.energy[members])]
+                entry["conformation"] = labeler.labels(ensemble.x[lowest][None])[0]
     if clusters is not None:
         report["clusters"] = _clusters_report(ensemble, clusters)
     return report

@@ -24,10 +24,10 @@ from torch import Tensor
 
 from confflow.chem import Molecule
 from confflow.chem.states import StateElements, group_states, state_descriptor
+from confflow.chem.stereo import rdkit_stereo_kept
 from confflow.domains import wrap_angle
 from confflow.energies import MMFFEnergy, kT
 from confflow.generate.config import GenerateConfig, GenerateError
-from confflow.generate.ensemble import rdkit_stereo_kept
 
 __all__ = [
     "MAX_STATES",

@@ -104,6 +104,13 @@ def test_embed_is_seeded_in_nm_and_keeps_stereo():
         assert Chem.FindMolChiralCenters(m) == [(1, "S")]
 
 
+def test_embed_with_seed_zero_gives_distinct_conformers():
+    # RDKit's own seed 0 repeats one conformer; confflow's seeds must not
+    x = Molecule.from_smiles("CCCCC").embed(4, seed=0, num_threads=1)
+    gaps = (x[1:] - x[0]).abs().amax(dim=(1, 2))
+    assert bool((gaps > 0.01).all())
+
+
 def test_embed_mmff_lowers_the_energy():
     mol = Molecule.from_smiles("CCCCO")
     raw = mol.with_positions(mol.embed(2, seed=1))

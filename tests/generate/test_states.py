@@ -15,6 +15,8 @@ import torch
 from rdkit import Chem
 
 from confflow.chem import Molecule
+from confflow.chem.conformation import substituent_position
+from confflow.chem.minima import harmonic_minima
 from confflow.chem.states import StateElements, state_descriptor
 from confflow.coordinates import TorsionalEmbedding
 from confflow.generate import GenerateConfig, GenerateError, run_generate
@@ -91,6 +93,18 @@ def test_report_lists_every_state_with_populations(run):
     assert "c_k" in report["target"]
 
 
+def test_axial_population_matches_the_harmonic_reference(run):
+    """Against a reference computed without the generator: harmonic free energies of every
+    MMFF94 minimum (the target omits nothing a factor 1.5 would hide: ~6% axial)."""
+    molecule = Molecule.from_smiles("CC1CCCCC1")
+    minima = harmonic_minima(molecule, n_conformers=100)
+    axial = substituent_position(minima.x, (1, 2, 3, 4, 5, 6), 1, 0)
+    reference = float(minima.population[axial].sum())
+    states = json.loads(run.sdf.with_suffix(".json").read_text())["states"]
+    generated = states[2]["population"] + states[3]["population"]
+    assert 1 / 1.5 < generated / reference < 1.5
+
+
 def test_sdf_state_tags_match_the_geometry(run):
     records = list(Chem.SDMolSupplier(str(run.sdf), removeHs=False))
     molecule = Molecule.from_smiles("CC1CCCCC1")
@@ -99,6 +113,12 @@ def test_sdf_state_tags_match_the_geometry(run):
     chirality = state_descriptor(elements, x).chirality[:, 0]
     ring = state_descriptor(elements, x).ring_torsions[:, 0]
     state = torch.tensor([int(r.GetProp("state")) for r in records])
+    names = [r.GetProp("conformation") for r in records]
+    report = json.loads(run.sdf.with_suffix(".json").read_text())
+    for e, entry in enumerate(report["states"]):
+        axial = "(0 ax)" in entry["conformation"]
+        assert axial == (e >= 2)  # states 0/1: equatorial chairs, 2/3: axial
+        assert all(("(0 ax)" in n) == axial for n, s in zip(names, state, strict=True) if s == e)
     for e in range(4):
         members = state == e
         assert bool(members.any())
