@@ -292,8 +292,10 @@ def train_states(
 ) -> TrainingSummary:
     """Trains each state's generator in turn, then sets the mixture weights.
 
-    Each state gets a share of ``config.budget``; the weights become the estimated state
-    populations, a tenth spread evenly (:data:`EVEN_SHARE`).
+    Each state gets a share of ``config.budget``; the state with the largest share trains
+    first and the others start from its flow (the same torsions, a similar distribution). The
+    weights become the estimated state populations, a tenth spread evenly
+    (:data:`EVEN_SHARE`).
 
     Args:
         model: the mixture.
@@ -307,7 +309,13 @@ def train_states(
     """
     summary = TrainingSummary()
     shares = _budget_shares(model, energies)
-    for k, component in enumerate(model.components):
+    facts: list[dict[str, float]] = [{} for _ in shares]
+    first = int(torch.argmax(shares))
+    order = [first, *(k for k in range(len(shares)) if k != first)]
+    for k in order:
+        component = model.components[k]
+        if k != first:  # same torsions, similar distribution: start from the trained flow
+            component.flow.load_state_dict(model.components[first].flow.state_dict())
         budget = float(shares[k]) * config.budget
         part = train_model(
             component, training_data(component, frames), dataclasses.replace(config, budget=budget)
@@ -316,14 +324,12 @@ def train_states(
         summary.refine_steps += part.refine_steps
         summary.target_evaluations += part.target_evaluations
         summary.stopped_early |= part.stopped_early
-        summary.states.append(
-            {
-                "budget_s": budget,
-                "nll_steps": part.nll_steps,
-                "refine_steps": part.refine_steps,
-                "best_ess": part.best_ess,
-            }
-        )
+        facts[k] = {
+            "budget_s": budget,
+            "nll_steps": part.nll_steps,
+            "refine_steps": part.refine_steps,
+            "best_ess": part.best_ess,
+        }
     device = model.log_pi.device
     gen = torch.Generator(device).manual_seed(config.seed + 3)
     log_z, ess = model.log_partition(STATE_ESTIMATE_SAMPLES, gen)
@@ -333,7 +339,8 @@ def train_states(
     model.set_log_weights(((1 - EVEN_SHARE) * population + EVEN_SHARE / len(index)).log())
     by_state = torch.zeros(len(log_z), dtype=torch.float64).index_add(0, index, population)
     summary.best_ess = float(1.0 / (by_state / ess.clamp_min(1e-12)).sum())
-    for k, facts in enumerate(summary.states):
-        facts.update(log_z=float(log_z[k]), ess=float(ess[k]))
+    for k, state in enumerate(facts):
+        state.update(log_z=float(log_z[k]), ess=float(ess[k]))
+    summary.states = facts
     model.eval()
     return summary
