@@ -138,7 +138,10 @@ def sample_ensemble(
     Raises:
         ValueError: no sample survived (all non-finite or of another stereoisomer).
     """
-    device = next(model.parameters()).device
+    if isinstance(model, StateMixture):
+        device = model.log_pi.device
+    else:
+        device = next(model.flow.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     kept_x, kept_e, kept_q, kept_c, kept_s = [], [], [], [], []
     nonfinite = rejected = moved = 0

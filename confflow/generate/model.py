@@ -135,24 +135,33 @@ def model_layout(molecule: Molecule, config: GenerateConfig, seed_x: Tensor, dat
         ``{"model": "cartesian", "normalization": {"mean", "std", "rigid"}}``.
     """
     steps = config.relax_steps
-    if resolve_model(molecule, config) == "torsional":
-        if config.states:
-            elements = StateElements.from_molecule(molecule)
-            rigid = [[c, x] for _, c, x, _ in elements.isomer_bonds]
-            states = find_states(molecule, seed_x, config)
-            if len(states.mirrored) > 1 or states.mirrored[0]:
-                entries = states.entries()
-                return {
-                    "model": "states",
-                    "references": states.references.tolist(),
-                    "entries": [list(e) for e in entries],
-                    "log_pi": [0.0] * len(entries),
-                    "energies": states.energies.tolist(),
-                    "found": states.found,
-                    "left_out": states.left_out,
-                    "relax_steps": steps,
-                    "rigid_bonds": rigid,
-                }
+    kind = resolve_model(molecule, config)
+    elements = StateElements.from_molecule(molecule)
+    rigid_states = (
+        kind == "cartesian"
+        and config.model == "auto"
+        and config.states
+        and not elements.empty
+        and not elements.macrocycles
+    )
+    rigid = [[c, x] for _, c, x, _ in elements.isomer_bonds]
+    if (kind == "torsional" or rigid_states) and config.states:
+        states = find_states(molecule, seed_x, config)
+        several = len(states.mirrored) > 1
+        if several or (states.mirrored[0] and kind == "torsional"):
+            entries = states.entries()
+            return {
+                "model": "states",
+                "references": states.references.tolist(),
+                "entries": [list(e) for e in entries],
+                "log_pi": [0.0] * len(entries),
+                "energies": states.energies.tolist(),
+                "found": states.found,
+                "left_out": states.left_out,
+                "relax_steps": steps,
+                "rigid_bonds": rigid,
+            }
+    if kind == "torsional":
         reference_list = seed_x[0].double().tolist()
         layout = {"model": "torsional", "reference": reference_list, "relax_steps": steps}
         if config.states:
@@ -173,7 +182,13 @@ def _mixture(molecule: Molecule, config: GenerateConfig, layout: dict) -> StateM
         build_model(
             molecule,
             config,
-            {"model": "torsional", "reference": r, "relax_steps": steps, "rigid_bonds": rigid},
+            {
+                "model": "torsional",
+                "reference": r,
+                "relax_steps": steps,
+                "rigid_bonds": rigid,
+                "allow_rigid": True,
+            },
         )
         for r in layout["references"]
     ]
@@ -218,6 +233,7 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Mod
             "reference": layout["reference"],
             "relax_steps": layout.get("relax_steps", 0),
             "rigid_bonds": layout.get("rigid_bonds", []),
+            "allow_rigid": layout.get("allow_rigid", False),
         }
         flow = dataclasses.replace(FLOW, family="torsional", options=options)
     else:

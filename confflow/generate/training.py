@@ -314,9 +314,13 @@ def train_states(
     order = [first, *(k for k in range(len(shares)) if k != first)]
     for k in order:
         component = model.components[k]
+        budget = float(shares[k]) * config.budget
+        if not any(True for _ in component.flow.parameters()):
+            # no free torsion: the state is its relaxed reference, nothing to train
+            facts[k] = {"budget_s": 0.0, "nll_steps": 0, "refine_steps": 0, "best_ess": 1.0}
+            continue
         if k != first:  # same torsions, similar distribution: start from the trained flow
             component.flow.load_state_dict(model.components[first].flow.state_dict())
-        budget = float(shares[k]) * config.budget
         part = train_model(
             component, training_data(component, frames), dataclasses.replace(config, budget=budget)
         )

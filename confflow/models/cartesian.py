@@ -34,7 +34,7 @@ from confflow.models.families import ConfigError, family_options
 from confflow.models.stacks import coupling_stack, ode_config
 from confflow.models.targets import Target
 from confflow.nn import EGNN
-from confflow.transforms import CNF, Compose, ElementwiseSpline, Transform
+from confflow.transforms import CNF, Compose, ElementwiseSpline, Permutation, Transform
 
 __all__ = ["build_equivariant_cnf", "build_torsional", "symmetry_classes"]
 
@@ -96,7 +96,8 @@ def build_torsional(
     Args:
         config: the configuration; option ``reference`` (``[N, 3]`` nm; unset: the
             lowest-energy frame of ``data``, else an MMFF-minimised ETKDG conformer) and
-            ``relax_steps``, ``rigid_bonds``.
+            ``relax_steps``, ``rigid_bonds``, ``allow_rigid`` (no free torsion: the model is the
+            relaxed reference itself, one state of a state mixture).
         target: the molecule's MMFF target over positions.
         data: optional ``[M, N, 3]`` positions (nm).
 
@@ -127,11 +128,13 @@ def build_torsional(
     except ValueError as err:
         raise ConfigError(f"flow.options.rigid_bonds: {err}") from err
     latent = embedding.domain
-    if latent.dim == 0:
+    if latent.dim == 0 and not options["allow_rigid"]:
         raise ConfigError(
             f"flow.family: 'torsional' needs a rotatable bond; {molecule.smiles} has none"
         )
     layers: list[Transform] = [ElementwiseSpline(latent, bins=config.flow.bins)]
+    if latent.dim == 0:  # no free torsion: the identity (the model is the reference itself)
+        layers = [Permutation([], latent)]
     if latent.dim >= 2:
         layers += list(coupling_stack(latent, config.flow).transforms)
     energy = TorsionalEnergy(target.energy, embedding, options["relax_steps"])

@@ -102,6 +102,10 @@ def _positions(v: Any) -> str | None:
     return None if ok else "must be a list of [x, y, z] positions in nm"
 
 
+def _boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "must be true or false"
+
+
 def _bond_pairs(v: Any) -> str | None:
     ok = isinstance(v, list | tuple) and all(
         isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(i, int) for i in p)
@@ -149,6 +153,9 @@ FAMILIES: dict[str, Family] = {
                 "relax_steps": Option(0, _int_at_least(0), "local relaxation steps per energy"),
                 "rigid_bonds": Option(
                     [], _bond_pairs, "rotatable bonds [a, b] held at the reference"
+                ),
+                "allow_rigid": Option(
+                    False, _boolean, "allow no free torsion (a state of a state mixture)"
                 ),
             },
         ),

@@ -122,7 +122,7 @@ class Permutation(Transform):
         if self.latent_domain.dim != len(perm):
             raise ValueError("Permutation: domain size differs from the permutation's")
         self.domain = self.latent_domain[perm]
-        self.register_buffer("perm", torch.tensor(perm))
+        self.register_buffer("perm", torch.tensor(perm, dtype=torch.long))
         self.register_buffer("inv_perm", torch.argsort(self.perm))
 
     @classmethod

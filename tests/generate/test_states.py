@@ -25,6 +25,8 @@ from confflow.generate.model import build_model, load_model
 from confflow.generate.states import StateAssignment, check_rings, find_states
 from confflow.models import StateMixture, local_entropy
 
+SIX = (1, 2, 3, 4, 5, 6)
+
 
 def _states(smiles: str):
     molecule = Molecule.from_smiles(smiles, stereo="first")
@@ -193,3 +195,18 @@ def test_macrocycle_run_writes_nothing(tmp_path):
     with pytest.raises(GenerateError, match="macrocycle"):
         run_generate(GenerateConfig("OC1CCCCCCCCCCC1", out, progress=False))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rigid_molecule_samples_both_chairs_with_harmonic_weights(tmp_path):
+    """No rotatable bond: each state is its relaxed reference, weighted by its harmonic free
+    energy; the axial/equatorial split of fluorocyclohexane against the independent reference."""
+    torch.set_num_threads(1)
+    config = GenerateConfig("FC1CCCCC1", tmp_path / "f.sdf", md_ns=0.0, n=2000, progress=False)
+    report = run_generate(config).report_data
+    assert report["model"] == "states"
+    axial = sum(s["population"] for s in report["states"] if "(0 ax)" in s["conformation"])
+    molecule = Molecule.from_smiles("FC1CCCCC1")
+    minima = harmonic_minima(molecule, n_conformers=100)
+    reference = float(minima.population[substituent_position(minima.x, SIX, 1, 0)].sum())
+    assert 0.3 < reference < 0.8  # MMFF94 puts fluorine axial more than half the time
+    assert 1 / 1.5 < axial / reference < 1.5
