@@ -22,11 +22,10 @@ from typing import Any
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.model import load_model
 from confflow.generate.molecule import rotatable_torsions
+from confflow.generate.report import build_report, model_facts
 from confflow.generate.stages import (
-    build_report,
     cluster_ensemble,
     device_of,
-    model_facts,
     prepare_molecule,
     reference_data,
     sample,

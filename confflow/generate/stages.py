@@ -8,15 +8,14 @@ either way, so a molecule's SDF and report are those of ``confflow generate``.
 Stages: :func:`prepare_molecule` (parse, validate), :func:`seeds` (ETKDG + MMFF),
 :func:`reference_data` (replica-exchange MD, or the seeds), :func:`train` (or
 :func:`~confflow.generate.model.load_model` for a checkpoint), :func:`sample`,
-:func:`cluster_ensemble`, :func:`write_sdf` and :func:`build_report`.
+:func:`cluster_ensemble` and :func:`write_sdf`; the report is
+:mod:`confflow.generate.report`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,27 +30,23 @@ from confflow.generate.ensemble import Clusters, Ensemble, cluster, sample_ensem
 from confflow.generate.model import (
     Model,
     build_model,
-    model_kind,
     model_layout,
     resolve_model,
     save_model,
     training_data,
 )
-from confflow.generate.molecule import load_molecule, rotatable_torsions
+from confflow.generate.molecule import load_molecule
 from confflow.generate.states import STATE_SEEDS, StateAssignment
 from confflow.generate.training import TrainingSummary, train_model, train_states
-from confflow.generate.writers import versions, write_ensemble_sdf
+from confflow.generate.writers import write_ensemble_sdf
 from confflow.models import StateMixture
-from confflow.reweighting import expectation, largest_weight_share
 from confflow.training import resolve_device
 
 __all__ = [
     "N_SEEDS",
     "Trained",
-    "build_report",
     "cluster_ensemble",
     "device_of",
-    "model_facts",
     "prepare_molecule",
     "reference_data",
     "sample",
@@ -185,50 +180,6 @@ def train(
     return Trained(model, layout, summary)
 
 
-#: What the weights of each kind of model target, for the report.
-TARGETS = {
-    "cartesian": "exp(-E(x)/kT) over all 3N-6 internal coordinates",
-    "torsional": "exp(-E(relax(theta))/kT) over the free torsions: the local structure of the "
-    "lowest seed relaxed at each torsion set (an adiabatic torsional distribution)",
-    "states": "sum over states k of exp(-E(relax_k(theta))/kT + c_k) on the cell of state k: "
-    "the adiabatic torsional distribution of each state's local structure (isomer bonds held), "
-    "weighted by its harmonic entropy c_k",
-}
-
-
-def model_facts(model: Model, layout: dict) -> dict[str, Any]:
-    """The report's description of a model: kind, target, steps, torsions, states.
-
-    Returns:
-        ``{"model": kind, "target": str, "relax_steps": int, "free_torsions": [[a, b, c, d],
-        ...]}`` (no free torsions for the Cartesian model), plus ``"states"`` (per entry:
-        ``state``, ``mirror``, ``reference_energy_kJ_mol``, ``local_entropy``, ``pi``),
-        ``states_found`` and ``states_left_out`` for a state mixture.
-    """
-    kind = model_kind(model)
-    free = []
-    if kind == "states":
-        free = [list(t) for t in model.components[0].energy.embedding.torsions]
-    elif kind == "torsional":
-        free = [list(t) for t in model.energy.embedding.torsions]
-    steps = int(layout.get("relax_steps", 0))
-    facts = {"model": kind, "target": TARGETS[kind], "relax_steps": steps, "free_torsions": free}
-    if kind == "states":
-        facts["states"] = [
-            {
-                "state": k,
-                "mirror": sign < 0,
-                "reference_energy_kJ_mol": float(layout["energies"][k]),
-                "local_entropy": float(model.corrections[k]),
-                "pi": float(model.log_pi[e].exp()),
-            }
-            for e, (k, sign) in enumerate(model.entries)
-        ]
-        facts["states_found"] = int(layout["found"])
-        facts["states_left_out"] = int(layout["left_out"])
-    return facts
-
-
 def sample(model: Model, molecule: Molecule, config: GenerateConfig) -> Ensemble:
     """Stage ``sampling``: ``config.n`` samples, the finite ones with the input's stereo kept.
 
@@ -293,112 +244,3 @@ def write_sdf(path: Path, molecule: Molecule, ensemble: Ensemble, clusters: Clus
         tags["conformation"] = labeler.labels(ensemble.x[idx])
     write_ensemble_sdf(path, molecule, ensemble.x[idx], tags)
     return int(idx.shape[0])
-
-
-def _clusters_report(ensemble: Ensemble, clusters: Clusters) -> list[dict[str, Any]]:
-    return [
-        {
-            "population": float(clusters.population[k]),
-            "log_population": float(clusters.log_population[k]),
-            "free_energy_kT": float(clusters.free_energy[k]),
-            "free_energy_kT_std": float(clusters.free_energy_std[k]),
-            "size": int((clusters.labels == k).sum()),
-            "energy_kJ_mol": float(ensemble.energy[clusters.representatives[k]]),
-            "state": int(ensemble.state[clusters.representatives[k]]),
-        }
-        for k in range(len(clusters.representatives))
-    ]
-
-
-def build_report(
-    config: GenerateConfig,
-    molecule: Molecule,
-    *,
-    facts: dict[str, Any],
-    summary: TrainingSummary,
-    skipped: bool,
-    ensemble: Ensemble,
-    clusters: Clusters | None,
-    n_seeds: int,
-    md_frames: int,
-    records: int,
-    timings: dict[str, float],
-    wall_s: float,
-    device: str,
-    checkpoint: Path,
-) -> dict[str, Any]:
-    """The JSON report of one molecule's run.
-
-    Args:
-        config: the settings.
-        molecule: the molecule.
-        facts: the model's :func:`model_facts`.
-        summary: the training's summary (empty when training was skipped).
-        skipped: training was skipped (a checkpoint was reused).
-        ensemble: the reweighted samples.
-        clusters: the clusters, or ``None``.
-        n_seeds: seed conformers embedded.
-        md_frames: training positions (MD frames, or the seeds without MD; 0 when skipped).
-        records: SD records written.
-        timings: seconds per stage.
-        wall_s: total seconds.
-        device: the training and sampling device.
-        checkpoint: the model file.
-
-    Returns:
-        Plain JSON-ready data (see :func:`~confflow.generate.writers.write_report`).
-    """
-    n_kept = int(ensemble.x.shape[0])
-    report: dict[str, Any] = {
-        "smiles": config.smiles,
-        "molecule": molecule.smiles,
-        "n_atoms": molecule.n_atoms,
-        "rotatable_torsions": [list(t) for t in rotatable_torsions(molecule)],
-        "temperature_K": config.temperature,
-        "energy": config.variant,
-        **facts,
-        "n_seeds": n_seeds,
-        "ess": ensemble.ess,
-        "ess_effective_samples": ensemble.ess * n_kept,
-        "largest_weight": largest_weight_share(ensemble.log_w),
-        "energy_min_kJ_mol": float(ensemble.energy.min()),
-        "energy_mean_kJ_mol": float(expectation(ensemble.energy, ensemble.log_w)),
-        "samples_drawn": ensemble.drawn,
-        "samples_kept": n_kept,
-        "nonfinite_rejected": ensemble.nonfinite,
-        "stereo_rejected": ensemble.stereo_rejected,
-        "state_rejected": ensemble.state_rejected,
-        "records_written": records,
-        "target_evaluations": summary.target_evaluations + ensemble.drawn,
-        "training": {
-            "nll_steps": summary.nll_steps,
-            "refine_steps": summary.refine_steps,
-            "val_nll": summary.val_nll,
-            "ess_history": summary.ess_history,
-            "stopped_early": summary.stopped_early,
-            "skipped": skipped,
-            "states": summary.states,
-        },
-        "md_frames": md_frames,
-        "wall_s": wall_s,
-        "timings_s": timings,
-        "device": device,
-        "checkpoint": str(checkpoint),
-        "config": config.to_dict(),
-        "versions": versions(),
-    }
-    if "states" in facts:
-        log_total = torch.logsumexp(ensemble.log_w, 0)
-        labeler = ConformationLabeler(molecule)
-        for e, entry in enumerate(report["states"]):
-            members = torch.nonzero(ensemble.state == e).squeeze(1)
-            log_pop = float(torch.logsumexp(ensemble.log_w[members], 0) - log_total)
-            entry.update(
-                samples=int(members.numel()), log_population=log_pop, population=math.exp(log_pop)
-            )
-            if members.numel():
-                lowest = members[torch.argmin(ensemble.energy[members])]
-                entry["conformation"] = labeler.labels(ensemble.x[lowest][None])[0]
-    if clusters is not None:
-        report["clusters"] = _clusters_report(ensemble, clusters)
-    return report

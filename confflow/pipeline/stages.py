@@ -48,6 +48,7 @@ from torch import Tensor
 from confflow.atomic import atomic_path, write_json, write_text
 from confflow.chem import Molecule
 from confflow.generate import GenerateConfig
+from confflow.generate import report as reporting
 from confflow.generate import stages as shared
 from confflow.generate.ensemble import Ensemble
 from confflow.generate.model import load_model
@@ -237,7 +238,7 @@ def sample(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list
         "nonfinite_rejected": ensemble.nonfinite,
         "stereo_rejected": ensemble.stereo_rejected,
         "sample_device": str(device),
-        "model_facts": shared.model_facts(model, layout),
+        "model_facts": reporting.model_facts(model, layout),
     }
     return metrics, ["samples.npz"]
 
@@ -259,7 +260,7 @@ def reweight(root: Path, state: State, config: PipelineConfig) -> tuple[dict, li
     clusters = shared.cluster_ensemble(molecule, ensemble, generate)
     written = shared.write_sdf(generate.out, molecule, ensemble, clusters)
     metrics, timings = state["metrics"], dict(state["timings"])
-    report = shared.build_report(
+    report = reporting.build_report(
         generate,
         molecule,
         facts=metrics["model_facts"],
