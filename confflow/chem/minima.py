@@ -1,6 +1,8 @@
 r"""An independent reference for conformer populations: harmonic free energies of MMFF minima.
 
-Computed without any generator: ETKDG conformers minimised with RDKit's MMFF94 to tight
+Computed without any generator: ETKDG and plain distance-geometry conformers (half each),
+and copies of them with every amide/ester bond turned by 180 degrees (both embed amides
+trans), minimised with RDKit's MMFF94 to tight
 convergence (and, for molecules that their mirror image does not change, the mirror image of
 each), duplicates merged, each minimum's Hessian taken by central differences of the analytic
 MMFF gradient of :class:`~confflow.energies.MMFFEnergy` (equal to RDKit's energy to 1e-12
@@ -30,11 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import rdForceFieldHelpers
+from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 from torch import Tensor
 
 from confflow.chem.errors import MoleculeError
 from confflow.chem.molecule import Molecule
+from confflow.chem.states import StateElements, flip_isomer_bonds
 from confflow.chem.stereo import rdkit_stereo_kept
 from confflow.coordinates.align import kabsch_align
 from confflow.energies.mmff import MMFFEnergy
@@ -82,6 +85,25 @@ class Minima:
     def population(self) -> Tensor:
         """``[M]`` populations, summing to 1."""
         return self.log_population.exp()
+
+
+def _embed_plain(molecule: Molecule, n: int, seed: int) -> Tensor:
+    """``[n, N, 3]`` nm conformers by plain distance geometry.
+
+    No torsion preferences or chemical knowledge: ETKDG's all but exclude cis secondary
+    amides.
+    """
+    if n == 0:
+        return torch.zeros(0, molecule.n_atoms, 3, dtype=torch.float64)
+    mol = Chem.Mol(molecule.rdkit_mol)
+    mol.RemoveAllConformers()
+    params = rdDistGeom.EmbedParameters()
+    params.useExpTorsionAnglePrefs = False
+    params.useBasicKnowledge = False
+    params.randomSeed = seed + 1
+    ids = list(rdDistGeom.EmbedMultipleConfs(mol, n, params))
+    x = [mol.GetConformer(i).GetPositions() for i in ids]
+    return torch.tensor(np.array(x), dtype=torch.float64).reshape(-1, molecule.n_atoms, 3) / 10.0
 
 
 def _force_field(mol: Chem.Mol, variant: str, conf_id: int = -1):
@@ -180,7 +202,7 @@ def harmonic_minima(
     variant: str = "MMFF94",
     seed: int = 0,
 ) -> Minima:
-    """All MMFF minima found from ``n_conformers`` ETKDG seeds, with harmonic populations.
+    """Every MMFF minimum found from ``n_conformers`` seeds, with harmonic populations.
 
     Args:
         molecule: the molecule.
@@ -195,7 +217,15 @@ def harmonic_minima(
     Raises:
         MoleculeError: MMFF has no parameters, or the symmetry group is too large.
     """
-    start = molecule.embed(n_conformers, seed=seed, num_threads=1)
+    elements = StateElements.from_molecule(molecule)
+    start = torch.cat(
+        [
+            molecule.embed(n_conformers - n_conformers // 2, seed=seed, num_threads=1),
+            _embed_plain(molecule, n_conformers // 2, seed),
+        ]
+    )
+    # every isomer bond turned in every start: ETKDG and DG embed amides trans
+    start = torch.cat([start, flip_isomer_bonds(molecule, elements, start)])
     if bool(rdkit_stereo_kept(molecule, -start[:1])[0]):
         start = torch.cat([start, -start])
     mol = molecule.with_positions(start)

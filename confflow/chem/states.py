@@ -28,6 +28,7 @@ __all__ = [
     "RING_TOLERANCE",
     "StateDescriptor",
     "StateElements",
+    "flip_isomer_bonds",
     "group_states",
     "state_descriptor",
 ]
@@ -235,3 +236,39 @@ def group_states(descriptor: StateDescriptor, tolerance: float = RING_TOLERANCE)
     roots = [root(i) for i in range(n)]
     first: dict[int, int] = {}
     return torch.tensor([first.setdefault(r, len(first)) for r in roots], dtype=torch.long)
+
+
+def flip_isomer_bonds(molecule: Molecule, elements: StateElements, x: Tensor) -> Tensor:
+    """Conformers with one isomer bond turned by 180 degrees: cis <-> trans proposals.
+
+    For each isomer bond ``c-x`` the atoms on ``x``'s side rotate rigidly by pi about the
+    bond (to be minimised again: the result has the other isomer, strained elsewhere).
+
+    Args:
+        molecule: the molecule.
+        elements: its state elements.
+        x: ``[B, N, 3]`` positions (nm).
+
+    Returns:
+        ``[A * B, N, 3]``: bond after bond, every conformer of ``x`` with that bond turned.
+    """
+    adjacency: dict[int, set[int]] = {i: set() for i in range(molecule.n_atoms)}
+    for a, b in molecule.bonds:
+        adjacency[a].add(b)
+        adjacency[b].add(a)
+    out = []
+    for _, c, far, _ in elements.isomer_bonds:
+        side, todo = {far}, [far]
+        while todo:
+            for j in adjacency[todo.pop()] - side - {c}:
+                side.add(j)
+                todo.append(j)
+        moved = sorted(side - {far})
+        axis = x[:, far] - x[:, c]
+        axis = axis / axis.norm(dim=-1, keepdim=True)
+        rel = x[:, moved] - x[:, far, None]
+        along = (rel * axis[:, None]).sum(-1, keepdim=True) * axis[:, None]
+        turned = x.clone()
+        turned[:, moved] = x[:, far, None] + 2 * along - rel  # rotation by pi about the bond
+        out.append(turned)
+    return torch.cat(out) if out else x.new_zeros(0, *x.shape[1:])

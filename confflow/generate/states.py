@@ -23,7 +23,12 @@ from rdkit.Chem import rdForceFieldHelpers
 from torch import Tensor
 
 from confflow.chem import Molecule
-from confflow.chem.states import StateElements, group_states, state_descriptor
+from confflow.chem.states import (
+    StateElements,
+    flip_isomer_bonds,
+    group_states,
+    state_descriptor,
+)
 from confflow.chem.stereo import rdkit_stereo_kept
 from confflow.domains import wrap_angle
 from confflow.energies import MMFFEnergy, kT
@@ -103,30 +108,6 @@ def _minimised(molecule: Molecule, x: Tensor, variant: str) -> Tensor:
     return torch.stack(out)
 
 
-def _flipped_isomers(molecule: Molecule, elements: StateElements, x: Tensor) -> Tensor:
-    """``[A, N, 3]`` nm: ``x [N, 3]`` with each isomer bond's far side turned by 180 degrees."""
-    adjacency: dict[int, set[int]] = {i: set() for i in range(molecule.n_atoms)}
-    for a, b in molecule.bonds:
-        adjacency[a].add(b)
-        adjacency[b].add(a)
-    out = []
-    for _, c, far, _ in elements.isomer_bonds:
-        side, todo = {far}, [far]
-        while todo:
-            for j in adjacency[todo.pop()] - side - {c}:
-                side.add(j)
-                todo.append(j)
-        axis = x[far] - x[c]
-        axis = axis / axis.norm()
-        moved = list(side - {far})
-        rel = x[moved] - x[far]
-        # rotation by pi about the bond: v -> 2 (v.a) a - v
-        turned = x.clone()
-        turned[moved] = x[far] + 2 * (rel @ axis)[:, None] * axis - rel
-        out.append(turned)
-    return torch.stack(out) if out else x.new_zeros(0, *x.shape)
-
-
 def find_states(molecule: Molecule, seed_x: Tensor, config: GenerateConfig) -> States:
     """The states among ``seed_x`` and the isomer-bond proposals.
 
@@ -139,7 +120,7 @@ def find_states(molecule: Molecule, seed_x: Tensor, config: GenerateConfig) -> S
         The :class:`States`, at least one.
     """
     elements = StateElements.from_molecule(molecule)
-    flips = _flipped_isomers(molecule, elements, seed_x[0])
+    flips = flip_isomer_bonds(molecule, elements, seed_x[:1])
     x = (
         seed_x
         if flips.shape[0] == 0

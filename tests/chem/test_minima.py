@@ -12,6 +12,7 @@ from confflow.chem import Molecule
 from confflow.chem.conformation import ConformationLabeler, substituent_position
 from confflow.chem.minima import _hessian, _vibrations, class_populations, harmonic_minima
 from confflow.energies import MMFFEnergy
+from confflow.reweighting import torsion
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,13 @@ def test_methylcyclohexane_axial_population():
     pops = class_populations(minima, ["ax" if a else "eq" for a in axial.tolist()])
     assert 0.03 < pops["ax"] < 0.15  # MMFF94 axial penalty 5.7 kJ/mol, with basin widths
     assert pops["ax"] + pops["eq"] == pytest.approx(1.0)
+
+
+def test_secondary_amide_cis_minimum_is_found():
+    """ETKDG and distance geometry embed amides trans; the isomer flips find the cis minimum."""
+    minima = harmonic_minima(Molecule.from_smiles("CNC(C)=O"), n_conformers=40)
+    omega = torch.stack([torsion(minima.x, (3, 2, 1, 0))]).abs()[0]
+    cis = omega < math.pi / 2
+    assert bool(cis.any()) and bool((~cis).any())
+    gap = float(minima.energy[cis].min() - minima.energy[~cis].min())
+    assert 6.0 < gap < 12.0  # MMFF94: cis N-methylacetamide ~9 kJ/mol above trans
