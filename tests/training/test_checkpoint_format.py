@@ -160,7 +160,7 @@ def test_generate_checkpoint_loads_with_load_generator(kind, tmp_path):
     config = GenerateConfig(smiles="CCO", out=tmp_path / "c.sdf", model=kind)
     molecule = load_molecule("CCO")
     frames = molecule.embed(2, seed=0, num_threads=1, mmff=True)
-    layout = model_layout(molecule, config, frames[0], frames.float())
+    layout = model_layout(molecule, config, frames, frames.float())
     model = build_model(molecule, config, layout).eval()
     save_model(tmp_path / "model.pt", model, config, layout)
     loaded, _ = load_generator(tmp_path / "model.pt")
