@@ -32,10 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
+from rdkit.Chem import rdDistGeom
 from torch import Tensor
 
 from confflow.chem.errors import MoleculeError
+from confflow.chem.minimise import mmff_minimise
 from confflow.chem.molecule import Molecule
 from confflow.chem.states import StateElements, flip_isomer_bonds
 from confflow.chem.stereo import rdkit_stereo_kept
@@ -44,8 +45,6 @@ from confflow.energies.mmff import MMFFEnergy
 
 __all__ = ["Minima", "class_populations", "harmonic_minima"]
 
-#: kJ/mol per kcal/mol.
-KJ_PER_KCAL = 4.184
 #: Gas constant, kJ/mol/K.
 R_KJ = 0.0083144626
 #: Central-difference step of the Hessian, nm.
@@ -104,27 +103,6 @@ def _embed_plain(molecule: Molecule, n: int, seed: int) -> Tensor:
     ids = list(rdDistGeom.EmbedMultipleConfs(mol, n, params))
     x = [mol.GetConformer(i).GetPositions() for i in ids]
     return torch.tensor(np.array(x), dtype=torch.float64).reshape(-1, molecule.n_atoms, 3) / 10.0
-
-
-def _force_field(mol: Chem.Mol, variant: str, conf_id: int = -1):
-    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
-    if props is None:
-        raise MoleculeError(f"{variant} has no parameters for this molecule")
-    ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=conf_id)
-    ff.Initialize()  # without it, CalcGrad(positions) is not the gradient at those positions
-    return ff
-
-
-def _minimise(mol: Chem.Mol, variant: str) -> list[np.ndarray]:
-    """Tightly minimised positions (Angstrom, ``[N, 3]``) of every conformer of ``mol``."""
-    out = []
-    for conf in mol.GetConformers():
-        ff = _force_field(mol, variant, conf.GetId())
-        for _ in range(20):
-            if ff.Minimize(maxIts=10000, forceTol=1e-7, energyTol=1e-12) == 0:
-                break
-        out.append(np.array(ff.Positions()).reshape(-1, 3))
-    return out
 
 
 def _hessian(energy: MMFFEnergy, x: Tensor) -> np.ndarray:
@@ -229,16 +207,13 @@ def harmonic_minima(
     if bool(rdkit_stereo_kept(molecule, -start[:1])[0]):
         start = torch.cat([start, -start])
     mol = molecule.with_positions(start)
-    positions = _minimise(mol, variant)
-    ff = _force_field(mol, variant)
-    energy = torch.tensor([ff.CalcEnergy(p.ravel().tolist()) for p in positions]) * KJ_PER_KCAL
-    x = torch.tensor(np.stack(positions), dtype=torch.float64) / 10.0
+    x, energy = mmff_minimise(mol, variant, tight=True)
     kt = R_KJ * temperature
     perms = _automorphisms(molecule.rdkit_mol)
     mmff = MMFFEnergy(molecule.rdkit_mol, variant=variant).double()
     keep, log_z, sigma, saddles = [], [], [], 0
     for i in _unique(molecule, x, energy.double()):
-        values = _vibrations(_hessian(mmff, x[i]), positions[i] / 10.0)
+        values = _vibrations(_hessian(mmff, x[i]), x[i].numpy())
         if values[0] < -1e-3 * values[-1]:
             saddles += 1
             continue

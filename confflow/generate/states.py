@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from rdkit.Chem import rdForceFieldHelpers
 from torch import Tensor
 
 from confflow.chem import Molecule
+from confflow.chem.minimise import mmff_minimise
 from confflow.chem.states import (
     StateElements,
     flip_isomer_bonds,
@@ -96,18 +96,6 @@ def check_rings(molecule: Molecule) -> None:
         )
 
 
-def _minimised(molecule: Molecule, x: Tensor, variant: str) -> Tensor:
-    """MMFF-minimised copies (RDKit) of conformers ``x [C, N, 3]`` nm."""
-    mol = molecule.with_positions(x)
-    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
-    out = []
-    for conf in mol.GetConformers():
-        ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=conf.GetId())
-        ff.Minimize(maxIts=2000)
-        out.append(torch.tensor(ff.Positions(), dtype=torch.float64).view(-1, 3) / 10.0)
-    return torch.stack(out)
-
-
 def find_states(molecule: Molecule, seed_x: Tensor, config: GenerateConfig) -> States:
     """The states among ``seed_x`` and the isomer-bond proposals.
 
@@ -124,7 +112,7 @@ def find_states(molecule: Molecule, seed_x: Tensor, config: GenerateConfig) -> S
     x = (
         seed_x
         if flips.shape[0] == 0
-        else torch.cat([seed_x, _minimised(molecule, flips, config.variant)])
+        else torch.cat([seed_x, mmff_minimise(molecule.with_positions(flips), config.variant)[0]])
     )
     with torch.no_grad():
         energy = MMFFEnergy(molecule.rdkit_mol, variant=config.variant).double().energy(x)
