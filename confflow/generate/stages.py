@@ -51,6 +51,7 @@ __all__ = [
     "reference_data",
     "sample",
     "seeds",
+    "state_assignment",
     "train",
     "write_sdf",
 ]
@@ -172,12 +173,23 @@ def train(
         save_model(path, m, config, layout)
 
     if isinstance(model, StateMixture):
-        summary = train_states(model, data, torch.tensor(layout["energies"]), config)
+        entries = state_assignment(model, molecule)(data)
+        summary = train_states(model, data, torch.tensor(layout["energies"]), config, entries)
         layout["log_pi"] = model.log_pi.tolist()
     else:
         summary = train_model(model, training_data(model, data), config, keep)
     keep(model)
     return Trained(model, layout, summary)
+
+
+def state_assignment(model: StateMixture, molecule: Molecule) -> StateAssignment:
+    """The cells of the mixture's entries, by their references (mirror images for mirrors)."""
+    references = []
+    for k, sign in model.entries:
+        embedding = model.components[k].energy.embedding
+        x, _ = embedding.ic(embedding.z_ref.double()[None])
+        references.append(sign * x[0].cpu())
+    return StateAssignment(molecule, torch.stack(references))
 
 
 def sample(model: Model, molecule: Molecule, config: GenerateConfig) -> Ensemble:
@@ -187,14 +199,7 @@ def sample(model: Model, molecule: Molecule, config: GenerateConfig) -> Ensemble
     (:class:`~confflow.generate.states.StateAssignment`).
     """
     stereo = StereoCheck(molecule, seed=config.seed + 1)
-    assign = None
-    if isinstance(model, StateMixture):
-        references = []
-        for k, sign in model.entries:
-            embedding = model.components[k].energy.embedding
-            x, _ = embedding.ic(embedding.z_ref.double()[None])
-            references.append(sign * x[0].cpu())
-        assign = StateAssignment(molecule, torch.stack(references))
+    assign = state_assignment(model, molecule) if isinstance(model, StateMixture) else None
     return sample_ensemble(model, stereo, config.n, config.seed + 2, assign=assign)
 
 

@@ -22,7 +22,9 @@ from confflow.coordinates import TorsionalEmbedding
 from confflow.generate import GenerateConfig, GenerateError, run_generate
 from confflow.generate.data import seed_conformers
 from confflow.generate.model import build_model, load_model
+from confflow.generate.stages import state_assignment
 from confflow.generate.states import StateAssignment, check_rings, find_states
+from confflow.generate.training import _state_frames
 from confflow.models import StateMixture, local_entropy
 
 SIX = (1, 2, 3, 4, 5, 6)
@@ -210,3 +212,21 @@ def test_rigid_molecule_samples_both_chairs_with_harmonic_weights(tmp_path):
     reference = float(minima.population[substituent_position(minima.x, SIX, 1, 0)].sum())
     assert 0.3 < reference < 0.8  # MMFF94 puts fluorine axial more than half the time
     assert 1 / 1.5 < axial / reference < 1.5
+
+
+def test_each_state_learns_from_the_frames_in_its_own_cells(run):
+    molecule = Molecule.from_smiles("CC1CCCCC1")
+    model, _ = load_model(run.checkpoint, molecule, GenerateConfig("CC1CCCCC1", run.sdf))
+    assign = state_assignment(model, molecule)
+    frames, _ = seed_conformers(molecule, 64, 3)
+    entries = assign(frames)
+    own = _state_frames(model, frames, entries, min_frames=1)
+    plus = {k: e for e, (k, sign) in enumerate(model.entries) if sign == 1}
+    for k, x in enumerate(own):
+        held = sum(int((entries == e).sum()) for e, (c, _) in enumerate(model.entries) if c == k)
+        assert x.shape[0] == held
+        # mirror-image frames come back as the component's own conformers
+        assert set(assign(x).tolist()) <= {plus[k]}
+    # too few frames in a state's cells: it learns from all of them
+    every = _state_frames(model, frames, entries, min_frames=65)
+    assert all(x.shape[0] == 64 for x in every)
