@@ -12,7 +12,7 @@ __all__ = ["OBJECTIVE_NAMES", "TrainConfig"]
 
 #: The objectives :class:`~confflow.training.Trainer` knows
 #: (:mod:`confflow.training.objectives`).
-OBJECTIVE_NAMES = ("likelihood", "flow-matching")
+OBJECTIVE_NAMES = ("likelihood", "flow-matching", "fab")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,9 @@ class TrainConfig:
     IS-forward-KL`` mixes reverse KL with the importance-weighted forward KL on the same flow
     samples (:func:`~confflow.training.energy_loss`). ``"flow-matching"`` regresses the vector
     field of the flow's continuous layer on straight paths between base and data samples
-    (settings ``fm_*``).
+    (settings ``fm_*``). ``"fab"`` trains without data by the alpha-2 divergence, estimated by
+    annealed importance sampling towards ``p^2 / q`` with a prioritised replay buffer
+    (settings ``fab_*`` and ``kl_batch_size``; :mod:`confflow.training.fab`).
 
     Non-finite values: a step whose data batch, loss or gradient norm is not finite is
     skipped (no parameter update; the schedule still advances) and logged; after
@@ -35,7 +37,7 @@ class TrainConfig:
     objective.
 
     Attributes:
-        objective: ``"likelihood"`` or ``"flow-matching"``.
+        objective: ``"likelihood"``, ``"flow-matching"`` or ``"fab"``.
         steps: optimiser steps.
         batch_size: data samples per step (NLL term).
         kl_batch_size: flow samples per step (reverse-KL term).
@@ -67,6 +69,11 @@ class TrainConfig:
         fm_align: flow matching: align each data sample of positions to its base sample
             (Kabsch rotation, and Hungarian permutation of identical atoms when known).
         fm_align_iterations: flow matching: rotation/permutation alternations (``>= 1``).
+        fab_stages: FAB: AIS stages (intermediate densities, one HMC transition each).
+        fab_leapfrog: FAB: leapfrog steps per HMC transition.
+        fab_replay: FAB: buffer steps after each AIS step.
+        fab_buffer: FAB: samples the replay buffer keeps.
+        fab_accept: FAB: HMC acceptance rate the step sizes adapt to, in ``(0, 1)``.
     """
 
     objective: str = "likelihood"
@@ -94,6 +101,11 @@ class TrainConfig:
     fm_ot: bool = True
     fm_align: bool = True
     fm_align_iterations: int = 2
+    fab_stages: int = 8
+    fab_leapfrog: int = 4
+    fab_replay: int = 4
+    fab_buffer: int = 8192
+    fab_accept: float = 0.65
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVE_NAMES:
@@ -102,12 +114,19 @@ class TrainConfig:
                 f"{', '.join(OBJECTIVE_NAMES)}"
             )
         positive = ("steps", "batch_size", "kl_batch_size", "val_every", "val_batch_size")
-        positive += ("fm_align_iterations",)
+        positive += ("fm_align_iterations", "fab_stages", "fab_leapfrog", "fab_buffer")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"train.{name}: must be a positive integer, got {v!r}")
-        for name in ("warmup", "max_nonfinite", "patience", "checkpoint_every", "seed"):
+        for name in (
+            "warmup",
+            "max_nonfinite",
+            "patience",
+            "checkpoint_every",
+            "seed",
+            "fab_replay",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"train.{name}: must be a non-negative integer, got {v!r}")
@@ -119,6 +138,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 <= v <= 1):
                 raise ConfigError(f"train.{name}: must be in [0, 1], got {v!r}")
+        if not (isinstance(self.fab_accept, int | float) and 0 < self.fab_accept < 1):
+            raise ConfigError(f"train.fab_accept: must be in (0, 1), got {self.fab_accept!r}")
         if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
             raise ConfigError(f"train.weight_decay: must be >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.fm_sigma, int | float) and 0 <= self.fm_sigma < math.inf):

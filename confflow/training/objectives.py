@@ -12,6 +12,9 @@ model, early stopping, checkpoints and resume, and the policy for non-finite val
   the flow's one continuous layer (:class:`~confflow.transforms.CNF`), with minibatch optimal
   transport and, for positions, Kabsch/Hungarian alignment; see
   :mod:`confflow.training.flow_matching`.
+* ``"fab"`` (:class:`~confflow.training.fab.FAB`) — data-free training by the alpha-2
+  divergence, estimated by annealed importance sampling towards ``p^2 / q`` with HMC and a
+  prioritised replay buffer; see :mod:`confflow.training.fab`.
 
 A custom objective subclasses :class:`Objective` and is passed to the Trainer directly.
 """
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -28,13 +30,16 @@ from torch import Tensor, nn
 from confflow.distributions.flow import Flow
 from confflow.errors import InputError
 from confflow.reweighting import kish_ess
+from confflow.training.base import Objective, StepLoss
 from confflow.training.config import TrainConfig
+from confflow.training.fab import FAB
 from confflow.training.flow_matching import flow_matching_loss
 from confflow.training.losses import energy_loss, mixed_loss, nll_loss
 from confflow.transforms.base import Compose, Transform
 from confflow.transforms.continuous import CNF
 
 __all__ = [
+    "FAB",
     "OBJECTIVES",
     "FlowMatching",
     "LikelihoodEnergy",
@@ -43,54 +48,6 @@ __all__ = [
     "make_objective",
     "split_at_cnf",
 ]
-
-
-@dataclass
-class StepLoss:
-    """One step's loss.
-
-    Attributes:
-        loss: scalar loss (nats, or squared velocity for flow matching) to minimise.
-        logs: numbers to log for the step (``nll``, ``kl``, ``train_ess``, ``fm``, ...).
-        evaluations: target energy evaluations spent on the step.
-        skip: why the step must be skipped (a non-finite batch); ``None`` to take it.
-    """
-
-    loss: Tensor | None
-    logs: dict[str, float] = field(default_factory=dict)
-    evaluations: int = 0
-    skip: str | None = None
-
-
-class Objective:
-    """Base class: a loss per step and the validation number to minimise.
-
-    Attributes:
-        needs_data: the objective trains on data samples.
-        needs_target: the objective evaluates the target energy (a Boltzmann generator).
-    """
-
-    needs_data: bool = True
-    needs_target: bool = False
-
-    def step(self, model: nn.Module, batch: Tensor | None, generator: torch.Generator) -> StepLoss:
-        """The loss of one step.
-
-        Args:
-            model: a :class:`~confflow.models.BoltzmannGenerator` or a bare
-                :class:`~confflow.distributions.Flow`.
-            batch: ``[B, *event_shape]`` data samples (``None`` when not :attr:`needs_data`).
-            generator: RNG of this step's flow samples, times and noise.
-        """
-        raise NotImplementedError
-
-    def validation(self, model: nn.Module, data: Tensor, generator: torch.Generator) -> dict:
-        """Objective-specific validation numbers on held-out data (default: none)."""
-        return {}
-
-    def monitor(self, metrics: dict[str, float]) -> float:
-        """The validation number that decides the best model and early stopping."""
-        raise NotImplementedError
 
 
 class LikelihoodEnergy(Objective):
@@ -226,6 +183,7 @@ class FlowMatching(Objective):
 OBJECTIVES: dict[str, type[Objective]] = {
     "likelihood": LikelihoodEnergy,
     "flow-matching": FlowMatching,
+    "fab": FAB,
 }
 
 
