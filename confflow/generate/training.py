@@ -62,8 +62,10 @@ EVEN_BUDGET = 0.3
 #: Share of a state mixture's budget in its first round (every state); the rest goes to the
 #: states that limit the mixture's ESS most, after importance-sampling estimates.
 FIRST_ROUND = 0.6
-#: Seconds below which a state gets no second-round refinement.
-MIN_ROUND_S = 3.0
+#: Seconds below which a state gets no second-round refinement (its time goes to the others):
+#: a refinement runs at least one segment (100 steps, ~15 s for 50 atoms on 2 cores), so a
+#: smaller budget would overrun.
+MIN_ROUND_S = 15.0
 #: MD frames in a state's own cells below which it learns from all frames.
 MIN_STATE_FRAMES = 50
 #: Share of a state mixture's samples spread evenly over its entries.
@@ -332,6 +334,22 @@ def _variance_shares(population: Tensor, ess: Tensor) -> Tensor:
     return cost / cost.sum()
 
 
+def _second_round(shares: Tensor, seconds: float) -> list[tuple[int, float]]:
+    """``(state, seconds)`` of the second round, largest share first.
+
+    The states whose part of ``seconds`` would be below :data:`MIN_ROUND_S` are left out, the
+    smallest first, and their time goes to the others.
+    """
+    order = [k for k in torch.argsort(shares, descending=True).tolist() if float(shares[k]) > 0]
+    while order:
+        total = float(shares[order].sum())
+        plan = [(k, float(shares[k]) / total * seconds) for k in order]
+        if plan[-1][1] >= MIN_ROUND_S:
+            return plan
+        order.pop()
+    return []
+
+
 def _state_estimates(model: StateMixture, seed: int) -> tuple[Tensor, Tensor, Tensor]:
     """Importance-sampling ``log Z_k`` (nats), ``ESS_k`` and populations ``P_k`` (``[K]`` each)."""
     gen = torch.Generator(model.log_pi.device).manual_seed(seed)
@@ -415,10 +433,8 @@ def train_states(
         # what is left, less the final estimate (which costs as much as this one)
         left = deadline - 2 * time.perf_counter() + start
         shares = _variance_shares(population, ess) * torch.tensor(trainable)
-        for k in torch.argsort(shares, descending=True).tolist():
-            budget = float(shares[k] / shares.sum()) * left
-            if budget >= MIN_ROUND_S:
-                run(k, budget, False)
+        for k, budget in _second_round(shares, left):
+            run(k, budget, False)
     log_z, ess, population = _state_estimates(model, config.seed + 3)
     summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
     index = torch.tensor([k for k, _ in model.entries])

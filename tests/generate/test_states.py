@@ -24,7 +24,12 @@ from confflow.generate.data import seed_conformers
 from confflow.generate.model import build_model, load_model
 from confflow.generate.stages import state_assignment
 from confflow.generate.states import StateAssignment, check_rings, find_states
-from confflow.generate.training import _state_frames
+from confflow.generate.training import (
+    MIN_ROUND_S,
+    _second_round,
+    _state_frames,
+    _variance_shares,
+)
 from confflow.models import StateMixture, local_entropy
 
 SIX = (1, 2, 3, 4, 5, 6)
@@ -230,3 +235,15 @@ def test_each_state_learns_from_the_frames_in_its_own_cells(run):
     # too few frames in a state's cells: it learns from all of them
     every = _state_frames(model, frames, entries, min_frames=65)
     assert all(x.shape[0] == 64 for x in every)
+
+
+def test_second_round_time_goes_to_the_states_that_limit_the_ess():
+    # P_k / ESS_k: a well-trained major state costs less than a poor minor one
+    shares = _variance_shares(torch.tensor([0.8, 0.2]), torch.tensor([0.8, 0.05]))
+    torch.testing.assert_close(shares, torch.tensor([0.2, 0.8]))
+    plan = _second_round(torch.tensor([0.5, 0.3, 0.2]), 48.0)
+    # the smallest part (9.6 s) is below MIN_ROUND_S: its time goes to the others
+    assert [k for k, _ in plan] == [0, 1]
+    assert math.isclose(sum(t for _, t in plan), 48.0, rel_tol=1e-6)
+    assert all(t >= MIN_ROUND_S for _, t in plan)
+    assert _second_round(torch.tensor([0.5, 0.5]), MIN_ROUND_S / 2) == []
