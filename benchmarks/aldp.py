@@ -26,6 +26,12 @@ test split:
 * ``target_evaluations`` — energy evaluations of training validation and evaluation;
 * ``wall_s`` — total wall time.
 
+``--data-free`` trains without any MD frame: the internal-coordinate normalisation comes from
+the molecule (ideal bond lengths and angles), and the objective is FAB (the alpha-2 divergence
+by annealed importance sampling towards ``p^2 / q`` with HMC and a prioritised replay buffer,
+:mod:`confflow.training.fab`; ``--fab-stages``, ``--fab-leapfrog``); the MD data serve only for
+the evaluation. The best model is then the one with the largest validation ESS.
+
 Steps are set from a timing of the first steps so that the cosine schedule ends within the
 budget; the trainer also stops at the budget, or after ``--patience`` validations without a
 better validation loss (default 0: never), and the model with the best validation loss (the
@@ -128,6 +134,11 @@ def main() -> None:
         default=1,
         help="repeat the training frames with phi > 0 (the minor state) this many times",
     )
+    parser.add_argument(
+        "--data-free", action="store_true", help="FAB on the energy alone, no MD frame in training"
+    )
+    parser.add_argument("--fab-stages", type=int, default=TrainConfig.fab_stages)
+    parser.add_argument("--fab-leapfrog", type=int, default=TrainConfig.fab_leapfrog)
     parser.add_argument("--md-block", type=int, default=100)
     parser.add_argument(
         "--patience", type=int, default=0, help="validations without improvement (0: never stop)"
@@ -155,23 +166,27 @@ def main() -> None:
     )
     config = BGConfig(target_for_system(recipe.system), recipe.config.temperature, flow)
     torch.manual_seed(args.seed)
-    model = build_boltzmann_generator(config, data=train_x)
+    model = build_boltzmann_generator(config, data=None if args.data_free else train_x)
 
     # the settings that set the cost of a step, shared by the timing probe and the run
-    step_settings = dict(
-        batch_size=args.batch_size,
-        kl_weight=args.kl_weight,
-        kl_batch_size=args.kl_batch_size,
-        forward_weight=args.forward_weight,
-        cap_threshold=args.cap_threshold,
-        device=args.device,
-        progress=False,
-    )
+    step_settings = dict(kl_batch_size=args.kl_batch_size, device=args.device, progress=False)
+    if args.data_free:
+        step_settings.update(
+            objective="fab", fab_stages=args.fab_stages, fab_leapfrog=args.fab_leapfrog
+        )
+    else:
+        step_settings.update(
+            batch_size=args.batch_size,
+            kl_weight=args.kl_weight,
+            forward_weight=args.forward_weight,
+            cap_threshold=args.cap_threshold,
+        )
+    data = None if args.data_free else train_x
     # time a few steps on a copy to size the schedule to the budget
     probe = build_boltzmann_generator(model.config)
     probe_cfg = TrainConfig(steps=30, val_every=10_000, **step_settings)
     t0 = time.perf_counter()
-    Trainer(probe, probe_cfg, train_data=train_x).fit()
+    Trainer(probe, probe_cfg, train_data=data).fit()
     per_step = (time.perf_counter() - t0) / 30
     budget_s = 60 * args.budget
     steps = max(50, int(0.9 * budget_s / per_step))
@@ -187,8 +202,12 @@ def main() -> None:
         **step_settings,
     )
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="aldp-bench-"))
-    fit_x = oversampled(train_x, torsion(train_x.double(), ALDP_PHI) > 0, args.oversample_phi_pos)
-    trainer = Trainer(model, train_cfg, fit_x, val_x, out_dir)
+    if args.data_free:
+        trainer = Trainer(model, train_cfg, None, None, out_dir)
+    else:
+        rare = torsion(train_x.double(), ALDP_PHI) > 0
+        fit_x = oversampled(train_x, rare, args.oversample_phi_pos)
+        trainer = Trainer(model, train_cfg, fit_x, val_x, out_dir)
     result = trainer.fit(resume=False, max_seconds=budget_s - (time.perf_counter() - t0))
     train_s = time.perf_counter() - start
     best = read_checkpoint(out_dir / "best.pt")
@@ -235,6 +254,7 @@ def main() -> None:
         "dataset": args.dataset,
         "reference": args.reference,
         "budget_min": args.budget,
+        "data_free": args.data_free,
         "steps": result.step,
         "best_step": int(best["step"]),
         "stopped_early": result.stopped_early,

@@ -102,7 +102,10 @@ class FAB(Objective):
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.buffer = ReplayBuffer(config.fab_buffer)
-        self.step_sizes = StepSizes(config.fab_stages, initial=0.1, target=config.fab_accept)
+        # a fast adaptation: 0.1 suits torsions (rad) and is too large for positions (nm)
+        self.step_sizes = StepSizes(
+            config.fab_stages, initial=0.1, target=config.fab_accept, rate=0.5
+        )
         self.calls = 0
 
     def _ais(self, model: nn.Module, generator: torch.Generator) -> StepLoss:
