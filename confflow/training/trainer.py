@@ -273,14 +273,15 @@ class Trainer:
         """A detached copy of the model's parameters and buffers (for ``load_state_dict``)."""
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def fit_more(self, steps: int) -> TrainResult:
+    def fit_more(self, steps: int, max_seconds: float | None = None) -> TrainResult:
         """Trains ``steps`` more steps in memory: ``config.steps`` grows, nothing is resumed.
 
         The learning-rate schedule is evaluated at the new ``config.steps``, so a constant
-        schedule (``min_lr_ratio = 1``) is the one that does not jump.
+        schedule (``min_lr_ratio = 1``) is the one that does not jump. ``max_seconds`` stops
+        (and validates) earlier, as in :meth:`fit`.
         """
         self.config = replace(self.config, steps=self.step + steps)
-        return self.fit(resume=False)
+        return self.fit(resume=False, max_seconds=max_seconds)
 
     # ------------------------------------------------------------------ the loop
     def fit(
