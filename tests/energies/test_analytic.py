@@ -61,3 +61,20 @@ def test_bad_arguments():
         GaussianMixtureEnergy(torch.zeros(2, 2), torch.ones(2), torch.ones(3))
     with pytest.raises(ValueError, match=r"expected positions of shape \[B, 2\]"):
         DoubleWell(dim=2).energy(torch.zeros(4, 3))
+
+
+def test_double_well_samples_follow_the_density():
+    well = DoubleWell(dim=3, a=1.0, b=6.0, c=1.0)
+    x = well.sample(200_000, torch.Generator().manual_seed(0))
+    assert x.shape == (200_000, 3) and x.dtype == torch.float64
+    s = np.linspace(-6.0, 6.0, 600_001)
+    p = np.exp(-(s**4 - 6.0 * s**2 + s))
+    right = float(p[s > 0].sum() / p.sum())
+    se = math.sqrt(right * (1 - right) / x.shape[0])
+    assert abs(float((x[:, 0] > 0).double().mean()) - right) < 4 * se
+    # x0's second moment against quadrature; the other coordinates standard normal
+    m2 = float((p * s**2).sum() / p.sum())
+    assert abs(float(x[:, 0].square().mean()) - m2) < 0.02 * m2
+    torch.testing.assert_close(
+        x[:, 1:].var(0), torch.ones(2, dtype=torch.float64), atol=0.02, rtol=0
+    )

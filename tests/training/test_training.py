@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy import integrate
 
+from confflow.energies.analytic import DoubleWell
 from confflow.models import BGConfig, TargetConfig, build_boltzmann_generator
 from confflow.reweighting import free_energy_difference, kish_ess
 from confflow.training import (
@@ -30,12 +31,7 @@ B, C = 6.0, 1.0
 SMALL_FLOW = {"layers": 4, "hidden": [32, 32], "bins": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small networks: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(dim: int = 2):
@@ -53,13 +49,7 @@ def _true_delta_f() -> float:
 
 
 def _exact_samples(n: int, seed: int) -> torch.Tensor:
-    """Exact samples: x0 by inverse CDF on a fine grid, x1 standard normal."""
-    grid = torch.linspace(-4, 4, 400_001, dtype=torch.float64)
-    cdf = torch.cumsum(torch.exp(-(grid**4 - B * grid**2 + C * grid)), 0)
-    cdf = cdf / cdf[-1]
-    gen = torch.Generator().manual_seed(seed)
-    x0 = grid[torch.searchsorted(cdf, torch.rand(n, generator=gen, dtype=torch.float64))]
-    return torch.stack([x0, torch.randn(n, generator=gen, dtype=torch.float64)], 1).float()
+    return DoubleWell(dim=2, b=B, c=C).sample(n, torch.Generator().manual_seed(seed)).float()
 
 
 def _check_known_answer(model) -> None:
