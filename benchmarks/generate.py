@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--limit", type=int, default=None, help="only the first N molecules")
     parser.add_argument("--start", type=int, default=0, help="skip the first N molecules")
+    parser.add_argument("--names", nargs="+", default=None, help="only these molecules")
     parser.add_argument("--budget", type=float, default=None, help="override the budget (s)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
@@ -87,6 +88,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     text = (SETS / f"{args.set}.smi").read_text().splitlines()
     lines = [line.split() for line in text if line.strip() and not line.startswith("#")]
+    if args.names:
+        lines = [line for line in lines if line[1] in args.names]
     lines = lines[args.start :]
     lines = lines[: args.limit] if args.limit else lines
     rows = []
