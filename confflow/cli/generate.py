@@ -36,7 +36,9 @@ def generate(
         str,
         typer.Option(
             help="'torsional' (a flow over the rotatable torsions), 'cartesian' "
-            "(all internal coordinates) or 'auto' (torsional if any bond rotates)."
+            "(spline couplings over all internal coordinates), another family over all "
+            "coordinates ('maf', 'iaf', 'cnf', 'egnn-cnf', 'e3nn-cnf') or 'auto' "
+            "(torsional if any bond rotates)."
         ),
     ] = "auto",
     relax_steps: Annotated[

@@ -9,12 +9,15 @@ from typing import Any, Literal
 
 from confflow.errors import InputError
 
-__all__ = ["ENERGIES", "MODELS", "RELAX_STEPS", "GenerateConfig", "GenerateError"]
+__all__ = ["ENERGIES", "FAMILY_MODELS", "MODELS", "RELAX_STEPS", "GenerateConfig", "GenerateError"]
 
 #: Force fields ``--energy`` accepts, mapped to the MMFF variant names of confflow.energies.
 ENERGIES: dict[str, Literal["MMFF94", "MMFF94s"]] = {"mmff94": "MMFF94", "mmff94s": "MMFF94s"}
+#: Families of the model registry that ``--model`` takes by name, as Cartesian models: over
+#: internal coordinates (``maf``, ``iaf``, ``cnf``) or positions (``egnn-cnf``, ``e3nn-cnf``).
+FAMILY_MODELS = ("maf", "iaf", "cnf", "egnn-cnf", "e3nn-cnf")
 #: Models ``--model`` accepts (see :mod:`confflow.generate.model`).
-MODELS = ("auto", "torsional", "cartesian")
+MODELS = ("auto", "torsional", "cartesian", *FAMILY_MODELS)
 #: Default relaxation steps of the torsional model's local structure (see ``relax_steps``).
 RELAX_STEPS = 4
 
@@ -42,8 +45,10 @@ class GenerateConfig:
         t_max: K, highest temperature of the ladder.
         energy: ``"mmff94"`` or ``"mmff94s"``.
         model: ``"torsional"`` (a flow over the free torsions; see ``relax_steps``),
-            ``"cartesian"`` (all internal coordinates) or ``"auto"`` (torsional when the
-            molecule has a rotatable bond, else Cartesian); see :mod:`confflow.generate.model`.
+            ``"cartesian"`` (spline couplings over all internal coordinates), another family
+            of the registry over all coordinates (:data:`FAMILY_MODELS`) or ``"auto"``
+            (torsional when the molecule has a rotatable bond, else Cartesian); see
+            :mod:`confflow.generate.model`.
         relax_steps: torsional model: preconditioned gradient steps that relax the local
             structure (bonds, angles, rigid torsions) at each torsion set before its energy is
             taken (:class:`~confflow.energies.LocalRelaxation`; 0: the lowest-energy seed's

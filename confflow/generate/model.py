@@ -1,10 +1,13 @@
 """Stage 3: the Boltzmann generator of the molecule — build, save, load.
 
-Two models, chosen by ``GenerateConfig.model``:
+The model is chosen by ``GenerateConfig.model``:
 
 * ``"cartesian"``: the standard confflow generator over all ``3N-6`` normalised
   internal coordinates (:mod:`confflow.models.builder`); the target is the full MMFF
-  Boltzmann distribution, hard to match in minutes of CPU training.
+  Boltzmann distribution, hard to match in minutes of CPU training. The other families of the
+  registry model the same target by name (``--model maf``, ``iaf``, ``cnf`` over internal
+  coordinates; ``egnn-cnf``, ``e3nn-cnf`` over positions, their base's scale from the MD
+  frames), trained alike.
 * ``"torsional"`` (what the default ``"auto"`` picks whenever a bond rotates): a flow over
   the free torsions (one per rotatable bond, hydrogen rotors included)
   (:class:`~confflow.coordinates.TorsionalEmbedding`). Its target is the MMFF energy at each
@@ -21,8 +24,8 @@ Two models, chosen by ``GenerateConfig.model``:
   :mod:`confflow.generate.states`): a :class:`~confflow.models.StateMixture` of torsional
   models, one per state, each with that state's reference structure.
 
-Both are built by the one builder of :mod:`confflow.models` (the ``coupling`` and ``torsional``
-families) from *this* run's SMILES, largest-fragment choice and MMFF variant.
+All are built by the one builder of :mod:`confflow.models` from *this* run's SMILES,
+largest-fragment choice and MMFF variant.
 
 Training within the budget is :mod:`confflow.generate.training`.
 """
@@ -48,7 +51,7 @@ from confflow.coordinates import (
     structurally_rigid,
 )
 from confflow.energies import TorsionalEnergy
-from confflow.generate.config import GenerateConfig, GenerateError
+from confflow.generate.config import FAMILY_MODELS, GenerateConfig, GenerateError
 from confflow.generate.states import check_rings, find_states
 from confflow.models import (
     BGConfig,
@@ -101,6 +104,8 @@ def _fingerprint(molecule: Molecule, variant: str) -> str:
 def resolve_model(molecule: Molecule, config: GenerateConfig) -> str:
     """``config.model`` with ``"auto"`` resolved: torsional if any bond rotates, else Cartesian.
 
+    A family of :data:`~confflow.generate.config.FAMILY_MODELS` is returned as it is.
+
     Raises:
         GenerateError: ``"torsional"`` for a molecule without rotatable bonds, or a torsional
             model for a macrocycle.
@@ -132,7 +137,9 @@ def model_layout(molecule: Molecule, config: GenerateConfig, seed_x: Tensor, dat
         ``{"model": "states", "references": [...], "entries": [[k, sign], ...],
         "log_pi": [...], "energies": [...], "found": int, "left_out": int,
         "relax_steps": int, "rigid_bonds": [[a, b], ...]}`` or
-        ``{"model": "cartesian", "normalization": {"mean", "std", "rigid"}}``.
+        ``{"model": "cartesian", "normalization": {"mean", "std", "rigid"}}`` (with
+        ``"family"`` for ``maf``, ``iaf`` and ``cnf``), or for the equivariant families
+        ``{"model": "cartesian", "family": "egnn-cnf", "options": {"std": nm}}``.
     """
     steps = config.relax_steps
     kind = resolve_model(molecule, config)
@@ -167,12 +174,20 @@ def model_layout(molecule: Molecule, config: GenerateConfig, seed_x: Tensor, dat
         if config.states:
             layout["rigid_bonds"] = rigid
         return layout
+    family = kind if kind in FAMILY_MODELS else "coupling"
+    if family in ("egnn-cnf", "e3nn-cnf"):
+        x = data.to(torch.float64)
+        std = float((x - x.mean(1, keepdim=True)).std())
+        return {"model": "cartesian", "family": family, "options": {"std": std}}
     ic = InternalCoordinates(ZMatrix.from_molecule(molecule))
     z, _ = ic.inverse(data.to(torch.float64))
     # rotors stay circular even where the short MD did not cross their barriers
     rigid = structurally_rigid(molecule, ic)
     norm = InternalNormalization.from_data(z, ic.latent_domain, rigid=rigid)
-    return {"model": "cartesian", "normalization": norm.stats()}
+    layout = {"model": "cartesian", "normalization": norm.stats()}
+    if family != "coupling":
+        layout["family"] = family
+    return layout
 
 
 def _mixture(molecule: Molecule, config: GenerateConfig, layout: dict) -> StateMixture:
@@ -237,7 +252,9 @@ def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Mod
         }
         flow = dataclasses.replace(FLOW, family="torsional", options=options)
     else:
-        normalization = layout["normalization"]
+        normalization = layout.get("normalization")
+        family = layout.get("family", "coupling")
+        flow = dataclasses.replace(FLOW, family=family, options=layout.get("options", {}))
     bg_config = BGConfig(
         TargetConfig("smiles", params),
         temperature=config.temperature,

@@ -43,7 +43,8 @@ def model_facts(model: Model, layout: dict) -> dict[str, Any]:
         ``{"model": kind, "target": str, "relax_steps": int, "free_torsions": [[a, b, c, d],
         ...]}`` (no free torsions for the Cartesian model), plus ``"states"`` (per entry:
         ``state``, ``mirror``, ``reference_energy_kJ_mol``, ``local_entropy``, ``pi``),
-        ``states_found`` and ``states_left_out`` for a state mixture.
+        ``states_found`` and ``states_left_out`` for a state mixture, ``"family"`` (of the
+        model registry) for a Cartesian model.
     """
     kind = model_kind(model)
     free = []
@@ -53,6 +54,8 @@ def model_facts(model: Model, layout: dict) -> dict[str, Any]:
         free = [list(t) for t in model.energy.embedding.torsions]
     steps = int(layout.get("relax_steps", 0))
     facts = {"model": kind, "target": TARGETS[kind], "relax_steps": steps, "free_torsions": free}
+    if kind == "cartesian":
+        facts["family"] = model.config.flow.family
     if kind == "states":
         facts["states"] = [
             {

@@ -15,6 +15,9 @@ Training, within ``budget`` seconds of wall time:
    samples is measured, the best model by ESS is kept and the refinement stops early when the
    ESS has not improved for ``patience`` segments (:data:`SCHEDULES`).
 
+The continuous families (``--model cnf``, ``egnn-cnf``, ``e3nn-cnf``) train by flow matching
+on the frames for the whole budget instead (:data:`FLOW_MATCHING_FAMILIES`).
+
 A :class:`~confflow.models.StateMixture` trains each state's torsional model this way
 (:func:`train_states`) on the MD frames of its own state, in two rounds: first every state with
 a share of the budget that is partly even, partly the state's expected population
@@ -62,6 +65,11 @@ EVEN_BUDGET = 0.3
 #: Share of a state mixture's budget in its first round (every state); the rest goes to the
 #: states that limit the mixture's ESS most, after importance-sampling estimates.
 FIRST_ROUND = 0.6
+#: Families trained by flow matching on the frames (their exact likelihood needs an ODE solve
+#: with the divergence's trace, too dear for maximum likelihood or reverse KL on a CPU).
+FLOW_MATCHING_FAMILIES = ("cnf", "egnn-cnf", "e3nn-cnf")
+#: Flow samples of the ESS check at the end of flow matching.
+FLOW_MATCHING_ESS_SAMPLES = 64
 #: Seconds below which a state gets no second-round refinement (its time goes to the others):
 #: a refinement starts with an ESS check of 1,024 relaxed samples (seconds for 50 atoms on 2
 #: cores), which a shorter part would mostly spend.
@@ -137,13 +145,30 @@ class TrainingSummary:
     states: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
-def _maximum_likelihood(trainer: Trainer, deadline: float) -> None:
+def _maximum_likelihood(
+    model: BoltzmannGenerator,
+    train: Tensor,
+    val: Tensor,
+    common: dict,
+    batch: int,
+    summary: TrainingSummary,
+    deadline: float,
+) -> None:
     """Maximum likelihood in checks of :data:`ML_CHECK` steps until ``deadline``.
 
     Stops after :data:`ML_PATIENCE` checks without a lower validation NLL (a few hundred MD
     frames are overfitted within seconds) and leaves the model of the lowest one.
     """
-    model = trainer.model
+    config = TrainConfig(
+        steps=ML_CHECK,
+        batch_size=batch,
+        lr=2e-3,
+        warmup=ML_CHECK,
+        min_lr_ratio=1.0,
+        val_every=ML_CHECK,
+        val_batch_size=256,
+    )
+    trainer = Trainer(model, dataclasses.replace(config, **common), train, val)
     best, best_state, since_best = math.inf, None, 0
     while True:
         start = time.perf_counter()
@@ -161,7 +186,9 @@ def _maximum_likelihood(trainer: Trainer, deadline: float) -> None:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-        trainer.metrics["val_nll"] = best
+    summary.nll_steps = trainer.step
+    summary.target_evaluations += trainer.evaluations  # validation ESS samples
+    summary.val_nll = best
 
 
 def _refine_trainer(
@@ -259,33 +286,51 @@ def train_model(
     batch = min(256, train.shape[0])
     common = {"seed": config.seed, "device": config.device, "progress": config.progress}
     common["checkpoint_every"] = 0
-    nll_config = TrainConfig(
-        steps=ML_CHECK,
-        batch_size=batch,
-        lr=2e-3,
-        warmup=ML_CHECK,
-        min_lr_ratio=1.0,
-        val_every=ML_CHECK,
-        val_batch_size=256,
-    )
     summary = TrainingSummary()
-    plan = SCHEDULES[model_kind(model)]
-    trainer = Trainer(model, dataclasses.replace(nll_config, **common), train, val)
-    if maximum_likelihood:
-        _maximum_likelihood(trainer, time.perf_counter() + plan.nll_share * config.budget)
-        summary.nll_steps = trainer.step
-        summary.target_evaluations += trainer.evaluations  # validation ESS samples
-        summary.val_nll = float(trainer.metrics.get("val_nll", float("nan")))
-        if on_checkpoint is not None:
-            on_checkpoint(model)
-    with torch.no_grad():
-        u_min = float(model.reduced_energy(train[:256].to(trainer.device)).min())
-    cap = u_min + CAP_ABOVE_MIN
-    _refine(model, train, cap, common, batch, summary, plan, deadline)
+    if model.config.flow.family in FLOW_MATCHING_FAMILIES:
+        _flow_matching(model, train, common, batch, summary, deadline)
+    else:
+        plan = SCHEDULES[model_kind(model)]
+        if maximum_likelihood:
+            ml_deadline = time.perf_counter() + plan.nll_share * config.budget
+            _maximum_likelihood(model, train, val, common, batch, summary, ml_deadline)
+            if on_checkpoint is not None:
+                on_checkpoint(model)
+        with torch.no_grad():
+            device = next(model.flow.parameters()).device
+            u_min = float(model.reduced_energy(train[:256].to(device)).min())
+        _refine(model, train, u_min + CAP_ABOVE_MIN, common, batch, summary, plan, deadline)
     model.eval()
     if on_checkpoint is not None:
         on_checkpoint(model)
     return summary
+
+
+def _flow_matching(
+    model: BoltzmannGenerator,
+    train: Tensor,
+    common: dict,
+    batch: int,
+    summary: TrainingSummary,
+    deadline: float,
+) -> None:
+    """Flow matching on the frames until ``deadline``, then the ESS of a few flow samples."""
+    config = TrainConfig(
+        objective="flow-matching",
+        steps=10**9,
+        batch_size=batch,
+        lr=1e-3,
+        warmup=20,
+        min_lr_ratio=1.0,
+        val_every=10**9,
+        val_batch_size=FLOW_MATCHING_ESS_SAMPLES,
+    )
+    trainer = Trainer(model, dataclasses.replace(config, **common), train, None)
+    result = trainer.fit(resume=False, max_seconds=max(0.0, deadline - time.perf_counter()))
+    summary.nll_steps = result.step  # the data steps
+    summary.best_ess = float(result.metrics.get("ess", 0.0))
+    summary.ess_history.append(summary.best_ess)
+    summary.target_evaluations += trainer.evaluations
 
 
 def _budget_shares(model: StateMixture, energies: Tensor) -> Tensor:

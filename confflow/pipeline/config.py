@@ -39,7 +39,8 @@ class PipelineConfig:
         seed: seed of every random stage.
         device: training and sampling device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
         largest_fragment: keep the largest fragment of a salt or mixture.
-        model: ``"auto"``, ``"torsional"`` or ``"cartesian"`` (``confflow generate --model``).
+        model: as ``confflow generate --model``: ``"auto"``, ``"torsional"``, ``"cartesian"``
+            or a family of :data:`~confflow.generate.config.FAMILY_MODELS`.
         relax_steps: relaxation steps of the torsional generators' local structure (see
             ``confflow generate --relax-steps``; 0: the seed's frozen structure).
         unique: heavy-atom RMSD in nm that merges samples into one conformer, as
