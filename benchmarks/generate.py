@@ -129,7 +129,12 @@ def main() -> None:
                     "model": report["model"],
                     "states_found": report.get("states_found", 1),
                     "states": [
-                        [s["state"], s["mirror"], round(s["population"], 4)] for s in states
+                        [
+                            s["state"],
+                            ("m" if s["mirror"] else "") + ("p" if s.get("relabelled") else ""),
+                            round(s["population"], 4),
+                        ]
+                        for s in states
                     ],
                     "timings_s": {k: round(v, 1) for k, v in result.timings.items()},
                     "ess": result.ess,
@@ -154,7 +159,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         if r["completed"]:
-            pops = " ".join(f"{k}{'m' if m else ''}:{p:.3f}" for k, m, p in r["states"]) or "1"
+            pops = " ".join(f"{k}{image}:{p:.3f}" for k, image, p in r["states"]) or "1"
             print(
                 f"| {r['name']} | {r['rotatable']} | {100 * r['ess']:.2f} | {r['seconds']:.0f} | "
                 f"{pops} | {r['stereo_rejected']} | {r['kept']}/{r['written']} |"

@@ -134,7 +134,8 @@ def model_layout(molecule: Molecule, config: GenerateConfig, seed_x: Tensor, dat
     Returns:
         ``{"model": "torsional", "reference": [[x, y, z], ...], "relax_steps": int}`` (with
         ``"rigid_bonds"``, the isomer bonds held at the reference, when states are searched),
-        ``{"model": "states", "references": [...], "entries": [[k, sign], ...],
+        ``{"model": "states", "references": [...], "entries": [[k, sign, p], ...],
+        "permutations": [[...N atom indices...], ...],
         "log_pi": [...], "energies": [...], "found": int, "left_out": int,
         "relax_steps": int, "rigid_bonds": [[a, b], ...]}`` or
         ``{"model": "cartesian", "normalization": {"mean", "std", "rigid"}}`` (with
@@ -154,13 +155,13 @@ def model_layout(molecule: Molecule, config: GenerateConfig, seed_x: Tensor, dat
     rigid = [[c, x] for _, c, x, _ in elements.isomer_bonds]
     if (kind == "torsional" or rigid_states) and config.states:
         states = find_states(molecule, seed_x, config)
-        several = len(states.mirrored) > 1
-        if several or (states.mirrored[0] and kind == "torsional"):
-            entries = states.entries()
+        entries = states.entries()
+        if len(states.images) > 1 or (len(entries) > 1 and kind == "torsional"):
             return {
                 "model": "states",
                 "references": states.references.tolist(),
                 "entries": [list(e) for e in entries],
+                "permutations": states.permutations.tolist(),
                 "log_pi": [0.0] * len(entries),
                 "energies": states.energies.tolist(),
                 "found": states.found,
@@ -208,9 +209,13 @@ def _mixture(molecule: Molecule, config: GenerateConfig, layout: dict) -> StateM
         for r in layout["references"]
     ]
     corrections = [local_entropy(c.energy) for c in components]
-    entries = [(int(k), int(sign)) for k, sign in layout["entries"]]
+    entries = [tuple(int(v) for v in e) for e in layout["entries"]]
     log_pi = torch.tensor(layout["log_pi"], dtype=torch.float64)
-    return StateMixture(components, entries, log_pi, torch.tensor(corrections, dtype=torch.float64))
+    corrections = torch.tensor(corrections, dtype=torch.float64)
+    # layouts from before atom relabellings have (state, sign) entries and no permutations
+    perms = layout.get("permutations")
+    perms = None if perms is None else torch.tensor(perms, dtype=torch.long)
+    return StateMixture(components, entries, log_pi, corrections, perms)
 
 
 def build_model(molecule: Molecule, config: GenerateConfig, layout: dict) -> Model:

@@ -42,7 +42,8 @@ def model_facts(model: Model, layout: dict) -> dict[str, Any]:
     Returns:
         ``{"model": kind, "target": str, "relax_steps": int, "free_torsions": [[a, b, c, d],
         ...]}`` (no free torsions for the Cartesian model), plus ``"states"`` (per entry:
-        ``state``, ``mirror``, ``reference_energy_kJ_mol``, ``local_entropy``, ``pi``),
+        ``state``, ``mirror``, ``relabelled`` (an image by a graph automorphism),
+        ``reference_energy_kJ_mol``, ``local_entropy``, ``pi``),
         ``states_found`` and ``states_left_out`` for a state mixture, ``"family"`` (of the
         model registry) for a Cartesian model.
     """
@@ -61,11 +62,12 @@ def model_facts(model: Model, layout: dict) -> dict[str, Any]:
             {
                 "state": k,
                 "mirror": sign < 0,
+                "relabelled": p > 0,
                 "reference_energy_kJ_mol": float(layout["energies"][k]),
                 "local_entropy": float(model.corrections[k]),
                 "pi": float(model.log_pi[e].exp()),
             }
-            for e, (k, sign) in enumerate(model.entries)
+            for e, (k, sign, p) in enumerate(model.entries)
         ]
         facts["states_found"] = int(layout["found"])
         facts["states_left_out"] = int(layout["left_out"])

@@ -183,12 +183,12 @@ def train(
 
 
 def state_assignment(model: StateMixture, molecule: Molecule) -> StateAssignment:
-    """The cells of the mixture's entries, by their references (mirror images for mirrors)."""
+    """The cells of the mixture's entries, by their references' images."""
     references = []
-    for k, sign in model.entries:
+    for e, (k, _, _) in enumerate(model.entries):
         embedding = model.components[k].energy.embedding
         x, _ = embedding.ic(embedding.z_ref.double()[None])
-        references.append(sign * x[0].cpu())
+        references.append(model.to_entry(e, x)[0].cpu())
     return StateAssignment(molecule, torch.stack(references))
 
 

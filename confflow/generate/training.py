@@ -338,7 +338,8 @@ def _budget_shares(model: StateMixture, energies: Tensor) -> Tensor:
 
     The estimate uses the references' energies (kJ/mol), local entropies and images.
     """
-    images = torch.bincount(torch.tensor([k for k, _ in model.entries]), minlength=len(energies))
+    images = torch.tensor([k for k, _, _ in model.entries])
+    images = torch.bincount(images, minlength=len(energies))
     log_p = -energies.double() / kT(model.temperature) + model.corrections.cpu() + images.log()
     return EVEN_BUDGET / len(energies) + (1 - EVEN_BUDGET) * torch.softmax(log_p, 0)
 
@@ -351,15 +352,15 @@ def _state_frames(
 ) -> list[Tensor]:
     """Each component's training frames ``[M_k, N, 3]`` (nm).
 
-    The frames in the component's own cells (mirrored back for mirror entries) where there are
+    The frames in the component's own cells (mapped back from each image) where there are
     at least ``min_frames`` of them, else all frames: the MD crosses low barriers (amine
     inversion) often, and the torsions of another state's frames are not this state's.
     """
     out = []
     for k in range(len(model.components)):
         own = [
-            sign * frames[frame_entries == e]
-            for e, (c, sign) in enumerate(model.entries)
+            model.from_entry(e, frames[frame_entries == e])
+            for e, (c, _, _) in enumerate(model.entries)
             if c == k and frame_entries is not None
         ]
         mine = torch.cat(own) if own else frames[:0]
@@ -397,7 +398,7 @@ def _state_estimates(model: StateMixture, seed: int) -> tuple[Tensor, Tensor, Te
     """Importance-sampling ``log Z_k`` (nats), ``ESS_k`` and populations ``P_k`` (``[K]`` each)."""
     gen = torch.Generator(model.log_pi.device).manual_seed(seed)
     log_z, ess = model.log_partition(STATE_ESTIMATE_SAMPLES, gen)
-    index = torch.tensor([k for k, _ in model.entries])
+    index = torch.tensor([k for k, _, _ in model.entries])
     population = torch.zeros(len(log_z), dtype=torch.float64).index_add(
         0, index, torch.softmax(log_z[index], 0)
     )
@@ -480,7 +481,7 @@ def train_states(
             run(k, budget, False)
     log_z, ess, population = _state_estimates(model, config.seed + 3)
     summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
-    index = torch.tensor([k for k, _ in model.entries])
+    index = torch.tensor([k for k, _, _ in model.entries])
     entry_population = torch.softmax(log_z[index], 0)
     model.set_log_weights(((1 - EVEN_SHARE) * entry_population + EVEN_SHARE / len(index)).log())
     summary.best_ess = float(1.0 / (population / ess.clamp_min(1e-12)).sum())

@@ -18,7 +18,9 @@ from confflow.chem import Molecule
 from confflow.chem.conformation import substituent_position
 from confflow.chem.minima import harmonic_minima
 from confflow.chem.states import StateElements, state_descriptor
+from confflow.chem.stereo import rdkit_stereo_kept
 from confflow.coordinates import TorsionalEmbedding
+from confflow.energies import MMFFEnergy
 from confflow.generate import GenerateConfig, GenerateError, run_generate
 from confflow.generate.data import seed_conformers
 from confflow.generate.model import build_model, load_model
@@ -61,6 +63,29 @@ def test_secondary_amide_gets_its_cis_state_from_the_flip_proposal():
 def test_chiral_molecule_has_no_mirror_states():
     _, states = _states("CC(=O)N1CCC[C@H]1C(=O)OC")
     assert len(states.mirrored) >= 2 and not any(states.mirrored)
+
+
+def test_relabelled_ring_states_share_one_flow():
+    """A symmetric ring's chairs with the substituent on either arm are one state relabelled."""
+    molecule, states = _states("C[C@@H](O)C1(O)CCCCC1")
+    assert not any(states.mirrored)  # chiral: no mirror images
+    relabelled = [(k, sign, p) for k, sign, p in states.entries() if p > 0]
+    assert relabelled, "the ring's two arms swap: some state has a relabelled image"
+    mmff = MMFFEnergy(molecule.rdkit_mol).double()
+    for k, sign, p in relabelled:
+        perm = states.permutations[p]
+        # a graph automorphism: every bond maps onto a bond, the energy is the same
+        bonds = {tuple(sorted(b)) for b in molecule.bonds}
+        assert {tuple(sorted((int(perm[a]), int(perm[b])))) for a, b in bonds} == bonds
+        image = states.image(k, sign, p)
+        torch.testing.assert_close(
+            mmff.energy(image[None]), mmff.energy(states.references[k][None]), rtol=1e-9, atol=0
+        )
+    # every image lands in its own cell, and the input's stereo is kept
+    refs = torch.stack([states.image(*e) for e in states.entries()])
+    assign = StateAssignment(molecule, refs)
+    assert assign(refs).tolist() == list(range(len(refs)))
+    assert bool(rdkit_stereo_kept(molecule, refs).all())
 
 
 def test_macrocycle_is_refused_naming_the_ring():
@@ -145,12 +170,12 @@ def test_state_mixture_log_prob_is_the_sampled_density(run):
     with torch.no_grad():
         x, entry = model.sample(64, gen)
         log_q = model.log_prob(x, entry)
-        for e, (k, sign) in enumerate(model.entries):
+        for e, (k, _, _) in enumerate(model.entries):
             rows = entry == e
             component = model.components[k]
-            theta = component.energy.embedding.project(sign * x[rows])
+            theta = component.energy.embedding.project(model.from_entry(e, x[rows]))
             # the torsions rebuild the conformer: positions are a function of them
-            again = sign * component.energy.positions(theta)
+            again = model.to_entry(e, component.energy.positions(theta))
             torch.testing.assert_close(again, x[rows], atol=1e-5, rtol=0)
             direct = model.log_pi[e] + component.log_prob(theta.float()).double()
             torch.testing.assert_close(log_q[rows], direct)
@@ -159,7 +184,7 @@ def test_state_mixture_log_prob_is_the_sampled_density(run):
 def test_entry_references_are_assigned_to_their_own_states():
     molecule, states = _states("CC1CCCCC1")
     entries = states.entries()
-    refs = torch.stack([sign * states.references[k] for k, sign in entries])
+    refs = torch.stack([states.image(*e) for e in entries])
     assign = StateAssignment(molecule, refs)
     assert assign(refs).tolist() == list(range(len(entries)))
     # a methyl-axial conformer is not in an equatorial state: the minima of other states land
@@ -226,9 +251,9 @@ def test_each_state_learns_from_the_frames_in_its_own_cells(run):
     frames, _ = seed_conformers(molecule, 64, 3)
     entries = assign(frames)
     own = _state_frames(model, frames, entries, min_frames=1)
-    plus = {k: e for e, (k, sign) in enumerate(model.entries) if sign == 1}
+    plus = {k: e for e, (k, sign, p) in enumerate(model.entries) if sign == 1 and p == 0}
     for k, x in enumerate(own):
-        held = sum(int((entries == e).sum()) for e, (c, _) in enumerate(model.entries) if c == k)
+        held = sum(int((entries == e).sum()) for e, (c, _, _) in enumerate(model.entries) if c == k)
         assert x.shape[0] == held
         # mirror-image frames come back as the component's own conformers
         assert set(assign(x).tolist()) <= {plus[k]}
