@@ -36,8 +36,9 @@ from confflow.generate.model import (
     training_data,
 )
 from confflow.generate.molecule import load_molecule
+from confflow.generate.state_training import train_states
 from confflow.generate.states import STATE_SEEDS, StateAssignment
-from confflow.generate.training import TrainingSummary, train_model, train_states
+from confflow.generate.training import TrainingSummary, train_model
 from confflow.generate.writers import write_ensemble_sdf
 from confflow.models import StateMixture
 from confflow.training import resolve_device

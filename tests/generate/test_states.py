@@ -25,13 +25,13 @@ from confflow.generate import GenerateConfig, GenerateError, run_generate
 from confflow.generate.data import seed_conformers
 from confflow.generate.model import build_model, load_model
 from confflow.generate.stages import state_assignment
-from confflow.generate.states import StateAssignment, check_rings, find_states
-from confflow.generate.training import (
+from confflow.generate.state_training import (
     MIN_ROUND_S,
     _second_round,
     _state_frames,
     _variance_shares,
 )
+from confflow.generate.states import StateAssignment, check_rings, find_states
 from confflow.models import StateMixture, local_entropy
 
 SIX = (1, 2, 3, 4, 5, 6)
