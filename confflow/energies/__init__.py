@@ -8,6 +8,7 @@
 * :class:`TorsionalEnergy` — a Cartesian energy over free torsions at fixed or locally relaxed
   structure (:class:`LocalRelaxation`, batched in torch); :func:`relax_at_torsions` — RDKit's
   MMFF minimisation with torsions held, the reference for the relaxation.
+* :class:`XTBEnergy` — GFN2-xTB / GFN1-xTB (tblite) with implicit solvent, in processes.
 * :class:`DoubleWell`, :class:`GaussianMixtureEnergy` — analytic targets with known normalisers.
 """
 
@@ -30,6 +31,7 @@ from confflow.energies.systems import (
     alanine_dipeptide,
 )
 from confflow.energies.torsional import TorsionalEnergy
+from confflow.energies.xtb import XTBEnergy, XTBResult
 
 __all__ = [
     "ALANINE_DIPEPTIDE_SYSTEMS",
@@ -51,6 +53,8 @@ __all__ = [
     "TorsionalEnergy",
     "UnsupportedCustomGBError",
     "UnsupportedForceError",
+    "XTBEnergy",
+    "XTBResult",
     "alanine_dipeptide",
     "available_platforms",
     "kT",

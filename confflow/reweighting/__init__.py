@@ -5,6 +5,8 @@
 * :mod:`~confflow.reweighting.free_energy` — free-energy differences between macrostates with
   bootstrap intervals, free-energy profiles along a variable, reweighting to another
   temperature;
+* :mod:`~confflow.reweighting.levels` — reweighting to another level of theory (e.g. GFN2-xTB)
+  with the ESS of the change;
 * :mod:`~confflow.reweighting.observables` — torsions and other collective variables;
 * :mod:`~confflow.reweighting.plots` — PNG diagnostics of reweighted ensembles (imported on
   its own, so that matplotlib loads only where a plot is drawn).
@@ -18,6 +20,7 @@ from confflow.reweighting.free_energy import (
     in_range,
     reweight_temperature,
 )
+from confflow.reweighting.levels import LevelChange, change_level
 from confflow.reweighting.observables import torsion
 from confflow.reweighting.weights import (
     expectation,
@@ -31,6 +34,8 @@ from confflow.reweighting.weights import (
 __all__ = [
     "FreeEnergyCurve",
     "FreeEnergyDifference",
+    "LevelChange",
+    "change_level",
     "expectation",
     "free_energy_curve",
     "free_energy_difference",
