@@ -68,6 +68,12 @@ def generate(
     largest_fragment: Annotated[
         bool, typer.Option("--largest-fragment", help="Keep the largest fragment of a salt.")
     ] = False,
+    level: Annotated[
+        str | None,
+        typer.Option(
+            help="Reweight to a GFN-xTB level: gfn2, gfn1, gfn2:water, gfn2:gbsa:dmso, ..."
+        ),
+    ] = None,
     plots: Annotated[bool, typer.Option("--plots", help="Write PNG diagnostics.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
 ) -> None:
@@ -91,6 +97,7 @@ def generate(
         unique=None if unique is None else unique / 10.0,
         checkpoint=checkpoint,
         largest_fragment=largest_fragment,
+        level=level,
         plots=plots,
         progress=not quiet,
     )
@@ -104,6 +111,12 @@ def generate(
     if not quiet:
         typer.echo(f"confflow generate: {smiles} at {temperature:g} K")
         typer.echo(f"  ESS                {100 * result.ess:.1f} %")
+        if "level" in result.report_data:
+            facts = result.report_data["level"]
+            typer.echo(
+                f"  level              {facts['name']} (ESS {100 * facts['ess_change']:.0f} % "
+                f"of the force field's, {facts['failed']} failed)"
+            )
         typer.echo(f"  stereo rejections  {result.stereo_rejected}")
         typer.echo(f"  wall time          {result.wall_s:.1f} s")
     typer.echo(f"  ensemble           {result.sdf} ({result.n_written} conformers)")

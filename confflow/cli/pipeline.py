@@ -60,6 +60,9 @@ def pipeline(
     samples: Annotated[int | None, typer.Option(help="Flow samples per molecule.")] = None,
     device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    level: Annotated[
+        str | None, typer.Option(help="Reweight to a GFN-xTB level: gfn2, gfn2:water, ...")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Per-stage progress bars on stderr.")] = True,
 ) -> None:
     """Conformer ensembles for every molecule of a file, on a Dask cluster; rerun to resume."""
@@ -74,7 +77,7 @@ def pipeline(
     )
 
     overrides = {"n_seeds": seeds, "md_ns": md_ns, "budget": budget}
-    overrides |= {"n_samples": samples, "device": device, "seed": seed}
+    overrides |= {"n_samples": samples, "device": device, "seed": seed, "level": level}
     settings = _settings(config, overrides)
     read_inputs(input_file)  # bad input fails before any cluster starts
     with open_cluster(cluster, scheduler=scheduler, jobqueue=jobqueue, workers=workers) as h:

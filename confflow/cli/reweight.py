@@ -1,8 +1,11 @@
 """``confflow reweight``: ESS and free energies of macrostates from a samples file.
 
 A thin layer over :mod:`confflow.reweighting`: free energies (kT) of each macrostate relative
-to the first, ``F_B - F_A``, with bootstrap confidence intervals. Errors go through the CLI's
-error boundary.
+to the first, ``F_B - F_A``, with bootstrap confidence intervals. With ``--energy gfn2[:solvent]``
+the samples of a molecule are first reweighted to that GFN-xTB level
+(:func:`~confflow.reweighting.change_level`): the ESS kept through the change is printed, every
+figure is at the level, and ``--out`` keeps the level's energies. Errors go through the CLI's error
+boundary.
 """
 
 from __future__ import annotations
@@ -48,10 +51,21 @@ def _macrostate(spec: str) -> tuple[str, float, float]:
 
 def reweight(
     samples: Annotated[Path, typer.Argument(help=".npz file written by confflow sample.")],
-    cv: Annotated[str, typer.Option(help="Collective variable: xI, torsion:i,j,k,l, phi, psi.")],
+    cv: Annotated[
+        str | None, typer.Option(help="Collective variable: xI, torsion:i,j,k,l, phi, psi.")
+    ] = None,
     macrostate: Annotated[
-        list[str], typer.Option(help="NAME=LOW:HIGH in the CV's units (repeat; first = A).")
-    ],
+        list[str] | None,
+        typer.Option(help="NAME=LOW:HIGH in the CV's units (repeat; first = A)."),
+    ] = None,
+    energy: Annotated[
+        str | None,
+        typer.Option(help="Reweight to a GFN-xTB level: gfn2, gfn1, gfn2:water, ..."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="With --energy: write the samples with the level's energies (.npz)."),
+    ] = None,
     bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 200,
     seed: Annotated[int, typer.Option(min=0, help="Bootstrap seed.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
@@ -70,36 +84,52 @@ def reweight(
     )
 
     try:
-        data = np.load(samples)
+        data = dict(np.load(samples))
         x = torch.from_numpy(data["x"])
         log_w = torch.from_numpy(data["log_w"])
-        kind = json.loads(str(data["target"]))["kind"]
+        target = json.loads(str(data["target"]))
     except FileNotFoundError:
         raise
     except (OSError, KeyError, ValueError) as err:
         raise InputError(f"{samples}: not a samples file of confflow sample ({err})") from err
-    if len(macrostate) < 2:
+    macrostate = macrostate or []
+    if cv is not None and len(macrostate) < 2:
         raise InputError("--macrostate: give at least two macrostates")
-    values, period = _cv(cv, x, kind)
-    states = [_macrostate(m) for m in macrostate]
-    masks = [in_range(values, lo, hi, period) for _, lo, hi in states]
-    gen = torch.Generator().manual_seed(seed)
-    results = {
-        f"{states[0][0]}->{name}": free_energy_difference(
-            log_w, masks[0], mask, n_bootstrap=bootstrap, generator=gen
-        )
-        for (name, _, _), mask in zip(states[1:], masks[1:], strict=True)
-    }
-    ess, share = kish_ess(log_w), largest_weight_share(log_w)
-    typer.echo(f"{len(log_w)} samples: ESS {100 * ess:.2f} %, largest weight {share:.3g}")
+    if cv is None and macrostate:
+        raise InputError("--macrostate: needs --cv")
+    if out is not None and (energy is None or out.suffix != ".npz"):
+        raise InputError(f"--out {out}: needs --energy and a .npz name")
+    level = None
+    if energy is not None:
+        level, log_w = _to_level(energy, data, target, x, log_w)
+    results = {}
+    if cv is not None:
+        values, period = _cv(cv, x, target["kind"])
+        states = [_macrostate(m) for m in macrostate]
+        masks = [in_range(values, lo, hi, period) for _, lo, hi in states]
+        gen = torch.Generator().manual_seed(seed)
+        results = {
+            f"{states[0][0]}->{name}": free_energy_difference(
+                log_w, masks[0], mask, n_bootstrap=bootstrap, generator=gen
+            )
+            for (name, _, _), mask in zip(states[1:], masks[1:], strict=True)
+        }
+    kept = torch.isfinite(log_w)
+    ess, share = kish_ess(log_w[kept]), largest_weight_share(log_w[kept])
+    typer.echo(f"{int(kept.sum())} samples: ESS {100 * ess:.2f} %, largest weight {share:.3g}")
     for key, r in results.items():
         typer.echo(
             f"  dF {key:<16} {r.value:8.3f} kT  (95% CI {r.low:.3f} .. {r.high:.3f}, "
             f"sd {r.std:.3f})"
         )
+    if out is not None and level is not None:
+        _write_level_samples(out, data, level, log_w)
+        typer.echo(f"  samples at {level['name']} -> {out}")
     if json_out is not None:
-        report = {"ess": ess, "largest_weight": share, "n": len(log_w)}
+        report = {"ess": ess, "largest_weight": share, "n": int(kept.sum())}
         report["free_energies"] = {k: r.to_dict() for k, r in results.items()}
+        if level is not None:
+            report["level"] = {k: v for k, v in level.items() if k != "energy"}
         write_json(json_out, report)
     if plots is not None:
         from confflow.reweighting.plots import free_energy_profile, log_weight_histogram
@@ -109,6 +139,73 @@ def reweight(
         label = f"{cv} (rad)" if period is not None else cv
         free_energy_profile(plots / "profile.png", values, log_w, label=label)
         typer.echo(f"  plots in {plots}")
+
+
+def _to_level(spec: str, data: dict, target: dict, x, log_w):
+    """The samples' log-weights at the level ``spec``, and what the change did.
+
+    Prints the ESS kept through the change and one line per failed conformer (at most ten).
+
+    Returns:
+        ``(facts, log_w)``: a dict with ``name``, ``ess_change``, ``failed``, ``failures`` and
+        ``energy`` (``[B]`` kJ/mol, NaN where failed), and the ``[B]`` log-weights at the level
+        (``-inf`` for failed samples).
+
+    Raises:
+        InputError: samples of a target without atoms, or a level the molecule cannot have.
+    """
+    import torch
+
+    from confflow.energies import XTBEnergy
+    from confflow.models import TargetConfig
+    from confflow.models.targets import build_target
+    from confflow.reweighting import change_level
+
+    molecule = build_target(TargetConfig(**target), float(data["temperature"])).molecule
+    if molecule is None:
+        raise InputError(f"--energy {spec}: the samples are of {target['kind']}, not a molecule")
+    try:
+        xtb = XTBEnergy.from_molecule(
+            molecule, spec, workers=torch.get_num_threads(), progress=True
+        )
+    except ValueError as err:
+        raise InputError(f"--energy {spec}: {err}") from err
+    result = xtb.evaluate(x)
+    energy = torch.from_numpy(data["energy"])
+    try:
+        change = change_level(log_w, energy, result.energy, float(data["temperature"]))
+    except ValueError as err:
+        first = min(result.failures.items(), default=(0, "no energies"))
+        raise InputError(f"--energy {spec}: conformer {first[0]}: {first[1]} ({err})") from err
+    failures = sorted(result.failures.items())
+    for index, message in failures[:10]:
+        typer.echo(f"  {xtb.level.name}: conformer {index} excluded: {message}", err=True)
+    typer.echo(
+        f"level {xtb.level.name}: ESS {100 * change.ess:.2f} %, {100 * change.ess_change:.0f} % "
+        f"of the force field's; {change.n_failed} conformers failed"
+    )
+    facts = {
+        "name": xtb.level.name,
+        "ess_change": change.ess_change,
+        "failed": change.n_failed,
+        "failures": [{"sample": i, "message": m} for i, m in failures[:10]],
+        "energy": result.energy,
+    }
+    return facts, change.log_w
+
+
+def _write_level_samples(path: Path, data: dict, level: dict, log_w) -> None:
+    """The samples file with the level's energies (kJ/mol) and log-weights, atomically."""
+    import numpy as np
+
+    from confflow.atomic import atomic_path
+
+    method = level["name"].split(":")[0]
+    arrays = {**data, f"energy_{method}": level["energy"].numpy(), "log_w": log_w.numpy()}
+    arrays["log_w_force_field"] = data["log_w"]
+    arrays["level"] = level["name"]
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def register(app: typer.Typer) -> None:

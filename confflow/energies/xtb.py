@@ -4,7 +4,7 @@
 ``energy(x [B, N, 3] nm) -> [B] kJ/mol``, differentiable with tblite's analytic gradient. Each
 structure is one tblite calculator (tblite's defaults: SAD guess, accuracy 1.0, electronic
 temperature 300 K), so the numbers are exactly those of ``tblite.interface.Calculator`` on the
-same structure. Batches run over ``workers`` processes.
+same structure. Batches run in ``workers`` threads (tblite releases the GIL).
 
 A structure whose SCF fails cannot have an energy: :meth:`XTBEnergy.evaluate` records it
 (NaN energy and its message), :meth:`XTBEnergy.energy` raises a ``RunError`` naming it.
@@ -103,7 +103,7 @@ class XTBEnergy(Energy):
         level: an :class:`~confflow.xtb.XTBLevel` or its name (``"gfn2"``, ``"gfn2:water"``).
         charge: total charge in e.
         uhf: unpaired electrons.
-        workers: processes per batch (1: this process).
+        workers: threads per batch.
         accuracy: tblite's numerical accuracy (default 1.0).
         max_iter: SCF iterations before a structure counts as failed.
         progress: show a progress bar on stderr for batches.
@@ -159,7 +159,6 @@ class XTBEnergy(Energy):
 
         Raises:
             ValueError: wrong shape or non-finite positions.
-            RunError: a worker process died.
         """
         self._validate(x)
         bohr = x.detach().to("cpu", torch.float64).numpy() / BOHR_NM

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from confflow.errors import InputError
+from confflow.xtb import XTBLevel
 
 __all__ = ["ENERGIES", "FAMILY_MODELS", "MODELS", "RELAX_STEPS", "GenerateConfig", "GenerateError"]
 
@@ -61,6 +62,9 @@ class GenerateConfig:
             every sample).
         checkpoint: trained model to reuse (skips training), or ``None``.
         largest_fragment: keep the largest fragment of a salt or mixture.
+        level: a GFN-xTB level (``"gfn2"``, ``"gfn2:water"``, see
+            :class:`~confflow.xtb.XTBLevel`) to reweight the ensemble to, or ``None`` (the
+            force field's weights); see :mod:`confflow.generate.level`.
         plots: write PNG diagnostics into the run folder.
         bootstrap: bootstrap replicates of the cluster free energies.
         progress: progress bars on stderr.
@@ -83,6 +87,7 @@ class GenerateConfig:
     unique: float | None = None
     checkpoint: Path | None = None
     largest_fragment: bool = False
+    level: str | None = None
     plots: bool = False
     bootstrap: int = 200
     progress: bool = True
@@ -128,6 +133,11 @@ class GenerateConfig:
             raise GenerateError(
                 f"--t-max: {self.t_max} K must exceed --temperature {self.temperature} K"
             )
+        if self.level is not None:
+            try:
+                object.__setattr__(self, "level", XTBLevel.parse(self.level).name)
+            except InputError as err:
+                raise GenerateError(f"--level: {err}") from err
         if self.out.suffix.lower() != ".sdf":
             raise GenerateError(f"--out {self.out}: must end in .sdf")
         if self.checkpoint is not None and not self.checkpoint.is_file():

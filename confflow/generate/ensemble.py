@@ -27,12 +27,48 @@ from confflow.energies import Energy, TorsionalEnergy, kT
 from confflow.models import BoltzmannGenerator, StateMixture
 from confflow.reweighting import free_energy_difference, kish_ess, normalized_weights
 
-__all__ = ["Clusters", "Ensemble", "cluster", "rdkit_stereo_kept", "sample_ensemble"]
+__all__ = [
+    "Clusters",
+    "Ensemble",
+    "LevelData",
+    "cluster",
+    "log_populations",
+    "rdkit_stereo_kept",
+    "sample_ensemble",
+]
 
 #: Grid of SDF coordinates in nm (4 decimals of Angstrom).
 SDF_GRID_NM = 1e-5
+#: Failed conformers of a level change whose messages the report lists (all are counted).
+MAX_LISTED_FAILURES = 10
 #: Largest number of heavy-atom automorphisms tried by the symmetry-aware RMSD.
 MAX_AUTOMORPHISMS = 64
+
+
+@dataclass
+class LevelData:
+    """An ensemble's second level of theory.
+
+    Attributes:
+        name: the level (``"gfn2"``, ``"gfn2:water"``).
+        method: its method (``"gfn2"``), the name inside SD tags.
+        energy: ``[B]`` float64 kJ/mol at the level, per kept sample.
+        force_field_log_w: ``[B]`` float64 log-weights at the force field, per kept sample.
+        ess_change: the ESS at the level over the ESS at the force field, same samples.
+        ess_force_field: Kish ESS fraction at the force field (the same samples).
+        failed: samples dropped because their calculation failed.
+        failures: ``(sample, message)`` of the first :data:`MAX_LISTED_FAILURES` of them
+            (sample: index among the samples before the level was applied).
+    """
+
+    name: str
+    method: str
+    energy: Tensor
+    force_field_log_w: Tensor
+    ess_change: float
+    ess_force_field: float
+    failed: int
+    failures: list[tuple[int, str]]
 
 
 @dataclass
@@ -53,6 +89,8 @@ class Ensemble:
         state_rejected: samples of a state mixture dropped (weight zero) because their
             conformer lies in another state's cell (see
             :class:`~confflow.generate.states.StateAssignment`).
+        level: with a second level of theory, its energies and the force field's log-weights
+            (:class:`LevelData`); ``log_w`` is then at that level.
     """
 
     x: Tensor
@@ -64,6 +102,7 @@ class Ensemble:
     nonfinite: int
     stereo_rejected: int
     state_rejected: int = 0
+    level: LevelData | None = None
 
     @property
     def weights(self) -> Tensor:
@@ -226,6 +265,15 @@ def _rmsd_to(x: Tensor, reference: Tensor, perms: Tensor) -> Tensor:
     return best
 
 
+def log_populations(labels: Tensor, log_w: Tensor, k: int) -> Tensor:
+    """Log-populations ``[k]`` of clusters ``labels [B]`` (in ``0..k-1``) under ``log_w [B]``.
+
+    Computed in log space, so that a population too small for float64 keeps its value.
+    """
+    log_total = torch.logsumexp(log_w, 0)
+    return torch.stack([torch.logsumexp(log_w[labels == c], 0) for c in range(k)]) - log_total
+
+
 def cluster(
     molecule: Molecule,
     ensemble: Ensemble,
@@ -271,16 +319,12 @@ def cluster(
         labels[free[close]] = len(founders)
         labels[b] = len(founders)
         founders.append(b)
-    # populations in log space, so that one too small for float64 keeps its value
-    log_total = torch.logsumexp(ensemble.log_w, 0)
-    log_population = torch.stack(
-        [torch.logsumexp(ensemble.log_w[labels == k], 0) for k in range(len(founders))]
-    )
+    log_population = log_populations(labels, ensemble.log_w, len(founders))
     rank = torch.argsort(log_population, descending=True)
     relabel = torch.empty_like(rank)
     relabel[rank] = torch.arange(len(rank))
     labels = relabel[labels]
-    log_population = log_population[rank] - log_total
+    log_population = log_population[rank]
     population = log_population.exp()
     representatives = torch.tensor(founders, dtype=torch.long)[rank]
     gen = torch.Generator().manual_seed(seed)

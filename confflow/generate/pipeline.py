@@ -3,7 +3,8 @@
 Stages (each timed in the report): ``molecule`` (parse, validate), ``seeds`` (ETKDG + MMFF),
 ``md`` (replica-exchange MMFF MD with OpenMM), ``training`` (maximum likelihood, then mixed
 refinement with early stopping on ESS; skipped with a checkpoint), ``sampling`` (flow samples,
-stereo filter, energies, log-weights), ``clustering`` (with ``unique``) and ``writing``.
+stereo filter, energies, log-weights), ``level`` (with ``level``: GFN-xTB energies and
+weights, :mod:`confflow.generate.level`), ``clustering`` (with ``unique``) and ``writing``.
 The stage functions are those of :mod:`confflow.generate.stages`, which the pipeline's Dask
 tasks (:mod:`confflow.pipeline.stages`) call too.
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from confflow.generate.config import GenerateConfig, GenerateError
+from confflow.generate.level import level_energy, reweight_to_level
 from confflow.generate.model import load_model
 from confflow.generate.molecule import rotatable_torsions
 from confflow.generate.report import build_report, model_facts
@@ -108,6 +110,7 @@ def run_generate(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     molecule = _timed(timings, "molecule", lambda: prepare_molecule(config))
+    xtb = level_energy(molecule, config)
     check_writable(config)
     device = device_of(config)
     seed_x, _ = _timed(timings, "seeds", lambda: seeds(molecule, config))
@@ -145,6 +148,17 @@ def run_generate(
         f"sampling: {ensemble.x.shape[0]} of {config.n} kept, ESS {100 * ensemble.ess:.1f}%, "
         f"{ensemble.stereo_rejected} stereo rejections ({timings['sampling']:.1f} s)"
     )
+    if xtb is not None:
+        ensemble = _timed(
+            timings, "level", lambda: reweight_to_level(ensemble, xtb, config.temperature)
+        )
+        assert ensemble.level is not None
+        log(
+            f"level {ensemble.level.name}: ESS {100 * ensemble.ess:.1f}% "
+            f"({100 * ensemble.level.ess_change:.0f}% of the force field's), "
+            f"{ensemble.level.failed} failed "
+            f"({timings['level']:.1f} s)"
+        )
     clusters = None
     if config.unique is not None:
         clusters = _timed(

@@ -15,7 +15,7 @@ import torch
 from confflow.chem import Molecule
 from confflow.chem.conformation import ConformationLabeler
 from confflow.generate.config import GenerateConfig
-from confflow.generate.ensemble import Clusters, Ensemble
+from confflow.generate.ensemble import Clusters, Ensemble, log_populations
 from confflow.generate.model import Model, model_kind
 from confflow.generate.molecule import rotatable_torsions
 from confflow.generate.training import TrainingSummary
@@ -75,7 +75,12 @@ def model_facts(model: Model, layout: dict) -> dict[str, Any]:
 
 
 def _clusters_report(ensemble: Ensemble, clusters: Clusters) -> list[dict[str, Any]]:
-    return [
+    """Per cluster: populations, free energies, the representative's energies and state.
+
+    With a second level, ``population`` is at that level and ``population_force_field`` at the
+    force field, from the same clusters.
+    """
+    entries = [
         {
             "population": float(clusters.population[k]),
             "log_population": float(clusters.log_population[k]),
@@ -87,6 +92,32 @@ def _clusters_report(ensemble: Ensemble, clusters: Clusters) -> list[dict[str, A
         }
         for k in range(len(clusters.representatives))
     ]
+    level = ensemble.level
+    if level is not None:
+        k = len(entries)
+        force_field = log_populations(clusters.labels, level.force_field_log_w, k).exp()
+        for c, entry in enumerate(entries):
+            entry["population_force_field"] = float(force_field[c])
+            entry[f"energy_{level.method}_kJ_mol"] = float(
+                level.energy[clusters.representatives[c]]
+            )
+    return entries
+
+
+def _level_report(ensemble: Ensemble) -> dict[str, Any]:
+    """The second level: its ESS figures, failures and energies (kJ/mol)."""
+    level = ensemble.level
+    assert level is not None
+    return {
+        "name": level.name,
+        "ess": ensemble.ess,
+        "ess_change": level.ess_change,
+        "ess_force_field": level.ess_force_field,
+        "failed": level.failed,
+        "failures": [{"sample": i, "message": m} for i, m in level.failures],
+        "energy_min_kJ_mol": float(level.energy.min()),
+        "energy_mean_kJ_mol": float(expectation(level.energy, ensemble.log_w)),
+    }
 
 
 def build_report(
@@ -175,9 +206,15 @@ def build_report(
             entry.update(
                 samples=int(members.numel()), log_population=log_pop, population=math.exp(log_pop)
             )
+            if ensemble.level is not None:
+                ff = ensemble.level.force_field_log_w
+                log_ff = float(torch.logsumexp(ff[members], 0) - torch.logsumexp(ff, 0))
+                entry["population_force_field"] = math.exp(log_ff)
             if members.numel():
                 lowest = members[torch.argmin(ensemble.energy[members])]
                 entry["conformation"] = labeler.labels(ensemble.x[lowest][None])[0]
+    if ensemble.level is not None:
+        report["level"] = _level_report(ensemble)
     if clusters is not None:
         report["clusters"] = _clusters_report(ensemble, clusters)
     return report

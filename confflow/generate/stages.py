@@ -216,12 +216,14 @@ def cluster_ensemble(
 def write_sdf(path: Path, molecule: Molecule, ensemble: Ensemble, clusters: Clusters | None) -> int:
     """Stage ``writing``: every sample, or one representative per cluster, as SDF.
 
-    SD tags: ``energy_kJ_mol``, ``log_q``, ``log_w``, ``state`` (the state entry of a state
-    mixture, see the report's ``states``), ``conformation`` (ring puckers with axial and
-    equatorial substituents, amide isomers; see
+    SD tags: ``energy_kJ_mol`` (the force field), ``log_q``, ``log_w``, ``state`` (the state
+    entry of a state mixture, see the report's ``states``), ``conformation`` (ring puckers with
+    axial and equatorial substituents, amide isomers; see
     :class:`~confflow.chem.conformation.ConformationLabeler`) and ``weight`` (the normalised
     weight, or the cluster's population); with clusters also ``log_population``,
-    ``free_energy_kT``, ``free_energy_kT_std`` and ``cluster_size``.
+    ``free_energy_kT``, ``free_energy_kT_std`` and ``cluster_size``. With a second level
+    (``--level gfn2``) also ``energy_gfn2_kJ_mol`` and ``log_w_force_field``; ``log_w``,
+    ``weight`` and the cluster tags are then at that level.
 
     Returns:
         The number of records written.
@@ -244,6 +246,9 @@ def write_sdf(path: Path, molecule: Molecule, ensemble: Ensemble, clusters: Clus
         "log_w": ensemble.log_w,
         "state": ensemble.state,
     }
+    if ensemble.level is not None:
+        per_sample[f"energy_{ensemble.level.method}_kJ_mol"] = ensemble.level.energy
+        per_sample["log_w_force_field"] = ensemble.level.force_field_log_w
     tags = {**{name: values[idx] for name, values in per_sample.items()}, **tags}
     labeler = ConformationLabeler(molecule)
     if not labeler.elements.empty:

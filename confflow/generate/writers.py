@@ -54,6 +54,8 @@ def _column(values: Tensor | list[str]) -> list[str]:
 
 def versions() -> dict[str, str]:
     """Versions of confflow and the libraries that shape its results."""
+    from importlib.metadata import version
+
     import openmm
     import rdkit
 
@@ -64,6 +66,7 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "rdkit": rdkit.__version__,
         "openmm": openmm.__version__,
+        "tblite": version("tblite"),
         "python": platform.python_version(),
     }
 

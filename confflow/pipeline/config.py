@@ -46,6 +46,8 @@ class PipelineConfig:
         unique: heavy-atom RMSD in nm that merges samples into one conformer, as
             ``confflow generate --unique`` (``None``: write every sample).
         bootstrap: bootstrap replicates of the cluster free energies (with ``unique``).
+        level: a GFN-xTB level to reweight each ensemble to, as ``confflow generate --level``
+            (``"gfn2"``, ``"gfn2:water"``; ``None``: the force field's weights).
         threads: torch threads per task (match the cores of one Dask worker thread).
         retries: Dask retries of a task that raised unexpectedly (a task whose worker died is
             rescheduled by Dask in any case).
@@ -66,6 +68,7 @@ class PipelineConfig:
     relax_steps: int = RELAX_STEPS
     unique: float | None = None
     bootstrap: int = 200
+    level: str | None = None
     threads: int = 1
     retries: int = 2
 
@@ -104,6 +107,7 @@ class PipelineConfig:
             relax_steps=self.relax_steps,
             unique=self.unique,
             bootstrap=self.bootstrap,
+            level=self.level,
             progress=False,
         )
 
@@ -126,5 +130,7 @@ class PipelineConfig:
         """Hash of the molecule and the settings that change its outputs (not retries, threads)."""
         data = self.to_dict()
         del data["retries"], data["threads"]
+        if data["level"] is None:  # runs from before the level setting keep their hash
+            del data["level"]
         text = json.dumps({"smiles": smiles, **data}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -51,6 +51,7 @@ from confflow.generate import GenerateConfig
 from confflow.generate import report as reporting
 from confflow.generate import stages as shared
 from confflow.generate.ensemble import Ensemble
+from confflow.generate.level import level_energy, reweight_to_level
 from confflow.generate.model import load_model
 from confflow.generate.molecule import rotatable_torsions
 from confflow.generate.training import TrainingSummary
@@ -257,9 +258,15 @@ def reweight(root: Path, state: State, config: PipelineConfig) -> tuple[dict, li
     """Clusters (with ``unique``), writes the SDF and the report as ``confflow generate`` does."""
     molecule, generate = _molecule(state, config)
     ensemble = _ensemble(root / "samples.npz")
+    timings = dict(state["timings"])
+    xtb = level_energy(molecule, generate)
+    if xtb is not None:
+        start = time.perf_counter()
+        ensemble = reweight_to_level(ensemble, xtb, generate.temperature)
+        timings["level"] = time.perf_counter() - start
     clusters = shared.cluster_ensemble(molecule, ensemble, generate)
     written = shared.write_sdf(generate.out, molecule, ensemble, clusters)
-    metrics, timings = state["metrics"], dict(state["timings"])
+    metrics = state["metrics"]
     report = reporting.build_report(
         generate,
         molecule,

@@ -6,7 +6,7 @@
   bootstrap intervals, free-energy profiles along a variable, reweighting to another
   temperature;
 * :mod:`~confflow.reweighting.levels` — reweighting to another level of theory (e.g. GFN2-xTB)
-  with the ESS of the change;
+  with its ESS;
 * :mod:`~confflow.reweighting.observables` — torsions and other collective variables;
 * :mod:`~confflow.reweighting.plots` — PNG diagnostics of reweighted ensembles (imported on
   its own, so that matplotlib loads only where a plot is drawn).

@@ -9,9 +9,13 @@ exact for any ``E'`` because ``q`` is known. Two effective sample sizes describe
 
 * ``ess``: the Kish ESS of ``w'`` — how many independent samples of ``E'``'s Boltzmann
   distribution the ensemble is worth;
-* ``ess_change``: the ESS of the change alone, ``(sum_i v_i r_i)^2 / sum_i v_i r_i^2`` with
-  ``v`` the normalised weights at ``E`` and ``r_i = exp(-(E' - E)(x_i) / kT)``: the overlap of
-  the two Boltzmann distributions (1 when ``E' - E`` is constant), whatever the flow's quality.
+* ``ess_change``: what the change of level costs, the ratio of that ESS to the Kish ESS at
+  ``E`` of the same samples (1 when ``E' - E`` is constant; with exact samples of ``E`` it is
+  the Kish ESS of ``r_i = exp(-(E' - E)(x_i) / kT)``).
+
+(The overlap of the two Boltzmann distributions themselves, ``1 / E_E[r^2]``, is dominated by
+strained conformers where the levels disagree most, which neither distribution populates; its
+importance-sampling estimate from a flow's samples is too noisy to report.)
 
 Samples without an energy at the new level (a failed calculation) are excluded from both.
 """
@@ -38,7 +42,7 @@ class LevelChange:
             ``-inf`` where the sample has no energy at that level.
         ok: ``[B]`` bool, the samples with an energy at the new level.
         ess: Kish ESS fraction of ``log_w`` over the samples in ``ok``.
-        ess_change: ESS fraction of the change of level alone (see the module).
+        ess_change: ``ess`` over the Kish ESS at the old energy (see the module).
     """
 
     log_w: Tensor
@@ -80,9 +84,5 @@ def change_level(log_w: Tensor, energy: Tensor, energy_level: Tensor, temperatur
     delta = torch.where(ok, delta - delta[ok].mean(), 0.0)  # a constant shift changes nothing
     log_r = torch.where(ok, -delta, -torch.inf)
     new = torch.where(ok, log_w + log_r, -torch.inf)
-    log_v = log_w[ok] - torch.logsumexp(log_w[ok], 0)
-    log_vr = log_v + log_r[ok]
-    ess_change = float(
-        torch.exp(2 * torch.logsumexp(log_vr, 0) - torch.logsumexp(log_vr + log_r[ok], 0))
-    )
-    return LevelChange(new, ok, kish_ess(new[ok]), ess_change)
+    ess = kish_ess(new[ok])
+    return LevelChange(new, ok, ess, ess / kish_ess(log_w[ok]))

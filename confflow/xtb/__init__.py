@@ -1,11 +1,10 @@
 """Tight-binding levels (GFN2-xTB, GFN1-xTB, with ALPB/GBSA implicit solvent) through tblite.
 
 * :class:`XTBLevel` — a level by name (``gfn2``, ``gfn2:water``, ``gfn1:gbsa:dmso``).
-* :func:`single_points` — energies and gradients of many structures, in processes, in atomic
+* :func:`single_points` — energies and gradients of many structures, in threads, in atomic
   units; failures recorded per structure.
 
 The torch energy over positions in nm and kJ/mol is :class:`confflow.energies.XTBEnergy`.
-This package imports neither torch nor RDKit (its functions run in worker processes).
 """
 
 from confflow.xtb.calculate import (

@@ -1,8 +1,7 @@
-"""Single points of a tight-binding level with tblite: one calculator per structure, in processes.
+"""Single points of a tight-binding level with tblite: one calculator per structure, in threads.
 
 Atomic units at this boundary (positions in Bohr, energies in Hartree, gradients in
-Hartree/Bohr); :class:`confflow.energies.XTBEnergy` converts to nm and kJ/mol. This module
-imports neither torch nor RDKit, so that worker processes start in a fraction of a second.
+Hartree/Bohr); :class:`confflow.energies.XTBEnergy` converts to nm and kJ/mol.
 
 A structure whose calculation fails (the SCF does not converge, tblite reports an error) is
 recorded with tblite's message, never given an energy.
@@ -10,22 +9,20 @@ recorded with tblite's message, never given an energy.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from confflow.errors import InputError, RunError
+from confflow.errors import InputError
 from confflow.xtb.level import SOLVATION_MODELS, XTBLevel
 
 __all__ = ["MAX_ATOMIC_NUMBER", "Settings", "SinglePoints", "check_structure", "single_points"]
 
 #: Heaviest element with GFN1/GFN2-xTB parameters (radon).
 MAX_ATOMIC_NUMBER = 86
-#: Structures per task sent to a worker process.
+#: Structures per task of a worker thread.
 _CHUNK = 16
 
 
@@ -132,12 +129,6 @@ def _chunk(settings: Settings, positions: np.ndarray) -> tuple[np.ndarray, np.nd
     return energy, gradient, failures
 
 
-def _single_thread() -> None:
-    """Worker initialiser: one OpenMP thread per process (before tblite is loaded)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-
-
 def single_points(
     settings: Settings,
     positions: np.ndarray,
@@ -146,49 +137,31 @@ def single_points(
 ) -> SinglePoints:
     """Energies and gradients of structures ``[B, N, 3]`` (Bohr).
 
+    Structures run in ``workers`` threads: tblite's C calls release the GIL, so threads scale
+    like processes without their start-up cost or a ``__main__`` guard in the caller's script.
+
     Args:
         settings: level, atoms, charge, unpaired electrons, SCF settings.
         positions: ``[B, N, 3]`` Bohr.
-        workers: processes (1: in this process, with tblite's own threads).
+        workers: threads (1: one after the other).
         progress: called with the number of structures finished since the last call.
 
     Returns:
         The :class:`SinglePoints`; failed structures are recorded, not raised.
-
-    Raises:
-        RunError: a worker process died (killed, out of memory).
     """
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     n = len(positions)
     starts = list(range(0, n, _CHUNK))
     out = SinglePoints(np.full(n, np.nan), np.full(positions.shape, np.nan))
 
-    def collect(start: int, part: tuple[np.ndarray, np.ndarray, list]) -> None:
-        energy, gradient, failures = part
+    def run(start: int) -> None:
+        energy, gradient, failures = _chunk(settings, positions[start : start + _CHUNK])
         stop = start + len(energy)
         out.energy[start:stop], out.gradient[start:stop] = energy, gradient
         out.failures.update({start + i: message for i, message in failures})
-        if progress is not None:
-            progress(len(energy))
 
-    if workers <= 1 or n <= _CHUNK:
-        for start in starts:
-            collect(start, _chunk(settings, positions[start : start + _CHUNK]))
-        return out
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread) as pool:
-            futures = {
-                start: pool.submit(_chunk, settings, positions[start : start + _CHUNK])
-                for start in starts
-            }
-            for start, future in futures.items():
-                collect(start, future.result())
-    except BrokenProcessPool as err:
-        raise RunError(
-            f"{settings.level.name}: a worker process died (killed or out of memory) "
-            f"after {int(np.isfinite(out.energy).sum())} of {n} structures"
-        ) from err
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for start, _ in zip(starts, pool.map(run, starts), strict=True):
+            if progress is not None:
+                progress(min(_CHUNK, n - start))
     return out

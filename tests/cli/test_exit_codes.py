@@ -52,6 +52,8 @@ def _cases(root):
             ["generate", "CCO", "--out", f"{root}/g.txt"],
             ["generate", "CCO", "--checkpoint", f"{root}/missing.pt", "--out", f"{root}/g.sdf"],
             ["generate", "OC1CCCCCCCCCCC1", "--out", f"{root}/g.sdf"],  # macrocycle
+            ["generate", "CCO", "--level", "gfn2:notasolvent", "--out", f"{root}/g.sdf"],
+            ["generate", "CCO", "--level", "pm7", "--out", f"{root}/g.sdf"],
         ],
         "md": [
             ["md", "--out", f"{root}/md"],
@@ -79,6 +81,7 @@ def _cases(root):
             ["reweight", smp, "--cv", "bogus", "--macrostate", "a=-9:0", "--macrostate", "b=0:9"],
             ["reweight", smp, *cv, "--macrostate", "b=zero:nine"],
             ["reweight", smp, *cv, "--macrostate", "b=0:9", "--json", f"{afile}/r.json"],
+            ["reweight", smp, "--energy", "gfn2"],  # a double well has no atoms
         ],
         "datasets": [
             ["datasets", "generate", "no-such-dataset"],

@@ -103,3 +103,19 @@ def test_pipeline_record_matches_generate_report(tmp_path, tiny):
         for path in (root / "ensemble.sdf", generated.sdf)
     ]
     assert tags[0] == tags[1] >= {"weight", "log_population", "free_energy_kT", "cluster_size"}
+
+
+def test_level_reweights_in_the_reweight_stage(tmp_path, tiny):
+    config = dataclasses.replace(tiny, level="gfn2:water", unique=0.05, bootstrap=20)
+    assert config.fingerprint("CCO") != tiny.fingerprint("CCO")
+    root = tmp_path / "m"
+    state = _run(root, "CCO", config)
+    assert state["status"] == "done", state.get("error")
+    report = json.loads((root / "ensemble.json").read_text())
+    assert report["level"]["name"] == "gfn2:water"
+    assert report["level"]["failed"] == 0
+    assert report["timings_s"]["level"] > 0
+    clusters = report["clusters"]
+    assert sum(c["population_force_field"] for c in clusters) == pytest.approx(1.0)
+    record = next(iter(Chem.SDMolSupplier(str(root / "ensemble.sdf"), removeHs=False)))
+    assert record.HasProp("energy_gfn2_kJ_mol") and record.HasProp("log_w_force_field")

@@ -48,6 +48,7 @@ def test_failed_samples_are_excluded_and_counted():
     assert change.ok.tolist() == [True, True, False, True, False, True]
     assert torch.isneginf(change.log_w[~change.ok]).all()
     assert kish_ess(change.log_w[change.ok]) == pytest.approx(change.ess)
+    assert change.ess_change == pytest.approx(change.ess / kish_ess(log_w[change.ok]))
     with pytest.raises(ValueError, match="no sample"):
         change_level(log_w, energy, torch.full((6,), float("nan")), T)
     with pytest.raises(ValueError, match="three"):

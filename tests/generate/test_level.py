@@ -1,0 +1,133 @@
+"""``confflow generate --level``: the ensemble reweighted to GFN2-xTB, checked against tblite.
+
+One tiny torsional run of 2-pentanol (a stereocentre, rotatable torsions) with ``--level
+gfn2:water`` is shared by the checks; its SDF energies are recomputed with tblite's own
+Calculator on the written coordinates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+from tblite.interface import Calculator
+
+from confflow.chem import Molecule
+from confflow.energies import MMFFEnergy, XTBEnergy, kT
+from confflow.energies.xtb import HARTREE_KJ_MOL
+from confflow.generate import GenerateConfig, GenerateError, run_generate
+from confflow.generate.ensemble import Ensemble
+from confflow.generate.level import reweight_to_level
+
+SMILES = "C[C@H](O)CCC"
+ANGSTROM_PER_BOHR = 0.529177210903
+
+
+def _config(out, **kw) -> GenerateConfig:
+    settings = {"budget": 4.0, "md_ns": 0.004, "n": 120, "progress": False, "device": "cpu"}
+    return GenerateConfig(SMILES, out, **{**settings, **kw})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.set_num_threads(2)  # two xTB worker processes
+    out = tmp_path_factory.mktemp("level") / "pentanol.sdf"
+    return run_generate(_config(out, level="gfn2:water", unique=0.05))
+
+
+def _records(run) -> list[Chem.Mol]:
+    return list(Chem.SDMolSupplier(str(run.sdf), removeHs=False))
+
+
+def test_records_carry_both_energies_and_xtb_is_tblites(run):
+    records = _records(run)
+    assert len(records) == run.n_written > 0
+    for rec in records[:10]:
+        z = np.array([a.GetAtomicNum() for a in rec.GetAtoms()])
+        bohr = rec.GetConformer().GetPositions() / ANGSTROM_PER_BOHR
+        calc = Calculator("GFN2-xTB", z, bohr)
+        calc.set("verbosity", 0)
+        calc.add("alpb-solvation", "water")
+        expected = calc.singlepoint().get("energy") * HARTREE_KJ_MOL
+        assert float(rec.GetProp("energy_gfn2_kJ_mol")) == pytest.approx(expected, abs=1e-5)
+        assert rec.HasProp("energy_kJ_mol") and rec.HasProp("log_w_force_field")
+
+
+def test_log_weights_move_by_the_energy_difference(run):
+    records = _records(run)
+    beta = 1.0 / kT(300.0)
+    shift = [
+        float(r.GetProp("log_w"))
+        - float(r.GetProp("log_w_force_field"))
+        + beta * (float(r.GetProp("energy_gfn2_kJ_mol")) - float(r.GetProp("energy_kJ_mol")))
+        for r in records
+    ]
+    assert max(shift) - min(shift) < 1e-6  # one constant for every conformer
+
+
+def test_report_has_both_levels(run):
+    report = json.loads(run.report.read_text())
+    level = report["level"]
+    assert level["name"] == "gfn2:water"
+    assert level["failed"] == 0 and level["failures"] == []
+    assert level["ess_change"] == pytest.approx(level["ess"] / level["ess_force_field"])
+    assert level["ess"] == pytest.approx(report["ess"])
+    assert report["timings_s"]["level"] > 0
+    clusters = report["clusters"]
+    assert sum(c["population"] for c in clusters) == pytest.approx(1.0)
+    assert sum(c["population_force_field"] for c in clusters) == pytest.approx(1.0)
+    assert all("energy_gfn2_kJ_mol" in c for c in clusters)
+    # the weights at the two levels differ (water and GFN2 are not MMFF plus a constant)
+    assert any(abs(c["population"] - c["population_force_field"]) > 1e-6 for c in clusters)
+    assert "tblite" in report["versions"]
+
+
+@pytest.mark.parametrize(
+    ("level", "match"), [("gfn3", "--level"), ("gfn2:notasolvent", "--level gfn2:notasolvent")]
+)
+def test_bad_level_fails_before_any_work(tmp_path, level, match):
+    out = tmp_path / "x.sdf"
+    with pytest.raises(GenerateError, match=match):
+        run_generate(_config(out, level=level))
+    assert not out.exists()
+    assert not (tmp_path / "x_run").exists()
+
+
+def _conformer_ensemble() -> tuple[Molecule, Ensemble]:
+    """Propanol: three minimised conformers and one stretched to twice its size."""
+    molecule = Molecule.from_smiles("CCCO")
+    mol = Chem.Mol(molecule.rdkit_mol)
+    ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=3, randomSeed=3))
+    AllChem.MMFFOptimizeMoleculeConfs(mol)
+    x = torch.stack([torch.from_numpy(mol.GetConformer(i).GetPositions()) / 10 for i in ids])
+    x = torch.cat([x[:1], 2.0 * x[1:2], x[1:]])
+    energy = MMFFEnergy(molecule.rdkit_mol).double().energy(x)
+    log_q = torch.zeros(4, dtype=torch.float64)
+    log_w = -energy / kT(300.0) - log_q
+    return molecule, Ensemble(x, energy, log_q, log_w, torch.zeros(4, dtype=torch.long), 4, 0, 0)
+
+
+def test_failed_conformers_are_dropped_counted_and_named():
+    molecule, ensemble = _conformer_ensemble()
+    # the minimised conformers converge in about 10 SCF cycles, the stretched one in about 50
+    xtb = XTBEnergy.from_molecule(molecule, "gfn2", max_iter=30)
+    result = reweight_to_level(ensemble, xtb, 300.0)
+    assert result.level.failed == 1
+    assert [i for i, _ in result.level.failures] == [1]
+    assert "SCF" in result.level.failures[0][1]
+    assert result.x.shape[0] == 3
+    torch.testing.assert_close(result.x, ensemble.x[[0, 2, 3]])
+    assert torch.isfinite(result.log_w).all()
+    assert math.isclose(float(torch.softmax(result.log_w, 0).sum()), 1.0)
+
+
+def test_every_conformer_failing_is_an_error():
+    molecule, ensemble = _conformer_ensemble()
+    xtb = XTBEnergy.from_molecule(molecule, "gfn2", max_iter=2)
+    with pytest.raises(GenerateError, match="failed for all 4 conformers"):
+        reweight_to_level(ensemble, xtb, 300.0)
