@@ -3,7 +3,9 @@
 For each molecule (default: eight of the 22-molecule drug-like set, neutral and charged) one
 ``confflow generate --level gfn2 --unique 0.5`` run with default settings, then the same
 trained model sampled again with ``--level gfn2:water`` (the checkpoint is reused, so the
-samples are the same). Per molecule and level: the ESS at the level (flow -> xTB), its ratio
+samples are the same; ``--levels`` chooses the levels). ``--level-refine S`` refines at each
+level whose ESS is below 10% for up to S seconds (default 0: the reweighting alone).
+Per molecule and level: the ESS at the level (flow -> xTB), its ratio
 to the ESS at MMFF94 of the same samples (what the change of level costs), xTB wall time per
 1,000 conformers on the torch threads, the largest change of a cluster population between the
 levels, the conformers whose calculation failed, and the whole run's wall time.
@@ -67,6 +69,7 @@ def level_row(report: dict, seconds: float) -> dict:
     level, clusters = report["level"], report["clusters"]
     change = max(abs(c["population"] - c["population_force_field"]) for c in clusters)
     kept = report["samples_kept"] + level["failed"]
+    refinement = level.get("refinement") or {}
     return {
         "level": level["name"],
         "ess": level["ess"],
@@ -77,6 +80,8 @@ def level_row(report: dict, seconds: float) -> dict:
         "largest_population_change": change,
         "clusters": len(clusters),
         "seconds": seconds,
+        "ess_before_refinement": refinement.get("ess_before"),
+        "refine_s": refinement.get("seconds", 0.0),
     }
 
 
@@ -172,7 +177,7 @@ def _restrained(energy: XTBEnergy, quads: list, targets: torch.Tensor, k: float)
         (g_pen,) = torch.autograd.grad(penalty, x)
         e, forces = energy.energy_and_forces(x.detach())
         grad = (-forces[0] / HARTREE_KJ_MOL + g_pen[0]) * BOHR_NM
-        return float(e[0]) / HARTREE_KJ_MOL + float(penalty), grad.numpy().ravel()
+        return float(e[0]) / HARTREE_KJ_MOL + float(penalty.detach()), grad.numpy().ravel()
 
     return fun
 
@@ -240,6 +245,10 @@ def main() -> None:
         "--relax-check", type=int, default=3, help="xTB relaxation check for the first K"
     )
     parser.add_argument("--relax-steps", type=int, default=5, help="L-BFGS steps of the check")
+    parser.add_argument("--levels", nargs="+", default=["gfn2", "gfn2:water"], help="levels")
+    parser.add_argument(
+        "--level-refine", type=float, default=0.0, help="generate --level-refine (s; 0: off)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     text = (SETS / "druglike.smi").read_text().splitlines()
@@ -249,32 +258,33 @@ def main() -> None:
         for m, name in enumerate(args.names):
             extra = {} if args.budget is None else {"budget": args.budget}
             base = {"unique": 0.05, "progress": False, "device": "cpu", **extra}
-            gas = GenerateConfig(smiles_of[name], Path(tmp) / f"{name}.sdf", level="gfn2", **base)
-            start = time.perf_counter()
-            result = run_generate(gas)
-            gas_row = level_row(result.report_data, time.perf_counter() - start)
-            water = GenerateConfig(
-                smiles_of[name],
-                Path(tmp) / f"{name}_water.sdf",
-                level="gfn2:water",
-                checkpoint=result.checkpoint,
-                **base,
-            )
-            start = time.perf_counter()
-            water_result = run_generate(water)
-            water_row = level_row(water_result.report_data, time.perf_counter() - start)
+            level_rows, result = [], None
+            for level in args.levels:
+                config = GenerateConfig(
+                    smiles_of[name],
+                    Path(tmp) / f"{name}_{level.replace(':', '_')}.sdf",
+                    level=level,
+                    level_refine=args.level_refine,
+                    checkpoint=None if result is None else result.checkpoint,
+                    **base,
+                )
+                start = time.perf_counter()
+                run = run_generate(config)
+                result = result or run
+                level_rows.append(level_row(run.report_data, time.perf_counter() - start))
             row = {"name": name, "ess_mmff": result.report_data["level"]["ess_force_field"]}
-            row |= {"gas": gas_row, "water": water_row, "timings_s": result.timings}
+            row |= {"levels": level_rows, "timings_s": result.timings}
             rows.append(row)
             print(
                 f"{name:<20} MMFF ESS {100 * row['ess_mmff']:5.1f}%  "
                 + "  ".join(
                     f"{r['level']}: ESS {100 * r['ess']:5.1f}% ({100 * r['ess_change']:5.1f}% "
                     f"of MMFF's) xTB {r['xtb_s_per_1000']:5.1f} s/1000 "
-                    f"dpop {r['largest_population_change']:.3f}"
-                    for r in (gas_row, water_row)
-                )
-                + f"  run {gas_row['seconds']:.0f} s",
+                    f"dpop {r['largest_population_change']:.3f} "
+                    f"before refinement {r['ess_before_refinement']} ({r['refine_s']:.0f} s) "
+                    f"run {r['seconds']:.0f} s"
+                    for r in level_rows
+                ),
                 flush=True,
             )
             if m < args.crest:
@@ -299,21 +309,25 @@ def main() -> None:
             if args.json is not None:
                 write_json(args.json, {"rows": rows, "crest": crest})
     print("\n| molecule | MMFF ESS % | level | ESS % | ratio to MMFF % | xTB s/1000 | "
-          "largest dpop | failed | run s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "largest dpop | failed | ESS before refinement % | run s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        for r in (row["gas"], row["water"]):
+        for r in row["levels"]:
+            before = r["ess_before_refinement"]
+            before = "-" if before is None else f"{100 * before:.1f} ({r['refine_s']:.0f} s)"
             print(
                 f"| {row['name']} | {100 * row['ess_mmff']:.1f} | {r['level']} | "
                 f"{100 * r['ess']:.1f} | {100 * r['ess_change']:.1f} | {r['xtb_s_per_1000']:.1f} | "
-                f"{r['largest_population_change']:.3f} | {r['failed']} | {r['seconds']:.0f} |"
+                f"{r['largest_population_change']:.3f} | {r['failed']} | {before} | "
+                f"{r['seconds']:.0f} |"
             )
-    summary = {
-        "median_ess_gas": statistics.median(r["gas"]["ess"] for r in rows),
-        "median_ess_water": statistics.median(r["water"]["ess"] for r in rows),
-        "min_ess": min(min(r["gas"]["ess"], r["water"]["ess"]) for r in rows),
-        "median_xtb_s_per_1000": statistics.median(r["gas"]["xtb_s_per_1000"] for r in rows),
-    }
+    summary: dict[str, float] = {}
+    for i, level in enumerate(args.levels):
+        summary[f"median_ess_{level}"] = statistics.median(r["levels"][i]["ess"] for r in rows)
+        summary[f"min_ess_{level}"] = min(r["levels"][i]["ess"] for r in rows)
+    summary["median_xtb_s_per_1000"] = statistics.median(
+        r["levels"][0]["xtb_s_per_1000"] for r in rows
+    )
     print(json.dumps(summary, indent=2))
     if args.json is not None:
         write_json(args.json, {"rows": rows, "crest": crest, **summary})

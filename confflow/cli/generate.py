@@ -74,6 +74,13 @@ def generate(
             help="Reweight to a GFN-xTB level: gfn2, gfn1, gfn2:water, gfn2:gbsa:dmso, ..."
         ),
     ] = None,
+    level_refine: Annotated[
+        float,
+        typer.Option(help="Seconds of refinement at --level when its ESS is below --level-ess."),
+    ] = 300.0,
+    level_ess: Annotated[
+        float, typer.Option(help="ESS fraction at --level that ends (or skips) the refinement.")
+    ] = 0.1,
     plots: Annotated[bool, typer.Option("--plots", help="Write PNG diagnostics.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
 ) -> None:
@@ -98,6 +105,8 @@ def generate(
         checkpoint=checkpoint,
         largest_fragment=largest_fragment,
         level=level,
+        level_refine=level_refine,
+        level_ess=level_ess,
         plots=plots,
         progress=not quiet,
     )

@@ -7,7 +7,8 @@
 * :class:`CappedEnergy` / :func:`linlog_cap` — smooth energy cap for training.
 * :class:`TorsionalEnergy` — a Cartesian energy over free torsions at fixed or locally relaxed
   structure (:class:`LocalRelaxation`, batched in torch); :func:`relax_at_torsions` — RDKit's
-  MMFF minimisation with torsions held, the reference for the relaxation.
+  MMFF minimisation with torsions held, the reference for the relaxation;
+  :class:`LevelTorsionalEnergy` — another energy (GFN2-xTB) at a torsional energy's conformers.
 * :class:`XTBEnergy` — GFN2-xTB / GFN1-xTB (tblite) with implicit solvent, in processes.
 * :class:`DoubleWell`, :class:`GaussianMixtureEnergy` — analytic targets with known normalisers.
 """
@@ -30,7 +31,7 @@ from confflow.energies.systems import (
     ReferenceSystem,
     alanine_dipeptide,
 )
-from confflow.energies.torsional import TorsionalEnergy
+from confflow.energies.torsional import LevelTorsionalEnergy, TorsionalEnergy
 from confflow.energies.xtb import XTBEnergy, XTBResult
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "DoubleWell",
     "Energy",
     "GaussianMixtureEnergy",
+    "LevelTorsionalEnergy",
     "LocalRelaxation",
     "MMFFEnergy",
     "MMFFTypingError",

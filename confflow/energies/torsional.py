@@ -1,4 +1,8 @@
-"""Energies over free torsions: a Cartesian energy at frozen or locally relaxed structure."""
+"""Energies over free torsions: a Cartesian energy at frozen or locally relaxed structure.
+
+:class:`TorsionalEnergy` is the force field at its own (frozen or relaxed) conformers;
+:class:`LevelTorsionalEnergy` is another energy (e.g. GFN2-xTB) at those same conformers.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from confflow.coordinates.torsional import TorsionalEmbedding
 from confflow.energies.base import Energy
 from confflow.energies.local_relax import LocalRelaxation, check_same_atoms
 
-__all__ = ["TorsionalEnergy"]
+__all__ = ["LevelTorsionalEnergy", "TorsionalEnergy"]
 
 
 class TorsionalEnergy(Energy):
@@ -60,3 +64,42 @@ class TorsionalEnergy(Energy):
         if self.relaxation is None:
             return self.cartesian.energy(self.embedding.embed(x))
         return self.relaxation.energy(x)
+
+
+class LevelTorsionalEnergy(Energy):
+    """Another energy at a torsional energy's conformers, over torsions ``theta [B, K]`` (rad).
+
+    ``E(theta) = E_level(x(theta))`` in kJ/mol, with ``x(theta)`` the conformer of
+    ``torsional`` (nm): its local structure frozen, or relaxed on ``torsional``'s own energy (a
+    force field) and held fixed in the gradient. The target of a torsional flow refined at a
+    level of theory (e.g. GFN2-xTB) whose conformers stay those the flow writes.
+
+    Args:
+        torsional: the torsional energy whose conformers are evaluated.
+        level: energy over positions ``[B, N, 3]`` nm, kJ/mol (evaluated in float64).
+    """
+
+    def __init__(self, torsional: TorsionalEnergy, level: Energy) -> None:
+        super().__init__()
+        check_same_atoms("LevelTorsionalEnergy", level, torsional.embedding)
+        self.torsional = torsional
+        self.level = level
+
+    @property
+    def embedding(self) -> TorsionalEmbedding:
+        """The torsion space (that of ``torsional``)."""
+        return self.torsional.embedding
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """``(K,)``: one torsion (rad) per rotatable bond."""
+        return self.torsional.event_shape
+
+    def _energy(self, x: Tensor) -> Tensor:
+        relaxation = self.torsional.relaxation
+        if relaxation is None:
+            positions = self.embedding.embed(x)
+        else:
+            local = relaxation.relax(x)  # no gradient: held fixed (envelope theorem)
+            positions, _ = self.embedding.ic(relaxation.internal(x, local))
+        return self.level.energy(positions.double()).to(x.dtype)

@@ -65,6 +65,10 @@ class GenerateConfig:
         level: a GFN-xTB level (``"gfn2"``, ``"gfn2:water"``, see
             :class:`~confflow.xtb.XTBLevel`) to reweight the ensemble to, or ``None`` (the
             force field's weights); see :mod:`confflow.generate.level`.
+        level_refine: seconds of refinement at ``level`` when its ESS is below
+            ``level_ess`` (0: none).
+        level_ess: ESS fraction at ``level`` below which the flow is refined, and at which the
+            refinement stops.
         plots: write PNG diagnostics into the run folder.
         bootstrap: bootstrap replicates of the cluster free energies.
         progress: progress bars on stderr.
@@ -88,6 +92,8 @@ class GenerateConfig:
     checkpoint: Path | None = None
     largest_fragment: bool = False
     level: str | None = None
+    level_refine: float = 300.0
+    level_ess: float = 0.1
     plots: bool = False
     bootstrap: int = 200
     progress: bool = True
@@ -133,6 +139,10 @@ class GenerateConfig:
             raise GenerateError(
                 f"--t-max: {self.t_max} K must exceed --temperature {self.temperature} K"
             )
+        if not (isinstance(self.level_refine, int | float) and self.level_refine >= 0):
+            raise GenerateError(f"--level-refine: must be >= 0 s, got {self.level_refine!r}")
+        if not (isinstance(self.level_ess, int | float) and 0 < self.level_ess <= 1):
+            raise GenerateError(f"--level-ess: must be in (0, 1], got {self.level_ess!r}")
         if self.level is not None:
             try:
                 object.__setattr__(self, "level", XTBLevel.parse(self.level).name)

@@ -59,6 +59,8 @@ class LevelData:
         failed: samples dropped because their calculation failed.
         failures: ``(sample, message)`` of the first :data:`MAX_LISTED_FAILURES` of them
             (sample: index among the samples before the level was applied).
+        refinement: after a refinement at the level, ``ess_before`` (the ESS at the level
+            before it), ``steps``, ``seconds`` and ``ess_history`` (its ESS checks).
     """
 
     name: str
@@ -69,6 +71,7 @@ class LevelData:
     ess_force_field: float
     failed: int
     failures: list[tuple[int, str]]
+    refinement: dict | None = None
 
 
 @dataclass

@@ -14,21 +14,50 @@ geometry. Cartesian models sample every coordinate, and their weights target the
 Boltzmann distribution.
 
 A conformer whose calculation fails (SCF not converged) is excluded and counted, never weighted.
+
+Where the ESS at the level is below ``level_ess``, :func:`refine_at_level` continues training
+each torsional flow on the level's energy at its own conformers
+(:class:`~confflow.energies.LevelTorsionalEnergy`: 80% importance-weighted forward KL, 20%
+reverse KL, as the force-field refinement, in small batches) for at most ``level_refine``
+seconds or until an ESS check reaches ``level_ess``; a state mixture's weights are then
+re-estimated at the level. The ensemble is sampled and reweighted again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
+from torch import Tensor
 
 from confflow.chem import Molecule
-from confflow.energies import XTBEnergy
+from confflow.energies import LevelTorsionalEnergy, TorsionalEnergy, XTBEnergy
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.ensemble import MAX_LISTED_FAILURES, Ensemble, LevelData
+from confflow.generate.model import Model, training_data
+from confflow.generate.state_training import set_state_weights, state_estimates
+from confflow.generate.training import Schedule, TrainingSummary, train_model
+from confflow.models import StateMixture
 from confflow.reweighting import change_level, kish_ess
 
-__all__ = ["level_energy", "reweight_to_level"]
+__all__ = ["LEVEL_SCHEDULE", "LEVEL_STATE_SAMPLES", "level_energy", "refine_at_level"]
+__all__ += ["reweight_to_level"]
+
+#: Refinement at the level: the force field's torsional schedule with small batches and short
+#: segments (a GFN2-xTB energy costs about a thousand MMFF ones).
+LEVEL_SCHEDULE = Schedule(
+    nll_share=0.0,
+    kl_weight=1.0,
+    forward_weight=0.8,
+    kl_batch_size=64,
+    lr=5e-4,
+    segment=10,
+    patience=5,
+    ess_samples=256,
+)
+#: Flow samples per state for the level's estimate of a mixture's state populations.
+LEVEL_STATE_SAMPLES = 256
 
 
 def level_energy(molecule: Molecule, config: GenerateConfig) -> XTBEnergy | None:
@@ -94,3 +123,78 @@ def reweight_to_level(ensemble: Ensemble, energy: XTBEnergy, temperature: float)
         state=ensemble.state[ok],
         level=data,
     )
+
+
+def _refinable(model: Model) -> list:
+    """The generators of ``model`` with a torsional energy and a trainable flow."""
+    components = list(model.components) if isinstance(model, StateMixture) else [model]
+    return [
+        c
+        for c in components
+        if isinstance(c.energy, TorsionalEnergy) and any(True for _ in c.flow.parameters())
+    ]
+
+
+def refine_at_level(
+    model: Model, energy: XTBEnergy, frames: Tensor, config: GenerateConfig
+) -> TrainingSummary:
+    """Continues training ``model`` in place on the level's energy at its own conformers.
+
+    Each torsional flow refines for its share of ``config.level_refine`` seconds (a mixture's
+    by its states' weights), stopping early once an ESS check reaches ``config.level_ess``; a
+    mixture's weights are then set from importance-sampling estimates at the level. Cartesian
+    models are not refined (an empty summary).
+
+    Args:
+        model: the trained generator (its energies are restored afterwards).
+        energy: the level's energy.
+        frames: ``[M, N, 3]`` nm training positions (their torsions set the energy cap).
+        config: run settings (``level_refine``, ``level_ess``, ``seed``, ``device``).
+
+    Returns:
+        The refinement's :class:`~confflow.generate.training.TrainingSummary`.
+    """
+    summary = TrainingSummary()
+    targets = _refinable(model)
+    if not targets:
+        return summary
+    deadline = time.perf_counter() + config.level_refine
+    plan = dataclasses.replace(LEVEL_SCHEDULE, stop_ess=config.level_ess)
+    if isinstance(model, StateMixture):
+        weight = torch.zeros(len(model.components), dtype=torch.float64)
+        for e, (k, _, _) in enumerate(model.entries):
+            weight[k] += float(model.log_pi[e].exp())
+        shares = [float(weight[list(model.components).index(c)]) for c in targets]
+    else:
+        shares = [1.0]
+    originals = [c.energy for c in targets]
+    data = [training_data(c, frames) for c in targets]  # torsions, before the swap
+    try:
+        for c in targets:
+            c.energy = LevelTorsionalEnergy(c.energy, energy)
+        order = sorted(range(len(targets)), key=lambda i: -shares[i])
+        for rank, i in enumerate(order):
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            share = shares[i] / sum(shares[j] for j in order[rank:])
+            part = train_model(
+                targets[i],
+                data[i],
+                dataclasses.replace(config, budget=left * share),
+                maximum_likelihood=False,
+                schedule=plan,
+            )
+            summary.refine_steps += part.refine_steps
+            summary.target_evaluations += part.target_evaluations
+            summary.ess_history += part.ess_history
+            summary.best_ess = max(summary.best_ess, part.best_ess)
+        if isinstance(model, StateMixture):
+            log_z, _, _ = state_estimates(model, config.seed + 5, LEVEL_STATE_SAMPLES)
+            summary.target_evaluations += LEVEL_STATE_SAMPLES * len(model.components)
+            set_state_weights(model, log_z)
+    finally:
+        for c, original in zip(targets, originals, strict=True):
+            c.energy = original
+    model.eval()
+    return summary

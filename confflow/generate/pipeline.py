@@ -4,7 +4,8 @@ Stages (each timed in the report): ``molecule`` (parse, validate), ``seeds`` (ET
 ``md`` (replica-exchange MMFF MD with OpenMM), ``training`` (maximum likelihood, then mixed
 refinement with early stopping on ESS; skipped with a checkpoint), ``sampling`` (flow samples,
 stereo filter, energies, log-weights), ``level`` (with ``level``: GFN-xTB energies and
-weights, :mod:`confflow.generate.level`), ``clustering`` (with ``unique``) and ``writing``.
+weights, and ``level_refine`` when their ESS is small; :mod:`confflow.generate.level`),
+``clustering`` (with ``unique``) and ``writing``.
 The stage functions are those of :mod:`confflow.generate.stages`, which the pipeline's Dask
 tasks (:mod:`confflow.pipeline.stages`) call too.
 
@@ -20,9 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
+from confflow.chem import Molecule
+from confflow.energies import XTBEnergy
 from confflow.generate.config import GenerateConfig, GenerateError
-from confflow.generate.level import level_energy, reweight_to_level
-from confflow.generate.model import load_model
+from confflow.generate.ensemble import Ensemble
+from confflow.generate.level import level_energy, refine_at_level, reweight_to_level
+from confflow.generate.model import Model, load_model
 from confflow.generate.molecule import rotatable_torsions
 from confflow.generate.report import build_report, model_facts
 from confflow.generate.stages import (
@@ -92,6 +98,36 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     return value
 
 
+def _refine_at_level(
+    model: Model,
+    xtb: XTBEnergy,
+    frames: Tensor,
+    molecule: Molecule,
+    ensemble: Ensemble,
+    config: GenerateConfig,
+    timings: dict[str, float],
+    log: Callable[[str], None],
+) -> Ensemble:
+    """Refines the model at the level, then samples and reweights again (see the level stage)."""
+    before = ensemble.ess
+    log(f"level {config.level}: ESS {100 * before:.1f}%, refining ({config.level_refine:g} s)")
+    summary = _timed(timings, "level_refine", lambda: refine_at_level(model, xtb, frames, config))
+    if not summary.refine_steps:
+        return ensemble
+    ensemble = _timed(timings, "sampling", lambda: sample(model, molecule, config))
+    ensemble = _timed(
+        timings, "level", lambda: reweight_to_level(ensemble, xtb, config.temperature)
+    )
+    assert ensemble.level is not None
+    ensemble.level.refinement = {
+        "ess_before": before,
+        "steps": summary.refine_steps,
+        "seconds": timings["level_refine"],
+        "ess_history": summary.ess_history,
+    }
+    return ensemble
+
+
 def run_generate(
     config: GenerateConfig, log: Callable[[str], None] = lambda _: None
 ) -> GenerateResult:
@@ -153,6 +189,8 @@ def run_generate(
             timings, "level", lambda: reweight_to_level(ensemble, xtb, config.temperature)
         )
         assert ensemble.level is not None
+        if config.level_refine > 0 and ensemble.ess < config.level_ess:
+            ensemble = _refine_at_level(model, xtb, md_x, molecule, ensemble, config, timings, log)
         log(
             f"level {ensemble.level.name}: ESS {100 * ensemble.ess:.1f}% "
             f"({100 * ensemble.level.ess_change:.0f}% of the force field's), "

@@ -117,6 +117,7 @@ def _level_report(ensemble: Ensemble) -> dict[str, Any]:
         "failures": [{"sample": i, "message": m} for i, m in level.failures],
         "energy_min_kJ_mol": float(level.energy.min()),
         "energy_mean_kJ_mol": float(expectation(level.energy, ensemble.log_w)),
+        "refinement": level.refinement,
     }
 
 

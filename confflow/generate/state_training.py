@@ -30,6 +30,8 @@ __all__ = [
     "MIN_ROUND_S",
     "MIN_STATE_FRAMES",
     "STATE_ESTIMATE_SAMPLES",
+    "set_state_weights",
+    "state_estimates",
     "train_states",
 ]
 
@@ -112,15 +114,30 @@ def _second_round(shares: Tensor, seconds: float) -> list[tuple[int, float]]:
     return []
 
 
-def _state_estimates(model: StateMixture, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Importance-sampling ``log Z_k`` (nats), ``ESS_k`` and populations ``P_k`` (``[K]`` each)."""
+def state_estimates(
+    model: StateMixture, seed: int, samples: int = STATE_ESTIMATE_SAMPLES
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Importance-sampling ``log Z_k`` (nats), ``ESS_k`` and populations ``P_k`` (``[K]`` each).
+
+    Args:
+        model: the mixture (its components' energies are the target).
+        seed: sampling seed.
+        samples: flow samples per state.
+    """
     gen = torch.Generator(model.log_pi.device).manual_seed(seed)
-    log_z, ess = model.log_partition(STATE_ESTIMATE_SAMPLES, gen)
+    log_z, ess = model.log_partition(samples, gen)
     index = torch.tensor([k for k, _, _ in model.entries])
     population = torch.zeros(len(log_z), dtype=torch.float64).index_add(
         0, index, torch.softmax(log_z[index], 0)
     )
     return log_z, ess, population
+
+
+def set_state_weights(model: StateMixture, log_z: Tensor) -> None:
+    """Mixture weights from the states' ``log Z_k`` (nats): the populations, a tenth even."""
+    index = torch.tensor([k for k, _, _ in model.entries])
+    entry_population = torch.softmax(log_z[index], 0)
+    model.set_log_weights(((1 - EVEN_SHARE) * entry_population + EVEN_SHARE / len(index)).log())
 
 
 def train_states(
@@ -190,18 +207,16 @@ def train_states(
         run(k, float(shares[k]) * FIRST_ROUND * config.budget, True)
     if any(trainable):
         start = time.perf_counter()
-        _, ess, population = _state_estimates(model, config.seed + 4)
+        _, ess, population = state_estimates(model, config.seed + 4)
         summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
         # what is left, less the final estimate (which costs as much as this one)
         left = deadline - 2 * time.perf_counter() + start
         shares = _variance_shares(population, ess) * torch.tensor(trainable)
         for k, budget in _second_round(shares, left):
             run(k, budget, False)
-    log_z, ess, population = _state_estimates(model, config.seed + 3)
+    log_z, ess, population = state_estimates(model, config.seed + 3)
     summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
-    index = torch.tensor([k for k, _, _ in model.entries])
-    entry_population = torch.softmax(log_z[index], 0)
-    model.set_log_weights(((1 - EVEN_SHARE) * entry_population + EVEN_SHARE / len(index)).log())
+    set_state_weights(model, log_z)
     summary.best_ess = float(1.0 / (population / ess.clamp_min(1e-12)).sum())
     for k, state in enumerate(facts):
         state.update(log_z=float(log_z[k]), ess=float(ess[k]))

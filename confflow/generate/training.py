@@ -69,6 +69,7 @@ class Schedule:
         segment: refinement steps per ESS check.
         patience: ESS checks without improvement before stopping.
         ess_samples: flow samples per ESS check (estimates from few samples are noisy).
+        stop_ess: refinement stops once an ESS check reaches this fraction (above 1: never).
     """
 
     nll_share: float
@@ -79,6 +80,7 @@ class Schedule:
     segment: int
     patience: int
     ess_samples: int
+    stop_ess: float = 2.0
 
 
 #: Per model. The torsional model's MD data come from the flexible molecule, not from its
@@ -221,7 +223,7 @@ def _refine(
             best_state = trainer.snapshot()
         else:
             since_best += 1
-        if since_best >= plan.patience:
+        if since_best >= plan.patience or summary.best_ess >= plan.stop_ess:
             summary.stopped_early = True
             break
     summary.refine_steps += trainer.step
@@ -235,6 +237,7 @@ def train_model(
     config: GenerateConfig,
     on_checkpoint: Any = None,
     maximum_likelihood: bool = True,
+    schedule: Schedule | None = None,
 ) -> TrainingSummary:
     """Trains ``model`` in place within ``config.budget`` seconds.
 
@@ -246,6 +249,7 @@ def train_model(
         on_checkpoint: called with the model after maximum likelihood and at the end.
         maximum_likelihood: start with maximum likelihood (``False``: refinement only, to
             continue a trained model).
+        schedule: the refinement's settings (default: :data:`SCHEDULES` of the model's kind).
 
     Returns:
         The :class:`TrainingSummary`.
@@ -262,7 +266,7 @@ def train_model(
     if model.config.flow.family in FLOW_MATCHING_FAMILIES:
         _flow_matching(model, train, common, batch, summary, deadline)
     else:
-        plan = SCHEDULES[model_kind(model)]
+        plan = schedule or SCHEDULES[model_kind(model)]
         if maximum_likelihood:
             ml_deadline = time.perf_counter() + plan.nll_share * config.budget
             _maximum_likelihood(model, train, val, common, batch, summary, ml_deadline)

@@ -47,7 +47,8 @@ class PipelineConfig:
             ``confflow generate --unique`` (``None``: write every sample).
         bootstrap: bootstrap replicates of the cluster free energies (with ``unique``).
         level: a GFN-xTB level to reweight each ensemble to, as ``confflow generate --level``
-            (``"gfn2"``, ``"gfn2:water"``; ``None``: the force field's weights).
+            (``"gfn2"``, ``"gfn2:water"``; ``None``: the force field's weights); the pipeline
+            reweights but does not refine at the level (``generate --level-refine``).
         threads: torch threads per task (match the cores of one Dask worker thread).
         retries: Dask retries of a task that raised unexpectedly (a task whose worker died is
             rescheduled by Dask in any case).
@@ -108,6 +109,7 @@ class PipelineConfig:
             unique=self.unique,
             bootstrap=self.bootstrap,
             level=self.level,
+            level_refine=0.0,
             progress=False,
         )
 

@@ -30,6 +30,7 @@ ANGSTROM_PER_BOHR = 0.529177210903
 
 def _config(out, **kw) -> GenerateConfig:
     settings = {"budget": 4.0, "md_ns": 0.004, "n": 120, "progress": False, "device": "cpu"}
+    settings["level_refine"] = 0.0  # refinement has its own test
     return GenerateConfig(SMILES, out, **{**settings, **kw})
 
 
@@ -131,3 +132,63 @@ def test_every_conformer_failing_is_an_error():
     xtb = XTBEnergy.from_molecule(molecule, "gfn2", max_iter=2)
     with pytest.raises(GenerateError, match="failed for all 4 conformers"):
         reweight_to_level(ensemble, xtb, 300.0)
+
+
+def test_level_torsional_energy_is_xtb_at_the_written_conformers():
+    from confflow.coordinates import TorsionalEmbedding
+    from confflow.energies import LevelTorsionalEnergy, TorsionalEnergy
+
+    molecule, ensemble = _conformer_ensemble()
+    embedding = TorsionalEmbedding(molecule, ensemble.x[0].float())
+    torsional = TorsionalEnergy(MMFFEnergy(molecule.rdkit_mol).double(), embedding, 2).double()
+    xtb = XTBEnergy.from_molecule(molecule, "gfn2")
+    level = LevelTorsionalEnergy(torsional, xtb)
+    theta = embedding.project(ensemble.x[[0, 2, 3]]).double()
+    expected = xtb.energy(torsional.positions(theta))
+    torch.testing.assert_close(level.energy(theta), expected, rtol=0, atol=1e-8)
+    # the gradient holds the relaxed local structure: finite differences at that structure
+    relaxation = torsional.relaxation
+    local = relaxation.relax(theta)
+    theta = theta.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(level.energy(theta).sum(), theta)
+
+    def at(t: torch.Tensor) -> torch.Tensor:
+        x, _ = embedding.ic(relaxation.internal(t, local))
+        return xtb.energy(x)
+
+    step = 1e-5
+    for k in range(theta.shape[1]):
+        shift = torch.zeros_like(theta)
+        shift[:, k] = step
+        with torch.no_grad():
+            diff = (at(theta + shift) - at(theta - shift)) / (2 * step)
+        torch.testing.assert_close(grad[:, k], diff, rtol=1e-4, atol=1e-2)
+
+
+def test_refinement_at_the_level_runs_and_is_reported(tmp_path):
+    torch.set_num_threads(2)
+    # level_ess 1.0: the ESS is always below it, so the refinement runs for its budget
+    config = _config(tmp_path / "p.sdf", level="gfn2", level_refine=8.0, level_ess=1.0)
+    result = run_generate(config)
+    refinement = result.report_data["level"]["refinement"]
+    assert refinement["steps"] > 0
+    assert 0 < refinement["ess_before"] <= 1
+    assert refinement["ess_history"]
+    assert refinement["seconds"] < 8.0 + 30.0  # one segment may finish past the budget
+    assert result.report_data["timings_s"]["level_refine"] == refinement["seconds"]
+    # the generator's energy is the force field again (it was swapped only while refining)
+    records = list(Chem.SDMolSupplier(str(result.sdf), removeHs=False))
+    shift = [
+        float(r.GetProp("log_w"))
+        - float(r.GetProp("log_w_force_field"))
+        + (float(r.GetProp("energy_gfn2_kJ_mol")) - float(r.GetProp("energy_kJ_mol"))) / kT(300.0)
+        for r in records
+    ]
+    assert max(shift) - min(shift) < 1e-6
+
+
+def test_level_settings_are_checked(tmp_path):
+    with pytest.raises(GenerateError, match="--level-refine"):
+        _config(tmp_path / "x.sdf", level="gfn2", level_refine=-1.0)
+    with pytest.raises(GenerateError, match="--level-ess"):
+        _config(tmp_path / "x.sdf", level="gfn2", level_ess=0.0)
