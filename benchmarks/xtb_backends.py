@@ -66,7 +66,9 @@ def main() -> None:
 
         def batch(calc=calc, x=x):
             positions = (x / BOHR_NM).clone().requires_grad_(True)
-            e = calc.get_energy(positions)
+            e = calc.get_energy(
+                positions, chrg=torch.zeros(positions.shape[0], dtype=torch.float64)
+            )
             (g,) = torch.autograd.grad(e.sum(), positions)
             return e.detach(), g
 
