@@ -129,7 +129,7 @@ def reweight(
         report = {"ess": ess, "largest_weight": share, "n": int(kept.sum())}
         report["free_energies"] = {k: r.to_dict() for k, r in results.items()}
         if level is not None:
-            report["level"] = {k: v for k, v in level.items() if k != "energy"}
+            report["level"] = {k: v for k, v in level.items() if k not in ("energy", "method")}
         write_json(json_out, report)
     if plots is not None:
         from confflow.reweighting.plots import free_energy_profile, log_weight_histogram
@@ -144,7 +144,8 @@ def reweight(
 def _to_level(spec: str, data: dict, target: dict, x, log_w):
     """The samples' log-weights at the level ``spec``, and what the change did.
 
-    Prints the ESS kept through the change and one line per failed conformer (at most ten).
+    Prints the ESS kept through the change and one line per failed conformer (at most
+    :data:`~confflow.generate.ensemble.MAX_LISTED_FAILURES`).
 
     Returns:
         ``(facts, log_w)``: a dict with ``name``, ``ess_change``, ``failed``, ``failures`` and
@@ -157,6 +158,7 @@ def _to_level(spec: str, data: dict, target: dict, x, log_w):
     import torch
 
     from confflow.energies import XTBEnergy
+    from confflow.generate.ensemble import MAX_LISTED_FAILURES
     from confflow.models import TargetConfig
     from confflow.models.targets import build_target
     from confflow.reweighting import change_level
@@ -178,7 +180,7 @@ def _to_level(spec: str, data: dict, target: dict, x, log_w):
         first = min(result.failures.items(), default=(0, "no energies"))
         raise InputError(f"--energy {spec}: conformer {first[0]}: {first[1]} ({err})") from err
     failures = sorted(result.failures.items())
-    for index, message in failures[:10]:
+    for index, message in failures[:MAX_LISTED_FAILURES]:
         typer.echo(f"  {xtb.level.name}: conformer {index} excluded: {message}", err=True)
     typer.echo(
         f"level {xtb.level.name}: ESS {100 * change.ess:.2f} %, {100 * change.ess_change:.0f} % "
@@ -188,7 +190,8 @@ def _to_level(spec: str, data: dict, target: dict, x, log_w):
         "name": xtb.level.name,
         "ess_change": change.ess_change,
         "failed": change.n_failed,
-        "failures": [{"sample": i, "message": m} for i, m in failures[:10]],
+        "failures": [{"sample": i, "message": m} for i, m in failures[:MAX_LISTED_FAILURES]],
+        "method": xtb.level.method,
         "energy": result.energy,
     }
     return facts, change.log_w
@@ -200,8 +203,7 @@ def _write_level_samples(path: Path, data: dict, level: dict, log_w) -> None:
 
     from confflow.atomic import atomic_path
 
-    method = level["name"].split(":")[0]
-    arrays = {**data, f"energy_{method}": level["energy"].numpy(), "log_w": log_w.numpy()}
+    arrays = {**data, f"energy_{level['method']}": level["energy"].numpy(), "log_w": log_w.numpy()}
     arrays["log_w_force_field"] = data["log_w"]
     arrays["level"] = level["name"]
     with atomic_path(path) as tmp, tmp.open("wb") as handle:

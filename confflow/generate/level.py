@@ -39,7 +39,7 @@ from confflow.generate.model import Model, training_data
 from confflow.generate.state_training import set_state_weights, state_estimates
 from confflow.generate.training import Schedule, TrainingSummary, train_model
 from confflow.models import StateMixture
-from confflow.reweighting import change_level, kish_ess
+from confflow.reweighting import change_level
 
 __all__ = ["LEVEL_SCHEDULE", "LEVEL_STATE_SAMPLES", "level_energy", "refine_at_level"]
 __all__ += ["reweight_to_level"]
@@ -110,7 +110,7 @@ def reweight_to_level(ensemble: Ensemble, energy: XTBEnergy, temperature: float)
         energy=result.energy[ok],
         force_field_log_w=ensemble.log_w[ok],
         ess_change=change.ess_change,
-        ess_force_field=kish_ess(ensemble.log_w[ok]),
+        ess_force_field=change.ess_before,
         failed=change.n_failed,
         failures=sorted(result.failures.items())[:MAX_LISTED_FAILURES],
     )
@@ -125,14 +125,24 @@ def reweight_to_level(ensemble: Ensemble, energy: XTBEnergy, temperature: float)
     )
 
 
-def _refinable(model: Model) -> list:
-    """The generators of ``model`` with a torsional energy and a trainable flow."""
-    components = list(model.components) if isinstance(model, StateMixture) else [model]
-    return [
-        c
-        for c in components
+def _refinable(model: Model) -> tuple[list, list[float]]:
+    """Generators of ``model`` with a torsional energy and a trainable flow, and their weights.
+
+    A weight is the share of the mixture's samples its component draws (1 for one generator).
+    """
+    if isinstance(model, StateMixture):
+        index = torch.tensor([k for k, _, _ in model.entries], device=model.log_pi.device)
+        weight = torch.zeros(len(model.components), dtype=model.log_pi.dtype)
+        weight = weight.to(index.device).index_add(0, index, model.log_pi.exp()).tolist()
+        pairs = list(zip(model.components, weight, strict=True))
+    else:
+        pairs = [(model, 1.0)]
+    kept = [
+        (c, w)
+        for c, w in pairs
         if isinstance(c.energy, TorsionalEnergy) and any(True for _ in c.flow.parameters())
     ]
+    return [c for c, _ in kept], [w for _, w in kept]
 
 
 def refine_at_level(
@@ -155,18 +165,11 @@ def refine_at_level(
         The refinement's :class:`~confflow.generate.training.TrainingSummary`.
     """
     summary = TrainingSummary()
-    targets = _refinable(model)
+    targets, shares = _refinable(model)
     if not targets:
         return summary
     deadline = time.perf_counter() + config.level_refine
     plan = dataclasses.replace(LEVEL_SCHEDULE, stop_ess=config.level_ess)
-    if isinstance(model, StateMixture):
-        weight = torch.zeros(len(model.components), dtype=torch.float64)
-        for e, (k, _, _) in enumerate(model.entries):
-            weight[k] += float(model.log_pi[e].exp())
-        shares = [float(weight[list(model.components).index(c)]) for c in targets]
-    else:
-        shares = [1.0]
     originals = [c.energy for c in targets]
     data = [training_data(c, frames) for c in targets]  # torsions, before the swap
     try:

@@ -42,13 +42,18 @@ class LevelChange:
             ``-inf`` where the sample has no energy at that level.
         ok: ``[B]`` bool, the samples with an energy at the new level.
         ess: Kish ESS fraction of ``log_w`` over the samples in ``ok``.
-        ess_change: ``ess`` over the Kish ESS at the old energy (see the module).
+        ess_before: Kish ESS fraction of the old log-weights over the same samples.
     """
 
     log_w: Tensor
     ok: Tensor
     ess: float
-    ess_change: float
+    ess_before: float
+
+    @property
+    def ess_change(self) -> float:
+        """``ess / ess_before``: what the change of level costs (see the module)."""
+        return self.ess / self.ess_before
 
     @property
     def n_failed(self) -> int:
@@ -84,5 +89,4 @@ def change_level(log_w: Tensor, energy: Tensor, energy_level: Tensor, temperatur
     delta = torch.where(ok, delta - delta[ok].mean(), 0.0)  # a constant shift changes nothing
     log_r = torch.where(ok, -delta, -torch.inf)
     new = torch.where(ok, log_w + log_r, -torch.inf)
-    ess = kish_ess(new[ok])
-    return LevelChange(new, ok, ess, ess / kish_ess(log_w[ok]))
+    return LevelChange(new, ok, kish_ess(new[ok]), kish_ess(log_w[ok]))

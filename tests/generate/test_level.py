@@ -174,7 +174,6 @@ def test_refinement_at_the_level_runs_and_is_reported(tmp_path):
     assert refinement["steps"] > 0
     assert 0 < refinement["ess_before"] <= 1
     assert refinement["ess_history"]
-    assert refinement["seconds"] < 8.0 + 30.0  # one segment may finish past the budget
     assert result.report_data["timings_s"]["level_refine"] == refinement["seconds"]
     # the generator's energy is the force field again (it was swapped only while refining)
     records = list(Chem.SDMolSupplier(str(result.sdf), removeHs=False))
