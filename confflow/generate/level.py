@@ -18,9 +18,11 @@ A conformer whose calculation fails (SCF not converged) is excluded and counted,
 Where the ESS at the level is below ``level_ess``, :func:`refine_at_level` continues training
 each torsional flow on the level's energy at its own conformers
 (:class:`~confflow.energies.LevelTorsionalEnergy`: 80% importance-weighted forward KL, 20%
-reverse KL, as the force-field refinement, in small batches) for at most ``level_refine``
-seconds or until an ESS check reaches ``level_ess``; a state mixture's weights are then
-re-estimated at the level. The ensemble is sampled and reweighted again.
+reverse KL, as the force-field refinement, in small batches, the forward term pooled over the
+last 1,024 evaluated samples so that each xTB evaluation serves some sixteen steps) for at
+most ``level_refine`` seconds or until an ESS check of 256 samples, confirmed on 1,024,
+reaches ``level_ess``; a state mixture's weights are then re-estimated at the level. The
+ensemble is sampled and reweighted again.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ __all__ = ["LEVEL_SCHEDULE", "LEVEL_STATE_SAMPLES", "level_energy", "refine_at_l
 __all__ += ["reweight_to_level"]
 
 #: Refinement at the level: the force field's torsional schedule with small batches and short
-#: segments (a GFN2-xTB energy costs about a thousand MMFF ones).
+#: segments (a GFN2-xTB energy costs about a thousand MMFF ones); the forward KL pools the
+#: last 1,024 evaluated samples, the checks are noisy, so the time budget rather than their
+#: patience ends the refinement, and a check that reaches the target is confirmed on 1,024.
 LEVEL_SCHEDULE = Schedule(
     nll_share=0.0,
     kl_weight=1.0,
@@ -53,8 +57,10 @@ LEVEL_SCHEDULE = Schedule(
     kl_batch_size=64,
     lr=5e-4,
     segment=10,
-    patience=5,
+    patience=10,
     ess_samples=256,
+    confirm_samples=1024,
+    forward_replay=1024,
 )
 #: Flow samples per state for the level's estimate of a mixture's state populations.
 LEVEL_STATE_SAMPLES = 256

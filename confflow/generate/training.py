@@ -70,6 +70,11 @@ class Schedule:
         patience: ESS checks without improvement before stopping.
         ess_samples: flow samples per ESS check (estimates from few samples are noisy).
         stop_ess: refinement stops once an ESS check reaches this fraction (above 1: never).
+        confirm_samples: flow samples of a second, larger check that must confirm
+            ``stop_ess`` before the refinement stops (0: none); small checks miss heavy
+            weight tails.
+        forward_replay: recent flow samples the forward KL pools (0: each step's own; see
+            :class:`~confflow.training.TrainConfig`).
     """
 
     nll_share: float
@@ -81,6 +86,8 @@ class Schedule:
     patience: int
     ess_samples: int
     stop_ess: float = 2.0
+    confirm_samples: int = 0
+    forward_replay: int = 0
 
 
 #: Per model. The torsional model's MD data come from the flexible molecule, not from its
@@ -102,7 +109,8 @@ class TrainingSummary:
         best_ess: ESS of the kept model.
         target_evaluations: energy evaluations of the target (refinement samples and ESS
             checks; the relaxation's gradient steps are part of one evaluation).
-        stopped_early: refinement stopped for lack of ESS improvement.
+        stopped_early: refinement stopped before its deadline: the ESS reached ``stop_ess``
+            or did not improve for ``patience`` checks.
         val_nll: validation NLL (nats) after maximum likelihood.
         states: per state of a mixture: ``budget_s``, ``nll_steps``, ``refine_steps``,
             ``best_ess`` (its own training), ``log_z`` (nats) and ``ess`` of the final
@@ -180,6 +188,7 @@ def _refine_trainer(
         kl_batch_size=plan.kl_batch_size,
         kl_weight=plan.kl_weight,
         forward_weight=plan.forward_weight,
+        forward_replay=plan.forward_replay,
         lr=plan.lr,
         warmup=0,
         min_lr_ratio=1.0,
@@ -189,6 +198,14 @@ def _refine_trainer(
         cap_scale=10.0,
     )
     return Trainer(model, dataclasses.replace(config, **common), train, None)
+
+
+def _confirmed(trainer: Trainer, metrics: dict[str, float], plan: Schedule) -> float:
+    """The ESS of a check, replaced by a larger check's when it reaches ``plan.stop_ess``."""
+    ess = float(metrics.get("ess", 0.0))
+    if ess >= plan.stop_ess and plan.confirm_samples:
+        ess = float(trainer.validate(plan.confirm_samples).get("ess", 0.0))
+    return ess
 
 
 def _refine(
@@ -208,26 +225,24 @@ def _refine(
     """
     trainer = _refine_trainer(model, train, cap_threshold, common, batch, plan)
     best_state = trainer.snapshot()
-    summary.best_ess = float(trainer.validate().get("ess", 0.0))
-    summary.target_evaluations += plan.ess_samples
+    summary.best_ess = _confirmed(trainer, trainer.validate(), plan)
     summary.ess_history.append(summary.best_ess)
     since_best = 0
-    while time.perf_counter() < deadline:
+    while summary.best_ess < plan.stop_ess and since_best < plan.patience:
+        if time.perf_counter() >= deadline:
+            break
         # a segment stops at the deadline (a state's small share is shorter than a segment)
         trainer.fit_more(plan.segment, max_seconds=deadline - time.perf_counter())
-        summary.target_evaluations += plan.ess_samples
-        ess = float(trainer.metrics.get("ess", 0.0))
+        ess = _confirmed(trainer, trainer.metrics, plan)
         summary.ess_history.append(ess)
         if ess > summary.best_ess:
             summary.best_ess, since_best = ess, 0
             best_state = trainer.snapshot()
         else:
             since_best += 1
-        if since_best >= plan.patience or summary.best_ess >= plan.stop_ess:
-            summary.stopped_early = True
-            break
+    summary.stopped_early = summary.best_ess >= plan.stop_ess or since_best >= plan.patience
     summary.refine_steps += trainer.step
-    summary.target_evaluations += trainer.evaluations
+    summary.target_evaluations += trainer.evaluations  # steps and ESS checks
     model.load_state_dict(best_state)
 
 

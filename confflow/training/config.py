@@ -44,6 +44,9 @@ class TrainConfig:
         kl_weight: weight of the energy term, in ``[0, 1]``.
         forward_weight: share of the importance-weighted forward KL in the energy term, in
             ``[0, 1]`` (``0``: reverse KL only).
+        forward_replay: samples of recent steps the forward term pools, each weighted against
+            the flow that drew it (``0``: the step's own samples); for targets whose
+            evaluations are dear.
         lr: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         warmup: linear warm-up steps before the cosine decay.
@@ -82,6 +85,7 @@ class TrainConfig:
     kl_batch_size: int = 256
     kl_weight: float = 0.0
     forward_weight: float = 0.0
+    forward_replay: int = 0
     lr: float = 1e-3
     weight_decay: float = 1e-5
     warmup: int = 50
@@ -126,6 +130,7 @@ class TrainConfig:
             "checkpoint_every",
             "seed",
             "fab_replay",
+            "forward_replay",
         ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:

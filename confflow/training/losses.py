@@ -10,7 +10,11 @@ r"""Training losses of Boltzmann generators (all in nats per sample).
   KL on the same flow samples, :math:`-\sum_i \bar w_i \log q(x_i)` with
   :math:`\bar w_i \propto e^{-u(x_i)} / q(x_i)` and samples and weights held fixed. The forward
   term is mass-covering: it raises ``q`` where the target has more mass than ``q`` gives, which
-  cuts the heavy weight tails that reverse KL alone (mode-seeking) leaves.
+  cuts the heavy weight tails that reverse KL alone (mode-seeking) leaves. With a
+  :class:`~confflow.training.replay.ReplayBuffer` the forward term pools the samples of recent
+  steps, each weighted against the flow that drew it: where the target is dear (a quantum
+  chemical level), every evaluation then serves many steps.
+* :func:`weighted_nll` — :math:`-\sum_i \bar w_i \log q(x_i)` with fixed weights.
 * :func:`mixed_loss` — ``(1 - w) * NLL + w * KL``.
 """
 
@@ -23,13 +27,25 @@ from torch import Tensor
 
 from confflow.energies.cap import linlog_cap
 from confflow.models import BoltzmannGenerator
+from confflow.training.replay import ReplayBuffer
 
-__all__ = ["energy_loss", "mixed_loss", "nll_loss", "reverse_kl_loss"]
+__all__ = ["energy_loss", "mixed_loss", "nll_loss", "reverse_kl_loss", "weighted_nll"]
 
 
 def nll_loss(model: BoltzmannGenerator, x: Tensor) -> Tensor:
     """Mean negative log-likelihood (nats) of data ``x`` ``[B, *event_shape]`` under ``q``."""
     return -model.log_prob(x).mean()
+
+
+def weighted_nll(log_q: Tensor, log_w: Tensor) -> Tensor:
+    """``-sum_i softmax(log_w)_i log q(x_i)`` (nats), the weights held fixed.
+
+    Args:
+        log_q: ``[B]`` the flow's log-density at the samples (differentiable).
+        log_w: ``[B]`` the samples' log-weights (nats; ``-inf`` for none).
+    """
+    weights = torch.softmax(log_w.detach().double(), 0).to(log_q.dtype)
+    return -(weights * log_q).sum()
 
 
 def reverse_kl_loss(
@@ -62,6 +78,7 @@ def energy_loss(
     cap_scale: float,
     forward_weight: float = 0.0,
     generator: torch.Generator | None = None,
+    buffer: ReplayBuffer | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(1 - a) * reverse KL + a * importance-weighted forward KL`` on ``n`` flow samples.
 
@@ -73,9 +90,12 @@ def energy_loss(
         forward_weight: ``a`` in ``[0, 1]``; the forward term is
             ``-sum_i softmax(log_w)_i log q(x_i)`` (nats) with ``x_i`` and the weights detached.
         generator: RNG of the latent draw.
+        buffer: where the forward term pools its samples: the new ones are added (with
+            ``log w = -u - log q`` of the flow that drew them) and the forward term runs over
+            the whole buffer (``None``: over the new samples only).
 
     Returns:
-        ``(loss, log_w)`` as :func:`reverse_kl_loss`.
+        ``(loss, log_w)`` as :func:`reverse_kl_loss` (``log_w`` of the new samples).
     """
     if not 0 <= forward_weight <= 1:
         raise ValueError(f"forward_weight: must be in [0, 1], got {forward_weight}")
@@ -87,8 +107,14 @@ def energy_loss(
     log_w = (-u.detach() - log_q.detach()).to(torch.float64)
     loss = (linlog_cap(u, cap_threshold, cap_scale) + log_q).mean()
     if forward_weight > 0:
-        weights = torch.softmax(log_w, 0).to(log_q.dtype)
-        forward = -(weights * model.log_prob(x.detach())).sum()
+        pool, pool_w = x.detach(), log_w
+        if buffer is not None:
+            buffer.add(pool, log_w, log_q.detach())  # keeps the finite ones
+            if buffer.x is not None and len(buffer):
+                # pooled samples below 1e-12 of the largest weight add nothing but cost
+                keep = buffer.log_w >= buffer.log_w.max() - 27.6
+                pool, pool_w = buffer.x[keep], buffer.log_w[keep]
+        forward = weighted_nll(model.log_prob(pool), pool_w)
         loss = (1 - forward_weight) * loss + forward_weight * forward
     return loss, log_w
 

@@ -35,6 +35,7 @@ from confflow.training.config import TrainConfig
 from confflow.training.fab import FAB
 from confflow.training.flow_matching import flow_matching_loss
 from confflow.training.losses import energy_loss, mixed_loss, nll_loss
+from confflow.training.replay import ReplayBuffer
 from confflow.transforms.base import Compose, Transform
 from confflow.transforms.continuous import CNF
 
@@ -54,14 +55,17 @@ class LikelihoodEnergy(Objective):
     """``(1 - kl_weight) * NLL + kl_weight * [(1 - a) reverse KL + a IS-forward KL]``.
 
     Args:
-        config: ``kl_weight``, ``forward_weight`` (``a``), ``kl_batch_size``, ``cap_threshold``
-            and ``cap_scale`` are read from it.
+        config: ``kl_weight``, ``forward_weight`` (``a``), ``forward_replay`` (the forward
+            term's buffer, in memory: a resumed run starts with an empty one),
+            ``kl_batch_size``, ``cap_threshold`` and ``cap_scale`` are read from it.
     """
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.needs_data = config.kl_weight < 1
         self.needs_target = config.kl_weight > 0
+        replay = config.forward_replay
+        self.buffer = ReplayBuffer(replay) if replay and config.forward_weight > 0 else None
 
     def step(self, model: nn.Module, batch: Tensor | None, generator: torch.Generator) -> StepLoss:
         """NLL of ``batch`` (logs ``nll``) and the energy term on fresh samples (``kl``)."""
@@ -79,6 +83,7 @@ class LikelihoodEnergy(Objective):
                 cfg.cap_scale,
                 cfg.forward_weight,
                 generator,
+                self.buffer,
             )
             out.evaluations = cfg.kl_batch_size
             out.logs["kl"] = float(kl.detach())

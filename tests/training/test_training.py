@@ -14,7 +14,7 @@ import torch
 from scipy import integrate
 
 from confflow.energies.analytic import DoubleWell
-from confflow.models import BGConfig, TargetConfig, build_boltzmann_generator
+from confflow.models import BGConfig, ConfigError, TargetConfig, build_boltzmann_generator
 from confflow.reweighting import free_energy_difference, kish_ess
 from confflow.training import (
     CheckpointError,
@@ -113,6 +113,51 @@ def test_energy_loss_terms():
     torch.testing.assert_close(fwd.double(), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="forward_weight: must be in"):
         energy_loss(model, 8, 1e3, 1e2, 1.5)
+
+
+def test_energy_loss_forward_term_pools_a_replay_buffer():
+    """With a buffer the forward term runs over the recent samples, each with its own weight."""
+    from confflow.training import energy_loss
+    from confflow.training.replay import ReplayBuffer
+
+    model = _model()
+    with torch.no_grad():
+        for p in model.flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    buffer = ReplayBuffer(capacity=100)
+    plain, _ = energy_loss(model, 64, 1e3, 1e2, 1.0, torch.Generator().manual_seed(3))
+    first, log_w1 = energy_loss(model, 64, 1e3, 1e2, 1.0, torch.Generator().manual_seed(3), buffer)
+    torch.testing.assert_close(first, plain)  # an empty buffer: the step's own samples
+    second, log_w2 = energy_loss(model, 64, 1e3, 1e2, 1.0, torch.Generator().manual_seed(4), buffer)
+    assert len(buffer) == 100  # the oldest 28 left
+    x1, _ = model.sample(64, torch.Generator().manual_seed(3))
+    x2, _ = model.sample(64, torch.Generator().manual_seed(4))
+    x, log_w = torch.cat([x1[28:], x2]), torch.cat([log_w1[28:], log_w2])
+    expected = -(torch.softmax(log_w, 0) * model.log_prob(x).double()).sum()
+    torch.testing.assert_close(second.double(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="forward_replay"):
+        TrainConfig(forward_replay=-1)
+
+
+def test_replayed_forward_kl_recovers_double_well():
+    """Small batches, the forward term pooled over the last 1024 samples: the known answer."""
+    model = _model()
+    cfg = TrainConfig(
+        steps=800,
+        kl_batch_size=64,
+        kl_weight=1.0,
+        forward_weight=0.8,
+        forward_replay=1024,
+        lr=3e-3,
+        warmup=20,
+        val_every=100,
+        progress=False,
+        device="cpu",
+    )
+    result = Trainer(model, cfg).fit()
+    assert result.skipped == 0
+    assert result.target_evaluations == 800 * 64 + 8 * cfg.val_batch_size
+    _check_known_answer(model)
 
 
 def test_mixed_training_recovers_double_well():
