@@ -82,7 +82,13 @@ def level_row(report: dict, seconds: float) -> dict:
         "seconds": seconds,
         "ess_before_refinement": refinement.get("ess_before"),
         "refine_s": refinement.get("seconds", 0.0),
+        "rounds": refinement.get("rounds", []),
     }
+
+
+def _rounds(row: dict) -> str:
+    """The ESS (%) after each refinement round of a level row."""
+    return ", ".join(f"{100 * r['ess']:.1f}%" for r in row["rounds"]) or "none"
 
 
 def _records(sdf: Path) -> list[Chem.Mol]:
@@ -281,7 +287,8 @@ def main() -> None:
                     f"{r['level']}: ESS {100 * r['ess']:5.1f}% ({100 * r['ess_change']:5.1f}% "
                     f"of MMFF's) xTB {r['xtb_s_per_1000']:5.1f} s/1000 "
                     f"dpop {r['largest_population_change']:.3f} "
-                    f"before refinement {r['ess_before_refinement']} ({r['refine_s']:.0f} s) "
+                    f"before refinement {r['ess_before_refinement']} ({r['refine_s']:.0f} s, "
+                    f"rounds: {_rounds(r)}) "
                     f"run {r['seconds']:.0f} s"
                     for r in level_rows
                 ),

@@ -15,55 +15,47 @@ Boltzmann distribution.
 
 A conformer whose calculation fails (SCF not converged) is excluded and counted, never weighted.
 
-Where the ESS at the level is below ``level_ess``, :func:`refine_at_level` continues training
-each torsional flow on the level's energy at its own conformers
-(:class:`~confflow.energies.LevelTorsionalEnergy`: 80% importance-weighted forward KL, 20%
-reverse KL, as the force-field refinement, in small batches, the forward term pooled over the
-last 1,024 evaluated samples so that each xTB evaluation serves some sixteen steps) for at
-most ``level_refine`` seconds or until an ESS check of 256 samples, confirmed on 1,024,
-reaches ``level_ess``; a state mixture's weights are then re-estimated at the level. The
-ensemble is sampled and reweighted again.
+Where the ESS at the level is below ``level_ess``, :func:`refine_at_level` refines the torsional
+flows in rounds for at most ``level_refine`` seconds. A GFN2-xTB energy costs about a thousand
+MMFF ones, so the flows do not train on it directly: each round fits a cheap surrogate of the
+level to every sample evaluated so far (:mod:`confflow.generate.surrogate`: the force field
+plus ``kT`` times a ridge fit of ``(E_xtb - E_ff) / kT`` on the force field's energy and
+Fourier terms of each torsion), trains the flows on it at the force field's speed, re-sets a
+mixture's state weights on it, and draws a fresh ensemble reweighted with the level's exact
+energies. The surrogate only shapes the proposal; the weights are exact. The ensemble of the
+largest ESS at the level is kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from confflow.chem import Molecule
-from confflow.energies import LevelTorsionalEnergy, TorsionalEnergy, XTBEnergy
+from confflow.energies import TorsionalEnergy, XTBEnergy, kT
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.ensemble import MAX_LISTED_FAILURES, Ensemble, LevelData
 from confflow.generate.model import Model, training_data
 from confflow.generate.state_training import set_state_weights, state_estimates
-from confflow.generate.training import Schedule, TrainingSummary, train_model
+from confflow.generate.surrogate import SurrogateTorsionalEnergy, fit_level
+from confflow.generate.training import SCHEDULES, train_model
 from confflow.models import StateMixture
 from confflow.reweighting import change_level
 
-__all__ = ["LEVEL_SCHEDULE", "LEVEL_STATE_SAMPLES", "level_energy", "refine_at_level"]
-__all__ += ["reweight_to_level"]
+__all__ = ["ROUND_SECONDS", "ROUND_SEED", "level_energy", "refine_at_level", "reweight_to_level"]
 
-#: Refinement at the level: the force field's torsional schedule with small batches and short
-#: segments (a GFN2-xTB energy costs about a thousand MMFF ones); the forward KL pools the
-#: last 1,024 evaluated samples, the checks are noisy, so the time budget rather than their
-#: patience ends the refinement, and a check that reaches the target is confirmed on 1,024.
-LEVEL_SCHEDULE = Schedule(
-    nll_share=0.0,
-    kl_weight=1.0,
-    forward_weight=0.8,
-    kl_batch_size=64,
-    lr=5e-4,
-    segment=10,
-    patience=10,
-    ess_samples=256,
-    confirm_samples=1024,
-    forward_replay=1024,
-)
-#: Flow samples per state for the level's estimate of a mixture's state populations.
-LEVEL_STATE_SAMPLES = 256
+#: Training seconds of one refinement round at the level (each round ends with an evaluation
+#: of a fresh ensemble), and the least worth starting.
+ROUND_SECONDS = 45.0
+MIN_ROUND_SECONDS = 10.0
+#: Seed step between the ensembles of successive rounds (fresh samples each round).
+ROUND_SEED = 7919
+#: Flow samples per state for a mixture's state weights on the surrogates.
+SURROGATE_STATE_SAMPLES = 2048
 
 
 def level_energy(molecule: Molecule, config: GenerateConfig) -> XTBEnergy | None:
@@ -131,8 +123,8 @@ def reweight_to_level(ensemble: Ensemble, energy: XTBEnergy, temperature: float)
     )
 
 
-def _refinable(model: Model) -> tuple[list, list[float]]:
-    """Generators of ``model`` with a torsional energy and a trainable flow, and their weights.
+def _refinable(model: Model) -> tuple[list[int], list, list[float]]:
+    """Indices, generators and weights of ``model``'s torsional generators with a flow.
 
     A weight is the share of the mixture's samples its component draws (1 for one generator).
     """
@@ -144,44 +136,67 @@ def _refinable(model: Model) -> tuple[list, list[float]]:
     else:
         pairs = [(model, 1.0)]
     kept = [
-        (c, w)
-        for c, w in pairs
+        (k, c, w)
+        for k, (c, w) in enumerate(pairs)
         if isinstance(c.energy, TorsionalEnergy) and any(True for _ in c.flow.parameters())
     ]
-    return [c for c, _ in kept], [w for _, w in kept]
+    return [k for k, _, _ in kept], [c for _, c, _ in kept], [w for _, _, w in kept]
 
 
-def refine_at_level(
-    model: Model, energy: XTBEnergy, frames: Tensor, config: GenerateConfig
-) -> TrainingSummary:
-    """Continues training ``model`` in place on the level's energy at its own conformers.
+def _fit_data(
+    model: Model, component: int, ensembles: list[Ensemble], temperature: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A component's evaluated samples: torsions ``[M, K]`` (rad), ``u_ff`` and ``Delta`` (kT).
 
-    Each torsional flow refines for its share of ``config.level_refine`` seconds (a mixture's
-    by its states' weights), stopping early once an ESS check reaches ``config.level_ess``; a
-    mixture's weights are then set from importance-sampling estimates at the level. Cartesian
-    models are not refined (an empty summary).
+    A mixture's samples of the component's entries are mapped back to the component's own
+    conformers (mirror images and relabellings undone) before their torsions are taken.
+    """
+    mixture = isinstance(model, StateMixture)
+    generator = model.components[component] if mixture else model
+    entries = model.entries if mixture else [(0, 1, 0)]
+    kt = kT(temperature)
+    theta, u_ff, delta = [], [], []
+    for ensemble in ensembles:
+        assert ensemble.level is not None
+        for e, (k, _, _) in enumerate(entries):
+            mask = ensemble.state.to(ensemble.x.device) == e
+            if k != component or not bool(mask.any()):
+                continue
+            x = ensemble.x[mask]
+            x = model.from_entry(e, x) if mixture else x
+            theta.append(training_data(generator, x).double().cpu())
+            e_ff = ensemble.energy[mask].double().cpu()
+            u_ff.append(e_ff / kt)
+            delta.append((ensemble.level.energy[mask].double().cpu() - e_ff) / kt)
+    if not theta:
+        return torch.zeros(0, 0), torch.zeros(0), torch.zeros(0)
+    return torch.cat(theta), torch.cat(u_ff), torch.cat(delta)
 
-    Args:
-        model: the trained generator (its energies are restored afterwards).
-        energy: the level's energy.
-        frames: ``[M, N, 3]`` nm training positions (their torsions set the energy cap).
-        config: run settings (``level_refine``, ``level_ess``, ``seed``, ``device``).
+
+def _train_round(
+    model: Model,
+    ensembles: list[Ensemble],
+    frames: Tensor,
+    config: GenerateConfig,
+    seconds: float,
+) -> dict:
+    """One round: surrogates fitted, the flows trained on them, a mixture's weights re-set.
 
     Returns:
-        The refinement's :class:`~confflow.generate.training.TrainingSummary`.
+        ``steps`` of training, and per component trained its fit's ``residual_kT`` and the
+        ``surrogate_ess`` of its flow for its surrogate.
     """
-    summary = TrainingSummary()
-    targets, shares = _refinable(model)
-    if not targets:
-        return summary
-    deadline = time.perf_counter() + config.level_refine
-    plan = dataclasses.replace(LEVEL_SCHEDULE, stop_ess=config.level_ess)
+    indices, targets, shares = _refinable(model)
+    fits = [_fit(model, k, ensembles, config.temperature) for k in indices]
+    chosen = [i for i, f in enumerate(fits) if f is not None]
     originals = [c.energy for c in targets]
     data = [training_data(c, frames) for c in targets]  # torsions, before the swap
+    steps, surrogate_ess = 0, []
     try:
-        for c in targets:
-            c.energy = LevelTorsionalEnergy(c.energy, energy)
-        order = sorted(range(len(targets)), key=lambda i: -shares[i])
+        for i in chosen:
+            targets[i].energy = SurrogateTorsionalEnergy(originals[i], fits[i], config.temperature)
+        deadline = time.perf_counter() + seconds
+        order = sorted(chosen, key=lambda i: -shares[i])
         for rank, i in enumerate(order):
             left = deadline - time.perf_counter()
             if left <= 0:
@@ -192,18 +207,76 @@ def refine_at_level(
                 data[i],
                 dataclasses.replace(config, budget=left * share),
                 maximum_likelihood=False,
-                schedule=plan,
+                schedule=SCHEDULES["torsional"],
             )
-            summary.refine_steps += part.refine_steps
-            summary.target_evaluations += part.target_evaluations
-            summary.ess_history += part.ess_history
-            summary.best_ess = max(summary.best_ess, part.best_ess)
-        if isinstance(model, StateMixture):
-            log_z, _, _ = state_estimates(model, config.seed + 5, LEVEL_STATE_SAMPLES)
-            summary.target_evaluations += LEVEL_STATE_SAMPLES * len(model.components)
+            steps += part.refine_steps
+            surrogate_ess.append(part.best_ess)
+        if isinstance(model, StateMixture) and chosen:
+            log_z, _, _ = state_estimates(model, config.seed + 5, SURROGATE_STATE_SAMPLES)
             set_state_weights(model, log_z)
     finally:
         for c, original in zip(targets, originals, strict=True):
             c.energy = original
     model.eval()
-    return summary
+    residuals = [fits[i].residual for i in chosen]
+    return {"steps": steps, "residual_kT": residuals, "surrogate_ess": surrogate_ess}
+
+
+def _fit(model: Model, component: int, ensembles: list[Ensemble], temperature: float):
+    """The component's :class:`LevelFit` from every evaluated sample (``None``: too few)."""
+    return fit_level(*_fit_data(model, component, ensembles, temperature))
+
+
+def refine_at_level(
+    model: Model,
+    ensemble: Ensemble,
+    frames: Tensor,
+    draw: Callable[[int], Ensemble],
+    config: GenerateConfig,
+    evaluation_s: float,
+) -> tuple[Ensemble, dict]:
+    """Refines ``model`` in place at the level in rounds, and returns the best ensemble.
+
+    Each round fits the surrogate of :mod:`confflow.generate.surrogate` to every sample
+    evaluated at the level so far, trains the torsional flows on it (a mixture's time shared by
+    its states' weights, its weights then re-set from surrogate estimates), and draws a fresh
+    ensemble reweighted with the level's exact energies. Rounds go on while the ESS at the level
+    is below ``config.level_ess`` and ``config.level_refine`` seconds leave room for one more
+    (its training and one evaluation of ``config.n`` samples).
+
+    Args:
+        model: the trained generator (its energies are restored afterwards).
+        ensemble: the ensemble at the level (:func:`reweight_to_level`).
+        frames: ``[M, N, 3]`` nm training positions (their torsions set the energy cap).
+        draw: ``draw(round)`` samples the model and reweights the samples to the level.
+        config: run settings (``level_refine``, ``level_ess``, ``temperature``, ``seed``).
+        evaluation_s: seconds the level's evaluation of one ensemble took.
+
+    Returns:
+        The ensemble of the largest ESS at the level (``ensemble`` when no round beat it) and
+        the report's ``refinement``: ``ess_before``, ``steps`` and per round ``ess`` (at the
+        level), ``train_s``, ``steps``, ``residual_kT`` (the surrogates' fit residuals) and
+        ``surrogate_ess`` (each flow's ESS for its surrogate).
+    """
+    deadline = time.perf_counter() + config.level_refine
+    best, ensembles = ensemble, [ensemble]
+    report: dict = {"ess_before": ensemble.ess, "steps": 0, "rounds": []}
+    if not _refinable(model)[0]:
+        return best, report
+    while best.ess < config.level_ess:
+        left = deadline - time.perf_counter() - evaluation_s
+        train_s = min(ROUND_SECONDS, left)
+        if train_s < MIN_ROUND_SECONDS:
+            break
+        trained = _train_round(model, ensembles, frames, config, train_s)
+        if not trained["steps"]:
+            break
+        start = time.perf_counter()
+        fresh = draw(len(report["rounds"]) + 1)
+        evaluation_s = time.perf_counter() - start
+        ensembles.append(fresh)
+        report["steps"] += trained["steps"]
+        report["rounds"].append({"ess": fresh.ess, "train_s": train_s, **trained})
+        if fresh.ess > best.ess:
+            best = fresh
+    return best, report

@@ -15,6 +15,7 @@ interruption later keeps it and ``checkpoint=<run_dir>/model.pt`` skips training
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from confflow.chem import Molecule
 from confflow.energies import XTBEnergy
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.ensemble import Ensemble
-from confflow.generate.level import level_energy, refine_at_level, reweight_to_level
+from confflow.generate.level import ROUND_SEED, level_energy, refine_at_level, reweight_to_level
 from confflow.generate.model import Model, load_model
 from confflow.generate.molecule import rotatable_torsions
 from confflow.generate.report import build_report, model_facts
@@ -108,24 +109,24 @@ def _refine_at_level(
     timings: dict[str, float],
     log: Callable[[str], None],
 ) -> Ensemble:
-    """Refines the model at the level, then samples and reweights again (see the level stage)."""
-    before = ensemble.ess
-    log(f"level {config.level}: ESS {100 * before:.1f}%, refining ({config.level_refine:g} s)")
-    summary = _timed(timings, "level_refine", lambda: refine_at_level(model, xtb, frames, config))
-    if not summary.refine_steps:
-        return ensemble
-    ensemble = _timed(timings, "sampling", lambda: sample(model, molecule, config))
-    ensemble = _timed(
-        timings, "level", lambda: reweight_to_level(ensemble, xtb, config.temperature)
+    """Refines the model at the level in rounds and keeps the best ensemble (the level stage)."""
+    log(
+        f"level {config.level}: ESS {100 * ensemble.ess:.1f}%, refining ({config.level_refine:g} s)"
     )
-    assert ensemble.level is not None
-    ensemble.level.refinement = {
-        "ess_before": before,
-        "steps": summary.refine_steps,
-        "seconds": timings["level_refine"],
-        "ess_history": summary.ess_history,
-    }
-    return ensemble
+
+    def draw(round_: int) -> Ensemble:
+        settings = dataclasses.replace(config, seed=config.seed + ROUND_SEED * round_)
+        return reweight_to_level(sample(model, molecule, settings), xtb, config.temperature)
+
+    best, refinement = _timed(
+        timings,
+        "level_refine",
+        lambda: refine_at_level(model, ensemble, frames, draw, config, timings["level"]),
+    )
+    refinement["seconds"] = timings["level_refine"]
+    assert best.level is not None
+    best.level.refinement = refinement
+    return best
 
 
 def run_generate(

@@ -70,11 +70,6 @@ class Schedule:
         patience: ESS checks without improvement before stopping.
         ess_samples: flow samples per ESS check (estimates from few samples are noisy).
         stop_ess: refinement stops once an ESS check reaches this fraction (above 1: never).
-        confirm_samples: flow samples of a second, larger check that must confirm
-            ``stop_ess`` before the refinement stops (0: none); small checks miss heavy
-            weight tails.
-        forward_replay: recent flow samples the forward KL pools (0: each step's own; see
-            :class:`~confflow.training.TrainConfig`).
     """
 
     nll_share: float
@@ -86,8 +81,6 @@ class Schedule:
     patience: int
     ess_samples: int
     stop_ess: float = 2.0
-    confirm_samples: int = 0
-    forward_replay: int = 0
 
 
 #: Per model. The torsional model's MD data come from the flexible molecule, not from its
@@ -188,7 +181,6 @@ def _refine_trainer(
         kl_batch_size=plan.kl_batch_size,
         kl_weight=plan.kl_weight,
         forward_weight=plan.forward_weight,
-        forward_replay=plan.forward_replay,
         lr=plan.lr,
         warmup=0,
         min_lr_ratio=1.0,
@@ -198,14 +190,6 @@ def _refine_trainer(
         cap_scale=10.0,
     )
     return Trainer(model, dataclasses.replace(config, **common), train, None)
-
-
-def _confirmed(trainer: Trainer, metrics: dict[str, float], plan: Schedule) -> float:
-    """The ESS of a check, replaced by a larger check's when it reaches ``plan.stop_ess``."""
-    ess = float(metrics.get("ess", 0.0))
-    if ess >= plan.stop_ess and plan.confirm_samples:
-        ess = float(trainer.validate(plan.confirm_samples).get("ess", 0.0))
-    return ess
 
 
 def _refine(
@@ -225,7 +209,7 @@ def _refine(
     """
     trainer = _refine_trainer(model, train, cap_threshold, common, batch, plan)
     best_state = trainer.snapshot()
-    summary.best_ess = _confirmed(trainer, trainer.validate(), plan)
+    summary.best_ess = float(trainer.validate().get("ess", 0.0))
     summary.ess_history.append(summary.best_ess)
     since_best = 0
     while summary.best_ess < plan.stop_ess and since_best < plan.patience:
@@ -233,7 +217,7 @@ def _refine(
             break
         # a segment stops at the deadline (a state's small share is shorter than a segment)
         trainer.fit_more(plan.segment, max_seconds=deadline - time.perf_counter())
-        ess = _confirmed(trainer, trainer.metrics, plan)
+        ess = float(trainer.metrics.get("ess", 0.0))
         summary.ess_history.append(ess)
         if ess > summary.best_ess:
             summary.best_ess, since_best = ess, 0

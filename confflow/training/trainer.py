@@ -210,21 +210,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def validate(self, samples: int | None = None) -> dict[str, float]:
+    def validate(self) -> dict[str, float]:
         """Validation metrics of the current model.
 
-        Args:
-            samples: flow samples of the ESS check (default ``val_batch_size``).
-
         Returns:
-            ``val_nll`` (nats, when there is validation data) and, from ``samples``
+            ``val_nll`` (nats, when there is validation data) and, from ``val_batch_size``
             fresh flow samples seeded by the step (so resumed runs agree): ``ess`` (fraction),
             ``largest_weight``, ``kl`` (``E_q[u + log q]`` over weighted samples, nats) and
             ``invalid`` (fraction of samples whose energy is not finite).
         """
         self.model.eval()
         out: dict[str, float] = {}
-        n = samples or self.config.val_batch_size
+        n = self.config.val_batch_size
         gen = torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + self.step)
         if self.val_data is not None:
             out.update(self.objective.validation(self.model, self.val_data, gen))

@@ -168,12 +168,18 @@ def test_level_torsional_energy_is_xtb_at_the_written_conformers():
 def test_refinement_at_the_level_runs_and_is_reported(tmp_path):
     torch.set_num_threads(2)
     # level_ess 1.0: the ESS is always below it, so the refinement runs for its budget
-    config = _config(tmp_path / "p.sdf", level="gfn2", level_refine=8.0, level_ess=1.0)
+    config = _config(tmp_path / "p.sdf", level="gfn2", level_refine=15.0, level_ess=1.0)
     result = run_generate(config)
     refinement = result.report_data["level"]["refinement"]
     assert refinement["steps"] > 0
     assert 0 < refinement["ess_before"] <= 1
-    assert refinement["ess_history"]
+    rounds = refinement["rounds"]
+    assert rounds and all(r["steps"] > 0 and 0 < r["ess"] <= 1 for r in rounds)
+    assert all(0 <= res < 5 for r in rounds for res in r["residual_kT"])
+    assert refinement["steps"] == sum(r["steps"] for r in rounds)
+    # the ensemble written is the one of the largest ESS at the level
+    best = max([refinement["ess_before"]] + [r["ess"] for r in rounds])
+    assert math.isclose(result.report_data["ess"], best, rel_tol=1e-9)
     assert result.report_data["timings_s"]["level_refine"] == refinement["seconds"]
     # the generator's energy is the force field again (it was swapped only while refining)
     records = list(Chem.SDMolSupplier(str(result.sdf), removeHs=False))

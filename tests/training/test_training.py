@@ -77,13 +77,17 @@ def test_reverse_kl_recovers_double_well():
     _check_known_answer(model)
 
 
-def test_importance_weighted_forward_kl_recovers_double_well():
-    """Energy-only training with 80% importance-weighted forward KL (no data)."""
+@pytest.mark.parametrize(("batch", "replay"), [(256, 0), (64, 1024)])
+def test_importance_weighted_forward_kl_recovers_double_well(batch, replay):
+    """Energy-only training with 80% importance-weighted forward KL (no data); with small
+    batches, the forward term pooled over the last 1024 samples."""
     model = _model()
     cfg = TrainConfig(
         steps=800,
+        kl_batch_size=batch,
         kl_weight=1.0,
         forward_weight=0.8,
+        forward_replay=replay,
         lr=3e-3,
         warmup=20,
         val_every=100,
@@ -92,6 +96,7 @@ def test_importance_weighted_forward_kl_recovers_double_well():
     )
     result = Trainer(model, cfg).fit()
     assert result.skipped == 0
+    assert result.target_evaluations == 800 * batch + 8 * cfg.val_batch_size
     assert result.metrics["ess"] > 0.7
     _check_known_answer(model)
 
@@ -137,27 +142,6 @@ def test_energy_loss_forward_term_pools_a_replay_buffer():
     torch.testing.assert_close(second.double(), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="forward_replay"):
         TrainConfig(forward_replay=-1)
-
-
-def test_replayed_forward_kl_recovers_double_well():
-    """Small batches, the forward term pooled over the last 1024 samples: the known answer."""
-    model = _model()
-    cfg = TrainConfig(
-        steps=800,
-        kl_batch_size=64,
-        kl_weight=1.0,
-        forward_weight=0.8,
-        forward_replay=1024,
-        lr=3e-3,
-        warmup=20,
-        val_every=100,
-        progress=False,
-        device="cpu",
-    )
-    result = Trainer(model, cfg).fit()
-    assert result.skipped == 0
-    assert result.target_evaluations == 800 * 64 + 8 * cfg.val_batch_size
-    _check_known_answer(model)
 
 
 def test_mixed_training_recovers_double_well():
