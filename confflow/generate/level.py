@@ -48,10 +48,13 @@ from confflow.reweighting import change_level
 
 __all__ = ["ROUND_SECONDS", "ROUND_SEED", "level_energy", "refine_at_level", "reweight_to_level"]
 
-#: Training seconds of one refinement round at the level (each round ends with an evaluation
-#: of a fresh ensemble), and the least worth starting.
+#: Training seconds of a refinement round at the level: at least this (or what is left), at
+#: most half the time left after one evaluation of a fresh ensemble, and none below the least.
 ROUND_SECONDS = 45.0
 MIN_ROUND_SECONDS = 10.0
+#: A round ends early once its flows' ESS for their surrogates reaches this: the level's ESS
+#: then rests on the surrogate's accuracy, which only a fresh evaluation can improve.
+SURROGATE_ESS = 0.5
 #: Seed step between the ensembles of successive rounds (fresh samples each round).
 ROUND_SEED = 7919
 #: Flow samples per state for a mixture's state weights on the surrogates.
@@ -187,7 +190,8 @@ def _train_round(
         ``surrogate_ess`` of its flow for its surrogate.
     """
     indices, targets, shares = _refinable(model)
-    fits = [_fit(model, k, ensembles, config.temperature) for k in indices]
+    # a component with too few evaluated samples gets no fit and is not trained
+    fits = [fit_level(*_fit_data(model, k, ensembles, config.temperature)) for k in indices]
     chosen = [i for i, f in enumerate(fits) if f is not None]
     originals = [c.energy for c in targets]
     data = [training_data(c, frames) for c in targets]  # torsions, before the swap
@@ -207,7 +211,7 @@ def _train_round(
                 data[i],
                 dataclasses.replace(config, budget=left * share),
                 maximum_likelihood=False,
-                schedule=SCHEDULES["torsional"],
+                schedule=dataclasses.replace(SCHEDULES["torsional"], stop_ess=SURROGATE_ESS),
             )
             steps += part.refine_steps
             surrogate_ess.append(part.best_ess)
@@ -222,11 +226,6 @@ def _train_round(
     return {"steps": steps, "residual_kT": residuals, "surrogate_ess": surrogate_ess}
 
 
-def _fit(model: Model, component: int, ensembles: list[Ensemble], temperature: float):
-    """The component's :class:`LevelFit` from every evaluated sample (``None``: too few)."""
-    return fit_level(*_fit_data(model, component, ensembles, temperature))
-
-
 def refine_at_level(
     model: Model,
     ensemble: Ensemble,
@@ -238,8 +237,9 @@ def refine_at_level(
     """Refines ``model`` in place at the level in rounds, and returns the best ensemble.
 
     Each round fits the surrogate of :mod:`confflow.generate.surrogate` to every sample
-    evaluated at the level so far, trains the torsional flows on it (a mixture's time shared by
-    its states' weights, its weights then re-set from surrogate estimates), and draws a fresh
+    evaluated at the level so far, trains the torsional flows on it until their ESS for it
+    reaches :data:`SURROGATE_ESS` or the round's time ends (a mixture's time shared by its
+    states' weights, its weights then re-set from surrogate estimates), and draws a fresh
     ensemble reweighted with the level's exact energies. Rounds go on while the ESS at the level
     is below ``config.level_ess`` and ``config.level_refine`` seconds leave room for one more
     (its training and one evaluation of ``config.n`` samples).
@@ -265,7 +265,7 @@ def refine_at_level(
         return best, report
     while best.ess < config.level_ess:
         left = deadline - time.perf_counter() - evaluation_s
-        train_s = min(ROUND_SECONDS, left)
+        train_s = max(min(ROUND_SECONDS, left), left / 2)
         if train_s < MIN_ROUND_SECONDS:
             break
         trained = _train_round(model, ensembles, frames, config, train_s)

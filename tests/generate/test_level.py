@@ -165,6 +165,18 @@ def test_level_torsional_energy_is_xtb_at_the_written_conformers():
         torch.testing.assert_close(grad[:, k], diff, rtol=1e-4, atol=1e-2)
 
 
+def _shift_spread(sdf) -> float:
+    """Spread of ``log w - log w_ff + (E_gfn2 - E_ff) / kT`` over the records (0 when every
+    weight is the force field's moved by the exact energy difference)."""
+    shift = [
+        float(r.GetProp("log_w"))
+        - float(r.GetProp("log_w_force_field"))
+        + (float(r.GetProp("energy_gfn2_kJ_mol")) - float(r.GetProp("energy_kJ_mol"))) / kT(300.0)
+        for r in Chem.SDMolSupplier(str(sdf), removeHs=False)
+    ]
+    return max(shift) - min(shift)
+
+
 def test_refinement_at_the_level_runs_and_is_reported(tmp_path):
     torch.set_num_threads(2)
     # level_ess 1.0: the ESS is always below it, so the refinement runs for its budget
@@ -182,14 +194,7 @@ def test_refinement_at_the_level_runs_and_is_reported(tmp_path):
     assert math.isclose(result.report_data["ess"], best, rel_tol=1e-9)
     assert result.report_data["timings_s"]["level_refine"] == refinement["seconds"]
     # the generator's energy is the force field again (it was swapped only while refining)
-    records = list(Chem.SDMolSupplier(str(result.sdf), removeHs=False))
-    shift = [
-        float(r.GetProp("log_w"))
-        - float(r.GetProp("log_w_force_field"))
-        + (float(r.GetProp("energy_gfn2_kJ_mol")) - float(r.GetProp("energy_kJ_mol"))) / kT(300.0)
-        for r in records
-    ]
-    assert max(shift) - min(shift) < 1e-6
+    assert _shift_spread(result.sdf) < 1e-6
 
 
 def test_level_settings_are_checked(tmp_path):
@@ -197,3 +202,27 @@ def test_level_settings_are_checked(tmp_path):
         _config(tmp_path / "x.sdf", level="gfn2", level_refine=-1.0)
     with pytest.raises(GenerateError, match="--level-ess"):
         _config(tmp_path / "x.sdf", level="gfn2", level_ess=0.0)
+
+
+def test_a_state_mixture_refines_each_fitted_state_and_keeps_exact_weights(tmp_path):
+    """Ethoxycyclohexane: chairs with the ether equatorial or axial, and their mirror images."""
+    torch.set_num_threads(2)
+    config = GenerateConfig(
+        "CCOC1CCCCC1",
+        tmp_path / "e.sdf",
+        budget=4.0,
+        md_ns=0.0,
+        n=300,
+        progress=False,
+        device="cpu",
+        level="gfn2",
+        level_refine=15.0,
+        level_ess=1.0,
+    )
+    result = run_generate(config)
+    report = result.report_data
+    assert report["model"] == "states"
+    rounds = report["level"]["refinement"]["rounds"]
+    assert rounds and all(0 < len(r["residual_kT"]) <= len(report["states"]) for r in rounds)
+    assert math.isclose(sum(s["population"] for s in report["states"]), 1.0, rel_tol=1e-9)
+    assert _shift_spread(result.sdf) < 1e-6
