@@ -13,8 +13,9 @@ The surrogate, in kT, per torsional component::
     Delta_hat(theta) = beta * (u_ff(theta) - u_mean)
                        + sum_j sum_{m=1,2} (a_jm cos(m theta_j) + b_jm sin(m theta_j)) + c
 
-fitted by ridge regression (:data:`RIDGE`) on every sample already evaluated at the level,
-mapped to the component's own torsions (a state mixture's mirror images and relabellings
+fitted by ridge regression (:data:`RIDGE`; conformers far above the force field's lowest
+energy and, after a first fit, outliers left out) on every sample already evaluated at the
+level, mapped to the component's own torsions (a state mixture's mirror images and relabellings
 undone). The flow then trains on ``E_ff + kT Delta_hat`` at the speed of the force field
 (:class:`SurrogateTorsionalEnergy`); the level's exact energies of fresh samples reweight the
 result, so the surrogate only shapes the proposal and never biases the weights.
@@ -36,6 +37,13 @@ __all__ += ["fourier_features"]
 FOURIER_ORDER = 2
 #: Ridge penalty on every coefficient but the intercept (features are O(1), targets in kT).
 RIDGE = 1.0
+#: Samples more than this above the lowest force-field energy (kT) carry no weight at either
+#: level and are left out of the fit.
+ENERGY_WINDOW = 50.0
+#: Samples whose residual after a first fit lies beyond this many robust standard deviations
+#: (1.4826 median absolute deviations) are left out of the second, final fit: a few conformers
+#: the level treats very differently (a proton moved, a clash) would otherwise tilt it.
+TRIM = 4.0
 
 
 def fourier_features(theta: Tensor, order: int = FOURIER_ORDER) -> Tensor:
@@ -59,8 +67,8 @@ class LevelFit:
         u_mean: the reduced force-field energy the slope is centred on.
         coef: ``[2 * FOURIER_ORDER * K]`` Fourier coefficients.
         offset: intercept.
-        residual: root-mean-square residual of the fit over its samples.
-        samples: samples fitted.
+        residual: root-mean-square residual of the fit over the samples it kept.
+        samples: samples the fit kept.
     """
 
     beta: float
@@ -76,8 +84,19 @@ class LevelFit:
         return self.beta * (u_ff.double() - self.u_mean) + fourier + self.offset
 
 
+def _ridge(features: Tensor, delta: Tensor, ridge: float) -> Tensor:
+    """Coefficients ``[F + 1]`` (the intercept last) of a ridge fit of ``delta`` on features."""
+    design = torch.cat([features, torch.ones_like(delta)[:, None]], dim=1)
+    penalty = torch.full((design.shape[1],), ridge, dtype=torch.float64)
+    penalty[-1] = 0.0
+    return torch.linalg.solve(design.T @ design + torch.diag(penalty), design.T @ delta)
+
+
 def fit_level(theta: Tensor, u_ff: Tensor, delta: Tensor, ridge: float = RIDGE) -> LevelFit | None:
     """Ridge regression of ``delta`` on the force field's energy and Fourier features.
+
+    Samples more than :data:`ENERGY_WINDOW` above the lowest ``u_ff`` are left out; after a
+    first fit, so are those whose residual lies beyond :data:`TRIM` robust standard deviations.
 
     Args:
         theta: ``[M, K]`` torsions (rad) of evaluated samples.
@@ -89,21 +108,28 @@ def fit_level(theta: Tensor, u_ff: Tensor, delta: Tensor, ridge: float = RIDGE) 
         The fit, or ``None`` with fewer samples than twice the coefficients.
     """
     theta, u_ff, delta = theta.double(), u_ff.double(), delta.double()
+    if len(delta):
+        keep = u_ff <= u_ff.min() + ENERGY_WINDOW
+        theta, u_ff, delta = theta[keep], u_ff[keep], delta[keep]
     u_mean = float(u_ff.mean()) if len(u_ff) else 0.0
     features = torch.cat([(u_ff - u_mean)[:, None], fourier_features(theta)], dim=1)
     if len(delta) < 2 * (features.shape[1] + 1):
         return None
-    design = torch.cat([features, torch.ones_like(delta)[:, None]], dim=1)
-    penalty = torch.full((design.shape[1],), ridge, dtype=torch.float64)
-    penalty[-1] = 0.0
-    solution = torch.linalg.solve(design.T @ design + torch.diag(penalty), design.T @ delta)
-    residual = float((design @ solution - delta).square().mean().sqrt())
+    solution = _ridge(features, delta, ridge)
+    residual = features @ solution[:-1] + solution[-1] - delta
+    centre = residual.median()
+    scale = 1.4826 * (residual - centre).abs().median()
+    keep = (residual - centre).abs() <= TRIM * scale
+    if len(delta) > int(keep.sum()) >= 2 * (features.shape[1] + 1):
+        features, delta = features[keep], delta[keep]
+        solution = _ridge(features, delta, ridge)
+        residual = features @ solution[:-1] + solution[-1] - delta
     return LevelFit(
         beta=float(solution[0]),
         u_mean=u_mean,
         coef=solution[1:-1],
         offset=float(solution[-1]),
-        residual=residual,
+        residual=float(residual.square().mean().sqrt()),
         samples=len(delta),
     )
 

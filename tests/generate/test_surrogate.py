@@ -42,12 +42,24 @@ def test_fourier_features_are_the_harmonics():
 def test_fit_recovers_known_coefficients():
     theta, u_ff, delta, coef = _synthetic(800, 3, seed=0)
     fit = fit_level(theta[:600], u_ff[:600], delta[:600])
-    assert fit is not None and fit.samples == 600
+    assert fit is not None and fit.samples >= 595
     assert abs(fit.beta + 0.3) < 0.02
     torch.testing.assert_close(fit.coef, coef, rtol=0, atol=0.02)
     assert fit.residual < 0.02
     # held-out samples of the same difference
     torch.testing.assert_close(fit(theta[600:], u_ff[600:]), delta[600:], rtol=0, atol=0.1)
+
+
+def test_outliers_and_strained_samples_do_not_tilt_the_fit():
+    """5% of the samples 30 kT off (a proton moved) and 5% 200 kT up in MMFF (clashes)."""
+    theta, u_ff, delta, coef = _synthetic(600, 3, seed=3)
+    delta[::20] += 30.0
+    u_ff[1::20] += 200.0
+    fit = fit_level(theta, u_ff, delta)
+    assert fit is not None and fit.samples == 600 - 60
+    assert abs(fit.beta + 0.3) < 0.02
+    torch.testing.assert_close(fit.coef, coef, rtol=0, atol=0.02)
+    assert fit.residual < 0.02
 
 
 def test_too_few_samples_give_no_fit():
