@@ -254,13 +254,20 @@ def refine_at_level(
 
     Returns:
         The ensemble of the largest ESS at the level (``ensemble`` when no round beat it) and
-        the report's ``refinement``: ``ess_before``, ``steps`` and per round ``ess`` (at the
+        the report's ``refinement``: ``ess_before`` (at the level), ``ess_force_field_before``
+        (the force field's ESS of the same samples), ``steps`` and per round ``ess`` (at the
         level), ``train_s``, ``steps``, ``residual_kT`` (the surrogates' fit residuals) and
         ``surrogate_ess`` (each flow's ESS for its surrogate).
     """
     deadline = time.perf_counter() + config.level_refine
     best, ensembles = ensemble, [ensemble]
-    report: dict = {"ess_before": ensemble.ess, "steps": 0, "rounds": []}
+    assert ensemble.level is not None
+    report: dict = {
+        "ess_before": ensemble.ess,
+        "ess_force_field_before": ensemble.level.ess_force_field,
+        "steps": 0,
+        "rounds": [],
+    }
     if not _refinable(model)[0]:
         return best, report
     while best.ess < config.level_ess:

@@ -185,6 +185,7 @@ def test_refinement_at_the_level_runs_and_is_reported(tmp_path):
     refinement = result.report_data["level"]["refinement"]
     assert refinement["steps"] > 0
     assert 0 < refinement["ess_before"] <= 1
+    assert 0 < refinement["ess_force_field_before"] <= 1
     rounds = refinement["rounds"]
     assert rounds and all(r["steps"] > 0 and 0 < r["ess"] <= 1 for r in rounds)
     assert all(0 <= res < 5 for r in rounds for res in r["residual_kT"])
