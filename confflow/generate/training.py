@@ -103,7 +103,7 @@ class TrainingSummary:
         target_evaluations: energy evaluations of the target (refinement samples and ESS
             checks; the relaxation's gradient steps are part of one evaluation).
         stopped_early: refinement stopped before its deadline: the ESS reached ``stop_ess``
-            or did not improve for ``patience`` checks.
+            or did not improve for ``patience`` checks (at least one segment runs).
         val_nll: validation NLL (nats) after maximum likelihood.
         states: per state of a mixture: ``budget_s``, ``nll_steps``, ``refine_steps``,
             ``best_ess`` (its own training), ``log_z`` (nats) and ``ess`` of the final
@@ -212,9 +212,7 @@ def _refine(
     summary.best_ess = float(trainer.validate().get("ess", 0.0))
     summary.ess_history.append(summary.best_ess)
     since_best = 0
-    while summary.best_ess < plan.stop_ess and since_best < plan.patience:
-        if time.perf_counter() >= deadline:
-            break
+    while time.perf_counter() < deadline:
         # a segment stops at the deadline (a state's small share is shorter than a segment)
         trainer.fit_more(plan.segment, max_seconds=deadline - time.perf_counter())
         ess = float(trainer.metrics.get("ess", 0.0))
@@ -224,7 +222,9 @@ def _refine(
             best_state = trainer.snapshot()
         else:
             since_best += 1
-    summary.stopped_early = summary.best_ess >= plan.stop_ess or since_best >= plan.patience
+        if since_best >= plan.patience or summary.best_ess >= plan.stop_ess:
+            summary.stopped_early = True
+            break
     summary.refine_steps += trainer.step
     summary.target_evaluations += trainer.evaluations  # steps and ESS checks
     model.load_state_dict(best_state)

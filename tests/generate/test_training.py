@@ -1,7 +1,8 @@
-"""The generator's refinement loop stops on ``stop_ess`` before a step it does not need.
+"""The generator's refinement loop: one segment at least, then a stop at ``stop_ess``.
 
-A one-sample ESS check always reads 100%: a refinement told to stop at 90% takes no step. At
-2.0 (never reached) it runs to its budget.
+A one-sample ESS check always reads 100%: a refinement told to stop at 90% stops after its
+first segment (a level's refinement round always trains on its new surrogate). At 2.0 (never
+reached) it runs to its budget.
 """
 
 import dataclasses
@@ -27,11 +28,11 @@ def _refine(tmp_path, plan: Schedule):
     return train_model(model, data, config, maximum_likelihood=False, schedule=plan)
 
 
-def test_a_check_at_the_target_stops_before_any_step(tmp_path):
+def test_a_check_at_the_target_stops_after_one_segment(tmp_path):
     summary = _refine(tmp_path, PLAN)
     assert summary.stopped_early
-    assert summary.ess_history == [1.0]
-    assert summary.refine_steps == 0
+    assert summary.ess_history == [1.0, 1.0]
+    assert summary.refine_steps == PLAN.segment
 
 
 def test_without_a_reachable_target_the_budget_ends_it(tmp_path):
