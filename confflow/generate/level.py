@@ -48,8 +48,9 @@ from confflow.reweighting import change_level
 
 __all__ = ["ROUND_SECONDS", "ROUND_SEED", "level_energy", "refine_at_level", "reweight_to_level"]
 
-#: Training seconds of a refinement round at the level: at least this (or what is left), at
-#: most half the time left after one evaluation of a fresh ensemble, and none below the least.
+#: Training seconds allotted to a refinement round at the level: half the time left after one
+#: evaluation of a fresh ensemble, but at least this (or all that is left); no round below the
+#: least.
 ROUND_SECONDS = 45.0
 MIN_ROUND_SECONDS = 10.0
 #: A round ends early once its flows' ESS for their surrogates reaches this: the level's ESS
