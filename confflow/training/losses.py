@@ -29,6 +29,9 @@ from confflow.energies.cap import linlog_cap
 from confflow.models import BoltzmannGenerator
 from confflow.training.replay import ReplayBuffer
 
+#: Pooled samples whose weight is below ``1e-12`` of the largest add nothing but cost.
+NEGLIGIBLE_LOG_WEIGHT = math.log(1e12)
+
 __all__ = ["energy_loss", "mixed_loss", "nll_loss", "reverse_kl_loss", "weighted_nll"]
 
 
@@ -111,8 +114,7 @@ def energy_loss(
         if buffer is not None:
             buffer.add(pool, log_w, log_q.detach())  # keeps the finite ones
             if buffer.x is not None and len(buffer):
-                # pooled samples below 1e-12 of the largest weight add nothing but cost
-                keep = buffer.log_w >= buffer.log_w.max() - 27.6
+                keep = buffer.log_w >= buffer.log_w.max() - NEGLIGIBLE_LOG_WEIGHT
                 pool, pool_w = buffer.x[keep], buffer.log_w[keep]
         forward = weighted_nll(model.log_prob(pool), pool_w)
         loss = (1 - forward_weight) * loss + forward_weight * forward
