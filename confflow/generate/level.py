@@ -40,7 +40,7 @@ from confflow.energies import TorsionalEnergy, XTBEnergy, kT
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.ensemble import MAX_LISTED_FAILURES, Ensemble, LevelData
 from confflow.generate.model import Model, training_data
-from confflow.generate.state_training import set_state_weights, state_estimates
+from confflow.generate.state_training import set_state_weights, state_estimates, variance_shares
 from confflow.generate.surrogate import SurrogateTorsionalEnergy, fit_level
 from confflow.generate.training import SCHEDULES, train_model
 from confflow.models import StateMixture
@@ -127,24 +127,29 @@ def reweight_to_level(ensemble: Ensemble, energy: XTBEnergy, temperature: float)
     )
 
 
-def _refinable(model: Model) -> tuple[list[int], list, list[float]]:
-    """Indices, generators and weights of ``model``'s torsional generators with a flow.
-
-    A weight is the share of the mixture's samples its component draws (1 for one generator).
-    """
-    if isinstance(model, StateMixture):
-        index = torch.tensor([k for k, _, _ in model.entries], device=model.log_pi.device)
-        weight = torch.zeros(len(model.components), dtype=model.log_pi.dtype)
-        weight = weight.to(index.device).index_add(0, index, model.log_pi.exp()).tolist()
-        pairs = list(zip(model.components, weight, strict=True))
-    else:
-        pairs = [(model, 1.0)]
+def _refinable(model: Model) -> tuple[list[int], list]:
+    """Indices and generators of ``model``'s torsional generators with a flow."""
+    components = model.components if isinstance(model, StateMixture) else [model]
     kept = [
-        (k, c, w)
-        for k, (c, w) in enumerate(pairs)
+        (k, c)
+        for k, c in enumerate(components)
         if isinstance(c.energy, TorsionalEnergy) and any(True for _ in c.flow.parameters())
     ]
-    return [k for k, _, _ in kept], [c for _, c, _ in kept], [w for _, _, w in kept]
+    return [k for k, _ in kept], [c for _, c in kept]
+
+
+def _shares(model: Model, indices: list[int], seed: int) -> list[float]:
+    """Each trained component's share of a round's time (1 for a single generator).
+
+    A mixture's states share it by their part ``P_k / ESS_k`` of ``1 / ESS`` for the
+    surrogates (:func:`~confflow.generate.state_training.variance_shares`, from
+    :data:`SURROGATE_STATE_SAMPLES` flow samples per state): the states whose flows fit their
+    surrogates worst for their population get the most time.
+    """
+    if not isinstance(model, StateMixture):
+        return [1.0]
+    _, ess, population = state_estimates(model, seed, SURROGATE_STATE_SAMPLES)
+    return variance_shares(population[indices], ess[indices]).tolist()
 
 
 def _fit_data(
@@ -190,7 +195,7 @@ def _train_round(
         ``steps`` of training, and per component trained its fit's ``residual_kT`` and the
         ``surrogate_ess`` of its flow for its surrogate.
     """
-    indices, targets, shares = _refinable(model)
+    indices, targets = _refinable(model)
     # a component with too few evaluated samples gets no fit and is not trained
     fits = [fit_level(*_fit_data(model, k, ensembles, config.temperature)) for k in indices]
     chosen = [i for i, f in enumerate(fits) if f is not None]
@@ -201,6 +206,7 @@ def _train_round(
         for i in chosen:
             targets[i].energy = SurrogateTorsionalEnergy(originals[i], fits[i], config.temperature)
         deadline = time.perf_counter() + seconds
+        shares = _shares(model, indices, config.seed + 5)
         order = sorted(chosen, key=lambda i: -shares[i])
         for rank, i in enumerate(order):
             left = deadline - time.perf_counter()

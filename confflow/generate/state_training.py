@@ -33,6 +33,7 @@ __all__ = [
     "set_state_weights",
     "state_estimates",
     "train_states",
+    "variance_shares",
 ]
 
 #: Samples per state for the importance-sampling estimate of its partition function.
@@ -88,7 +89,7 @@ def _state_frames(
     return out
 
 
-def _variance_shares(population: Tensor, ess: Tensor) -> Tensor:
+def variance_shares(population: Tensor, ess: Tensor) -> Tensor:
     """``[K]`` shares of the second round: each state's part ``P_k / ESS_k`` of ``1 / ESS``.
 
     The mixture's ESS is about ``1 / sum_k P_k / ESS_k``, so the states that cost it most get
@@ -155,7 +156,7 @@ def train_states(
     torsions, a similar distribution). Each state learns from the MD frames in its own cells
     where there are enough. Round two (the rest, less the time of the final estimate):
     refinement only, shared by each state's estimated part of the mixture's importance-sampling
-    variance (:func:`_variance_shares`). The weights become the populations estimated by
+    variance (:func:`variance_shares`). The weights become the populations estimated by
     importance sampling on fresh samples, a tenth spread evenly (:data:`EVEN_SHARE`).
 
     Args:
@@ -211,7 +212,7 @@ def train_states(
         summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
         # what is left, less the final estimate (which costs as much as this one)
         left = deadline - 2 * time.perf_counter() + start
-        shares = _variance_shares(population, ess) * torch.tensor(trainable)
+        shares = variance_shares(population, ess) * torch.tensor(trainable)
         for k, budget in _second_round(shares, left):
             run(k, budget, False)
     log_z, ess, population = state_estimates(model, config.seed + 3)

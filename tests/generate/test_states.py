@@ -29,7 +29,7 @@ from confflow.generate.state_training import (
     MIN_ROUND_S,
     _second_round,
     _state_frames,
-    _variance_shares,
+    variance_shares,
 )
 from confflow.generate.states import StateAssignment, check_rings, find_states
 from confflow.models import StateMixture, local_entropy
@@ -264,7 +264,7 @@ def test_each_state_learns_from_the_frames_in_its_own_cells(run):
 
 def test_second_round_time_goes_to_the_states_that_limit_the_ess():
     # P_k / ESS_k: a well-trained major state costs less than a poor minor one
-    shares = _variance_shares(torch.tensor([0.8, 0.2]), torch.tensor([0.8, 0.05]))
+    shares = variance_shares(torch.tensor([0.8, 0.2]), torch.tensor([0.8, 0.05]))
     torch.testing.assert_close(shares, torch.tensor([0.2, 0.8]))
     plan = _second_round(torch.tensor([0.5, 0.3, 0.2]), 48.0)
     # the smallest part (9.6 s) is below MIN_ROUND_S: its time goes to the others
