@@ -20,10 +20,11 @@ flows in rounds for at most ``level_refine`` seconds. A GFN2-xTB energy costs ab
 MMFF ones, so the flows do not train on it directly: each round fits a cheap surrogate of the
 level to every sample evaluated so far (:mod:`confflow.generate.surrogate`: the force field
 plus ``kT`` times a ridge fit of ``(E_xtb - E_ff) / kT`` on the force field's energy and
-Fourier terms of each torsion), trains the flows on it at the force field's speed, re-sets a
-mixture's state weights on it, and draws a fresh ensemble reweighted with the level's exact
-energies. The surrogate only shapes the proposal; the weights are exact. The ensemble of the
-largest ESS at the level is kept.
+Fourier terms of each torsion, with a kernel fit of what they leave), trains the flows on it at
+the force field's speed, re-sets a mixture's state weights on it (the round's time shared by
+each state's part of ``1 / ESS`` for the surrogates), and draws a fresh ensemble reweighted with
+the level's exact energies. The surrogate only shapes the proposal; the weights are exact. The
+ensemble of the largest ESS at the level is kept.
 """
 
 from __future__ import annotations

@@ -94,3 +94,28 @@ def test_surrogate_energy_adds_kt_delta_hat_and_its_gradient():
         with torch.no_grad():
             diff = (surrogate.energy(t + shift) - surrogate.energy(t - shift)) / (2 * step)
         torch.testing.assert_close(grad[:, j], diff, rtol=1e-5, atol=1e-4)
+
+
+def test_kernel_term_follows_a_local_bump_and_fades_away_from_the_samples():
+    """A 3 kT bump of 0.3 rad width, which two harmonics cannot carry, on samples of theta_1
+    in (-1, 1): the kernel term takes the held-out residual from a third of a kT to under a
+    third of that (0.34 -> 0.09 kT here), and adds nothing at theta_1 = pi, where no sample
+    lies."""
+    gen = torch.Generator().manual_seed(5)
+    m = 1500
+    theta = (torch.rand(m, 2, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    theta[:, 0] = theta[:, 0] / math.pi
+    u_ff = 20 + 3 * torch.randn(m, generator=gen, dtype=torch.float64)
+    bump = 3.0 * torch.exp(-((theta - torch.tensor([0.2, 0.5])).square().sum(1)) / (2 * 0.09))
+    delta = -0.3 * (u_ff - 20) + torch.cos(theta[:, 1]) + bump
+    fit = fit_level(theta[:1200], u_ff[:1200], delta[:1200])
+    assert fit is not None
+    parametric = fit.beta * (u_ff - fit.u_mean) + fourier_features(theta) @ fit.coef + fit.offset
+    without = (parametric - delta)[1200:].square().mean().sqrt()
+    with_kernel = (fit(theta, u_ff) - delta)[1200:].square().mean().sqrt()
+    assert without > 0.3
+    assert with_kernel < without / 3
+    far = torch.tensor([[math.pi, 0.5]], dtype=torch.float64)
+    u = torch.tensor([20.0], dtype=torch.float64)
+    kernel_far = fit(far, u) - (fit.beta * (u - fit.u_mean) + fourier_features(far) @ fit.coef)
+    assert abs(float(kernel_far[0]) - fit.offset) < 1e-3
