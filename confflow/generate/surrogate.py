@@ -91,7 +91,8 @@ class LevelFit:
         offset: intercept.
         anchors: ``[A, 2K]`` the kernel term's anchors, embedded (``cos``, ``sin``).
         alpha: ``[A]`` the kernel term's coefficients.
-        residual: root-mean-square residual of the fit over the samples it kept.
+        residual: root-mean-square residual (kT) of the whole fit, kernel term included, over
+            the samples it kept (in sample: fresh samples see more).
         samples: samples the fit kept.
     """
 
