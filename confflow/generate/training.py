@@ -103,7 +103,8 @@ class TrainingSummary:
         target_evaluations: energy evaluations of the target (refinement samples and ESS
             checks; the relaxation's gradient steps are part of one evaluation).
         stopped_early: refinement stopped before its deadline: the ESS reached ``stop_ess``
-            or did not improve for ``patience`` checks (at least one segment runs).
+            or did not improve for ``patience`` checks (checked after each segment, so one
+            segment runs whenever the budget has time left).
         val_nll: validation NLL (nats) after maximum likelihood.
         states: per state of a mixture: ``budget_s``, ``nll_steps``, ``refine_steps``,
             ``best_ess`` (its own training), ``log_z`` (nats) and ``ess`` of the final

@@ -29,10 +29,11 @@ from confflow.energies.cap import linlog_cap
 from confflow.models import BoltzmannGenerator
 from confflow.training.replay import ReplayBuffer
 
-#: Pooled samples whose weight is below ``1e-12`` of the largest add nothing but cost.
-NEGLIGIBLE_LOG_WEIGHT = math.log(1e12)
-
 __all__ = ["energy_loss", "mixed_loss", "nll_loss", "reverse_kl_loss", "weighted_nll"]
+
+#: Log-weight gap (nats) below the largest beyond which pooled samples are dropped: a weight
+#: under ``1e-12`` of the largest adds nothing to the forward term but cost.
+NEGLIGIBLE_LOG_WEIGHT = math.log(1e12)
 
 
 def nll_loss(model: BoltzmannGenerator, x: Tensor) -> Tensor:
