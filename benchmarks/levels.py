@@ -87,8 +87,8 @@ def level_row(report: dict, seconds: float) -> dict:
 
 
 def _rounds(row: dict) -> str:
-    """The ESS (%) after each refinement round of a level row."""
-    return ", ".join(f"{100 * r['ess']:.1f}%" for r in row["rounds"]) or "none"
+    """The ESS (%) and samples drawn after each refinement round of a level row."""
+    return ", ".join(f"{100 * r['ess']:.1f}% of {r['n']}" for r in row["rounds"]) or "none"
 
 
 def _records(sdf: Path) -> list[Chem.Mol]:

@@ -22,9 +22,12 @@ level to every sample evaluated so far (:mod:`confflow.generate.surrogate`: the 
 plus ``kT`` times a ridge fit of ``(E_xtb - E_ff) / kT`` on the force field's energy and
 Fourier terms of each torsion, with a kernel fit of what they leave), trains the flows on it at
 the force field's speed, re-sets a mixture's state weights on it (the round's time shared by
-each state's part of ``1 / ESS`` for the surrogates), and draws a fresh ensemble reweighted with
-the level's exact energies. The surrogate only shapes the proposal; the weights are exact. The
-ensemble of the largest ESS at the level is kept.
+each state's part of ``1 / ESS`` for the surrogates), and draws fresh samples reweighted with
+the level's exact energies: a few hundred after a short round, which buys more rounds (short
+rounds also keep the flows from chasing the surrogate where it extrapolates), a full ensemble
+after the last one or to confirm a small draw that reached ``level_ess``. The surrogate only
+shapes the proposal; the weights are exact. The full ensemble of the largest ESS at the level
+is kept.
 """
 
 from __future__ import annotations
@@ -49,11 +52,13 @@ from confflow.reweighting import change_level
 
 __all__ = ["ROUND_SECONDS", "ROUND_SEED", "level_energy", "refine_at_level", "reweight_to_level"]
 
-#: Training seconds allotted to a refinement round at the level: half the time left after one
-#: evaluation of a fresh ensemble, but at least this (or all that is left); no round below the
-#: least.
+#: Training seconds of a short refinement round at the level (the last round takes what is
+#: left but one full evaluation); no round below the least.
 ROUND_SECONDS = 45.0
 MIN_ROUND_SECONDS = 10.0
+#: Samples drawn and evaluated at the level after an intermediate round (the last round draws
+#: the full ``n``): enough for the next fit, at a fraction of a full evaluation's cost.
+ROUND_SAMPLES = 512
 #: A round ends early once its flows' ESS for their surrogates reaches this: the level's ESS
 #: then rests on the surrogate's accuracy, which only a fresh evaluation can improve.
 SURROGATE_ESS = 0.5
@@ -234,11 +239,26 @@ def _train_round(
     return {"steps": steps, "residual_kT": residuals, "surrogate_ess": surrogate_ess}
 
 
+def _plan(left: float, evaluation_s: float, round_evaluation_s: float) -> tuple[float, bool]:
+    """The next round's training seconds, and whether its draw is the final, full one.
+
+    A short round (:data:`ROUND_SECONDS` of training, then :data:`ROUND_SAMPLES` evaluated)
+    runs while it leaves room for one more round with a full evaluation after it; otherwise
+    the round takes all the time left but its full evaluation. ``left`` is in s; no round
+    below :data:`MIN_ROUND_SECONDS` (0 s of training returned).
+    """
+    after_short = left - ROUND_SECONDS - round_evaluation_s
+    if after_short - evaluation_s >= MIN_ROUND_SECONDS:
+        return ROUND_SECONDS, False
+    train_s = left - evaluation_s
+    return (train_s, True) if train_s >= MIN_ROUND_SECONDS else (0.0, True)
+
+
 def refine_at_level(
     model: Model,
     ensemble: Ensemble,
     frames: Tensor,
-    draw: Callable[[int], Ensemble],
+    draw: Callable[[int, int], Ensemble],
     config: GenerateConfig,
     evaluation_s: float,
 ) -> tuple[Ensemble, dict]:
@@ -247,25 +267,30 @@ def refine_at_level(
     Each round fits the surrogate of :mod:`confflow.generate.surrogate` to every sample
     evaluated at the level so far, trains the torsional flows on it until their ESS for it
     reaches :data:`SURROGATE_ESS` or the round's time ends (a mixture's time shared by its
-    states' weights, its weights then re-set from surrogate estimates), and draws a fresh
-    ensemble reweighted with the level's exact energies. Rounds go on while the ESS at the level
-    is below ``config.level_ess`` and ``config.level_refine`` seconds leave room for one more
-    (its training and one evaluation of ``config.n`` samples).
+    states' weights, its weights then re-set from surrogate estimates), and draws fresh samples
+    reweighted with the level's exact energies. The intermediate rounds draw only
+    :data:`ROUND_SAMPLES` (a fit needs hundreds, and the time saved buys more rounds); the last
+    round, and any round whose small draw reaches ``config.level_ess``, draws a full ensemble of
+    ``config.n``. Rounds go on while that ensemble's ESS at the level is below
+    ``config.level_ess`` and ``config.level_refine`` seconds leave room for one more.
 
     Args:
         model: the trained generator (its energies are restored afterwards).
         ensemble: the ensemble at the level (:func:`reweight_to_level`).
         frames: ``[M, N, 3]`` nm training positions (their torsions set the energy cap).
-        draw: ``draw(round)`` samples the model and reweights the samples to the level.
-        config: run settings (``level_refine``, ``level_ess``, ``temperature``, ``seed``).
-        evaluation_s: seconds the level's evaluation of one ensemble took.
+        draw: ``draw(round, n)`` samples ``n`` conformers of the model and reweights them to
+            the level.
+        config: run settings (``level_refine``, ``level_ess``, ``temperature``, ``seed``, ``n``).
+        evaluation_s: seconds the level's evaluation of one full ensemble took.
 
     Returns:
-        The ensemble of the largest ESS at the level (``ensemble`` when no round beat it) and
-        the report's ``refinement``: ``ess_before`` (at the level), ``ess_force_field_before``
-        (the force field's ESS of the same samples), ``steps`` and per round ``ess`` (at the
-        level), ``train_s``, ``steps``, ``residual_kT`` (the surrogates' fit residuals) and
-        ``surrogate_ess`` (each flow's ESS for its surrogate).
+        The full ensemble of the largest ESS at the level (``ensemble`` when no round beat it)
+        and the report's ``refinement``: ``ess_before`` (at the level),
+        ``ess_force_field_before`` (the force field's ESS of the same samples), ``steps`` and
+        per round ``n`` (samples drawn), ``ess`` (theirs, at the level), ``train_s``, ``steps``,
+        ``residual_kT`` (the surrogates' fit residuals), ``surrogate_ess`` (each flow's ESS
+        for its surrogate) and, where a small draw reached ``level_ess`` and a full one was
+        drawn to confirm it, ``ess_screen`` (the small draw's ESS).
     """
     deadline = time.perf_counter() + config.level_refine
     best, ensembles = ensemble, [ensemble]
@@ -278,20 +303,35 @@ def refine_at_level(
     }
     if not _refinable(model)[0]:
         return best, report
+    small = min(ROUND_SAMPLES, config.n)
+    small_s = evaluation_s * small / config.n
+    draws = 0
     while best.ess < config.level_ess:
-        left = deadline - time.perf_counter() - evaluation_s
-        train_s = max(min(ROUND_SECONDS, left), left / 2)
-        if train_s < MIN_ROUND_SECONDS:
+        train_s, full = _plan(deadline - time.perf_counter(), evaluation_s, small_s)
+        if not train_s:
             break
         trained = _train_round(model, ensembles, frames, config, train_s)
         if not trained["steps"]:
             break
-        start = time.perf_counter()
-        fresh = draw(len(report["rounds"]) + 1)
-        evaluation_s = time.perf_counter() - start
+        entry = {"train_s": train_s, **trained}
+        full = full or small == config.n
+        n = config.n if full else small
+        start, draws = time.perf_counter(), draws + 1
+        fresh = draw(draws, n)
         ensembles.append(fresh)
+        if not full:
+            small_s = time.perf_counter() - start
+            # a small draw at the threshold is confirmed by a full one
+            full = fresh.ess >= config.level_ess
+            if full:
+                entry["ess_screen"] = fresh.ess
+                n, start, draws = config.n, time.perf_counter(), draws + 1
+                fresh = draw(draws, n)
+                ensembles.append(fresh)
+        if full:
+            evaluation_s = time.perf_counter() - start
         report["steps"] += trained["steps"]
-        report["rounds"].append({"ess": fresh.ess, "train_s": train_s, **trained})
-        if fresh.ess > best.ess:
+        report["rounds"].append({"n": n, "ess": fresh.ess, **entry})
+        if full and fresh.ess > best.ess:
             best = fresh
     return best, report

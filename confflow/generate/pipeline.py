@@ -114,8 +114,8 @@ def _refine_at_level(
         f"level {config.level}: ESS {100 * ensemble.ess:.1f}%, refining ({config.level_refine:g} s)"
     )
 
-    def draw(round_: int) -> Ensemble:
-        settings = dataclasses.replace(config, seed=config.seed + ROUND_SEED * round_)
+    def draw(round_: int, n: int) -> Ensemble:
+        settings = dataclasses.replace(config, seed=config.seed + ROUND_SEED * round_, n=n)
         return reweight_to_level(sample(model, molecule, settings), xtb, config.temperature)
 
     best, refinement = _timed(

@@ -20,7 +20,7 @@ from tblite.interface import Calculator
 from confflow.chem import Molecule
 from confflow.energies import MMFFEnergy, XTBEnergy, kT
 from confflow.energies.xtb import HARTREE_KJ_MOL
-from confflow.generate import GenerateConfig, GenerateError, run_generate
+from confflow.generate import GenerateConfig, GenerateError, level, run_generate
 from confflow.generate.ensemble import Ensemble
 from confflow.generate.level import reweight_to_level
 
@@ -177,8 +177,19 @@ def _shift_spread(sdf) -> float:
     return max(shift) - min(shift)
 
 
-def test_refinement_at_the_level_runs_and_is_reported(tmp_path):
+def test_rounds_are_short_while_a_full_round_still_fits():
+    # 300 s left, 40 s per full evaluation, 10 s per small one: 45 s rounds, then the rest
+    assert level._plan(300.0, 40.0, 10.0) == (level.ROUND_SECONDS, False)
+    assert level._plan(100.0, 40.0, 10.0) == (60.0, True)
+    # below the least round nothing is trained
+    assert level._plan(45.0, 40.0, 10.0) == (0.0, True)
+
+
+def test_refinement_at_the_level_runs_and_is_reported(tmp_path, monkeypatch):
     torch.set_num_threads(2)
+    # short rounds of few samples, so that 15 s hold one before the full last round
+    monkeypatch.setattr(level, "ROUND_SECONDS", 3.0)
+    monkeypatch.setattr(level, "ROUND_SAMPLES", 40)
     # level_ess 1.0: the ESS is always below it, so the refinement runs for its budget
     config = _config(tmp_path / "p.sdf", level="gfn2", level_refine=15.0, level_ess=1.0)
     result = run_generate(config)
@@ -190,8 +201,9 @@ def test_refinement_at_the_level_runs_and_is_reported(tmp_path):
     assert rounds and all(r["steps"] > 0 and 0 < r["ess"] <= 1 for r in rounds)
     assert all(0 <= res < 5 for r in rounds for res in r["residual_kT"])
     assert refinement["steps"] == sum(r["steps"] for r in rounds)
-    # the ensemble written is the one of the largest ESS at the level
-    best = max([refinement["ess_before"]] + [r["ess"] for r in rounds])
+    # the ensemble written is the full one of the largest ESS at the level
+    assert [r["n"] for r in rounds][-2:] == [40, config.n]
+    best = max([refinement["ess_before"]] + [r["ess"] for r in rounds if r["n"] == config.n])
     assert math.isclose(result.report_data["ess"], best, rel_tol=1e-9)
     assert result.report_data["timings_s"]["level_refine"] == refinement["seconds"]
     # the generator's energy is the force field again (it was swapped only while refining)
