@@ -145,9 +145,17 @@ class LocalRelaxation(nn.Module):
         gradient of the relaxation's last accepted evaluation: no extra energy evaluation. The
         result has no second derivatives.
         """
-        _, energy, grad = self._relax(theta)
+        return self.relaxed(theta)[0]
+
+    def relaxed(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`energy` ``[B]`` (kJ/mol) and the relaxed structure ``[B, L]`` (no gradient).
+
+        Args:
+            theta: ``[B, K]`` free torsions in rad.
+        """
+        local, energy, grad = self._relax(theta)
         shift = theta - theta.detach()  # zero, carries the gradient
-        return energy + (shift * grad).sum(1)
+        return energy + (shift * grad).sum(1), local
 
     def _relax(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Relaxed structure ``[B, L]``, energies ``[B]`` kJ/mol, ``dE/dtheta [B, K]`` kJ/mol/rad.

@@ -328,7 +328,10 @@ class MMFFEnergy(Energy):
         return energy, -gradient
 
     def term_energies(self, x: Tensor) -> dict[str, Tensor]:
-        """Energy of each MMFF term separately (eager, no gradient), for analysis and tests.
+        """Energy of each MMFF term separately (eager), differentiable by autograd in ``x``.
+
+        Slower than :meth:`energy` (no compiled kernel, autograd instead of the analytic
+        gradient): for analysis, tests and fits on the separate terms.
 
         Args:
             x: ``[B, N, 3]`` positions in nm.
@@ -340,7 +343,7 @@ class MMFFEnergy(Energy):
         p = self._tensors(x.dtype)
         terms = [
             _energy_terms_and_gradient(block, p, self.distance_dielectric, False)[0]
-            for block, _ in self._blocks(x.detach(), compiled=False)
+            for block, _ in self._blocks(x, compiled=False)
         ]
         kj = KCAL_TO_KJ * torch.cat(terms, dim=1)
         return dict(zip(MMFF_TERMS, kj, strict=True))

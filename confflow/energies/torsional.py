@@ -60,6 +60,29 @@ class TorsionalEnergy(Energy):
             x, _ = self.embedding.ic(z)
         return x
 
+    def energy_and_terms(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """Energies ``[B]`` and the force field's separate terms ``[B, T]`` (kJ/mol) at ``theta``.
+
+        Both are differentiable in ``theta [B, K]`` (rad) with the local structure held: the
+        energy as :meth:`energy`, the terms (``term_energies`` of the Cartesian energy, e.g.
+        :meth:`MMFFEnergy.term_energies`) by autograd at the conformers :meth:`positions`
+        returns, not through their relaxation.
+
+        Raises:
+            TypeError: the Cartesian energy has no separate terms.
+        """
+        terms_of = getattr(self.cartesian, "term_energies", None)
+        if terms_of is None:
+            raise TypeError(f"{type(self.cartesian).__name__} has no separate terms")
+        self._validate(theta)
+        if self.relaxation is None:
+            x = self.embedding.embed(theta)
+            energy = self.cartesian.energy(x)
+        else:
+            energy, local = self.relaxation.relaxed(theta)
+            x, _ = self.embedding.ic(self.relaxation.internal(theta, local))
+        return energy, torch.stack(list(terms_of(x).values()), dim=1)
+
     def _energy(self, x: Tensor) -> Tensor:
         if self.relaxation is None:
             return self.cartesian.energy(self.embedding.embed(x))

@@ -19,8 +19,8 @@ Where the ESS at the level is below ``level_ess``, :func:`refine_at_level` refin
 flows in rounds for at most ``level_refine`` seconds. A GFN2-xTB energy costs about a thousand
 MMFF ones, so the flows do not train on it directly: each round fits a cheap surrogate of the
 level to every sample evaluated so far (:mod:`confflow.generate.surrogate`: the force field
-plus ``kT`` times a ridge fit of ``(E_xtb - E_ff) / kT`` on the force field's energy and
-Fourier terms of each torsion, with a kernel fit of what they leave), trains the flows on it at
+plus ``kT`` times a ridge fit of ``(E_xtb - E_ff) / kT`` on the force field's separate terms
+and Fourier terms of each torsion, with a kernel fit of what they leave), trains the flows on it at
 the force field's speed, re-sets a mixture's state weights on it (the round's time shared by
 each state's part of ``1 / ESS`` for the surrogates), and draws fresh samples reweighted with
 the level's exact energies: a few hundred after a short round, which buys more rounds (short
@@ -134,12 +134,18 @@ def reweight_to_level(ensemble: Ensemble, energy: XTBEnergy, temperature: float)
 
 
 def _refinable(model: Model) -> tuple[list[int], list]:
-    """Indices and generators of ``model``'s torsional generators with a flow."""
+    """Indices and generators of ``model``'s torsional generators with a flow.
+
+    Only a force field with separate terms (``term_energies``, as MMFF94's) can carry the
+    surrogate.
+    """
     components = model.components if isinstance(model, StateMixture) else [model]
     kept = [
         (k, c)
         for k, c in enumerate(components)
-        if isinstance(c.energy, TorsionalEnergy) and any(True for _ in c.flow.parameters())
+        if isinstance(c.energy, TorsionalEnergy)
+        and hasattr(c.energy.cartesian, "term_energies")
+        and any(True for _ in c.flow.parameters())
     ]
     return [k for k, _ in kept], [c for _, c in kept]
 
@@ -161,16 +167,17 @@ def _shares(model: Model, indices: list[int], seed: int) -> list[float]:
 def _fit_data(
     model: Model, component: int, ensembles: list[Ensemble], temperature: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """A component's evaluated samples: torsions ``[M, K]`` (rad), ``u_ff`` and ``Delta`` (kT).
+    """A component's evaluated samples: torsions ``[M, K]`` (rad), terms ``[M, T]`` and ``Delta``.
 
-    A mixture's samples of the component's entries are mapped back to the component's own
-    conformers (mirror images and relabellings undone) before their torsions are taken.
+    Terms are the force field's reduced term energies (kT) at the written conformers, ``Delta``
+    is ``(E_level - E_ff) / kT``. A mixture's samples of the component's entries are mapped back
+    to the component's own conformers (mirror images and relabellings undone) first.
     """
     mixture = isinstance(model, StateMixture)
     generator = model.components[component] if mixture else model
     entries = model.entries if mixture else [(0, 1, 0)]
     kt = kT(temperature)
-    theta, u_ff, delta = [], [], []
+    theta, terms, delta = [], [], []
     for ensemble in ensembles:
         assert ensemble.level is not None
         for e, (k, _, _) in enumerate(entries):
@@ -180,12 +187,14 @@ def _fit_data(
             x = ensemble.x[mask]
             x = model.from_entry(e, x) if mixture else x
             theta.append(training_data(generator, x).double().cpu())
+            with torch.no_grad():
+                parts = generator.energy.cartesian.term_energies(x.double())
+            terms.append(torch.stack(list(parts.values()), dim=1).cpu() / kt)
             e_ff = ensemble.energy[mask].double().cpu()
-            u_ff.append(e_ff / kt)
             delta.append((ensemble.level.energy[mask].double().cpu() - e_ff) / kt)
     if not theta:
-        return torch.zeros(0, 0), torch.zeros(0), torch.zeros(0)
-    return torch.cat(theta), torch.cat(u_ff), torch.cat(delta)
+        return torch.zeros(0, 0), torch.zeros(0, 0), torch.zeros(0)
+    return torch.cat(theta), torch.cat(terms), torch.cat(delta)
 
 
 def _train_round(

@@ -3,28 +3,35 @@
 A GFN2-xTB energy costs about a thousand MMFF94 ones, too dear for the thousands of samples a
 flow's training steps need. What training at the level has to learn, though, is the difference
 ``Delta = (E_level - E_ff) / kT`` at the model's own conformers, and that difference is smooth
-in the torsions and tracks the force field's energy: xTB is softer than MMFF on strained
-conformers. On the MMFF ensembles of diphenhydramine and diclofenac (2,000 samples each),
-``Delta`` has a spread of 2.5 and 2.1 kT; the fit below leaves 0.85 and 0.78 kT on held-out
-samples.
+in the torsions and tracks the force field's separate terms: xTB is softer than MMFF on
+strained conformers, and charges some terms (out-of-plane bending, stretch-bend) far less than
+MMFF does. On the MMFF ensembles of diphenhydramine and diclofenac (2,000 samples each),
+``Delta`` has a spread of 2.5 and 2.1 kT; a fit on the total force-field energy and the
+harmonics leaves 0.85 and 0.78 kT on held-out samples.
 
 The surrogate, in kT, per torsional component::
 
-    Delta_hat(theta) = beta * (u_ff(theta) - u_mean)
+    Delta_hat(theta) = sum_t beta_t * (u_t(theta) - mean_t)
                        + sum_j sum_{m=1,2} (a_jm cos(m theta_j) + b_jm sin(m theta_j)) + c
                        + sum_i alpha_i exp(-|e(theta) - e(theta_i)|^2 / (2 l^2))
 
-The first two lines are fitted by ridge regression (:data:`RIDGE`; conformers far above the
-force field's lowest energy and, after a first fit, outliers left out); the last is a kernel
+with ``u_t`` the reduced energy of each MMFF term (bond, angle, stretch-bend, out-of-plane,
+torsion, van der Waals, electrostatics) at the conformer. The first two lines are fitted by
+ridge regression (:data:`RIDGE`; conformers far above the force field's lowest energy and,
+after a first fit, outliers left out; no slope below :data:`SLOPE_FLOOR`, so that no term of
+the force field turns into a reward for strain); the last is a kernel
 ridge regression of what they leave, over the torsions' embedding ``e(theta) = (cos, sin)`` and
 anchored at the kept samples ``theta_i`` (:data:`KERNEL_LENGTH`, :data:`KERNEL_NOISE`). The
 harmonics carry the trend and extrapolate it; the kernel term follows what they miss where
 samples exist and fades to zero away from them. On diclofenac's refinement rounds it lowers
 the residual of the next round's fresh samples within 10 kT of the lowest energy from 1.08 to
-0.90 kT (fits on 4,000 samples) and from 1.14 to 1.05 kT (on the first 2,000). Both parts are
+0.90 kT (fits on 4,000 samples) and from 1.14 to 1.05 kT (on the first 2,000). On
+lidocaine_H+, whose ``Delta`` follows the local structure MMFF gives the anilide (no kernel on
+the torsions helps there), a slope per term instead of one on the total takes the residual of
+fresh samples within 15 kT of the lowest energy from 1.20-1.76 to 0.99-1.48 kT. Both parts are
 fitted on every sample already evaluated at the level, mapped to the component's own torsions
 (a state mixture's mirror images and relabellings undone). The flow then trains on
-``E_ff + kT Delta_hat`` at the speed of the force field (:class:`SurrogateTorsionalEnergy`); the
+``E_ff + kT Delta_hat`` near the speed of the force field (:class:`SurrogateTorsionalEnergy`); the
 level's exact energies of fresh samples reweight the result, so the surrogate only shapes the
 proposal and never biases the weights.
 """
@@ -39,12 +46,16 @@ from torch import Tensor
 from confflow.energies import Energy, TorsionalEnergy, kT
 
 __all__ = ["FOURIER_ORDER", "KERNEL_ANCHORS", "KERNEL_LENGTH", "KERNEL_NOISE", "RIDGE"]
+__all__ += ["SLOPE_FLOOR"]
 __all__ += ["LevelFit", "SurrogateTorsionalEnergy", "fit_level", "fourier_features"]
 
 #: Harmonics per torsion.
 FOURIER_ORDER = 2
 #: Ridge penalty on every coefficient but the intercept (features are O(1), targets in kT).
 RIDGE = 1.0
+#: Least slope on a force-field term: at -1 the level ignores the term; below it a term's strain
+#: would lower the surrogate, which the flows could exploit where no sample constrains the fit.
+SLOPE_FLOOR = -1.0
 #: Samples more than this above the lowest force-field energy (kT) carry no weight at either
 #: level and are left out of the fit.
 ENERGY_WINDOW = 50.0
@@ -85,8 +96,8 @@ class LevelFit:
     """The fitted surrogate of one torsional component (all values in kT, angles in rad).
 
     Attributes:
-        beta: slope on the force field's reduced energy.
-        u_mean: the reduced force-field energy the slope is centred on.
+        slopes: ``[T]`` slopes on the force field's reduced term energies.
+        means: ``[T]`` the reduced term energies the slopes are centred on.
         coef: ``[2 * FOURIER_ORDER * K]`` Fourier coefficients.
         offset: intercept.
         anchors: ``[A, 2K]`` the kernel term's anchors, embedded (``cos``, ``sin``).
@@ -96,8 +107,8 @@ class LevelFit:
         samples: samples the fit kept.
     """
 
-    beta: float
-    u_mean: float
+    slopes: Tensor
+    means: Tensor
     coef: Tensor
     offset: float
     anchors: Tensor
@@ -105,12 +116,13 @@ class LevelFit:
     residual: float
     samples: int
 
-    def __call__(self, theta: Tensor, u_ff: Tensor) -> Tensor:
-        """``[B]`` ``Delta_hat`` (kT) at torsions ``theta [B, K]`` (rad) and ``u_ff [B]`` (kT)."""
-        theta = theta.double()
-        fourier = fourier_features(theta) @ self.coef.to(theta.device)
-        kernel = _kernel(theta, self.anchors.to(theta.device)) @ self.alpha.to(theta.device)
-        return self.beta * (u_ff.double() - self.u_mean) + fourier + self.offset + kernel
+    def __call__(self, theta: Tensor, terms: Tensor) -> Tensor:
+        """``[B]`` ``Delta_hat`` (kT) at torsions ``theta [B, K]`` (rad), terms ``[B, T]`` (kT)."""
+        theta, device = theta.double(), theta.device
+        slope = (terms.double() - self.means.to(device)) @ self.slopes.to(device)
+        fourier = fourier_features(theta) @ self.coef.to(device)
+        kernel = _kernel(theta, self.anchors.to(device)) @ self.alpha.to(device)
+        return slope + fourier + self.offset + kernel
 
 
 def _ridge(features: Tensor, delta: Tensor, ridge: float) -> Tensor:
@@ -121,39 +133,58 @@ def _ridge(features: Tensor, delta: Tensor, ridge: float) -> Tensor:
     return torch.linalg.solve(design.T @ design + torch.diag(penalty), design.T @ delta)
 
 
-def fit_level(theta: Tensor, u_ff: Tensor, delta: Tensor, ridge: float = RIDGE) -> LevelFit | None:
-    """Ridge regression of ``delta`` on the force field's energy and Fourier features.
+def _floored_ridge(features: Tensor, delta: Tensor, ridge: float, slopes: int) -> Tensor:
+    """:func:`_ridge` with the first ``slopes`` coefficients at least :data:`SLOPE_FLOOR`.
 
-    Samples more than :data:`ENERGY_WINDOW` above the lowest ``u_ff`` are left out; after a
-    first fit, so are those whose residual lies beyond :data:`TRIM` robust standard deviations.
-    The kernel term is then fitted to the kept samples' residual (at most
-    :data:`KERNEL_ANCHORS` of them as anchors).
+    Slopes that fall below the floor are held at it and the rest fitted again, until none does.
+    """
+    held = torch.zeros(features.shape[1] + 1, dtype=torch.bool)
+    while True:
+        target = delta - SLOPE_FLOOR * features[:, held[:-1]].sum(1)
+        solution = torch.full((len(held),), SLOPE_FLOOR, dtype=torch.float64)
+        solution[~held] = _ridge(features[:, ~held[:-1]], target, ridge)
+        low = solution < SLOPE_FLOOR
+        low[slopes:] = False
+        if not bool(low.any()):
+            return solution
+        held |= low
+
+
+def fit_level(theta: Tensor, terms: Tensor, delta: Tensor, ridge: float = RIDGE) -> LevelFit | None:
+    """Ridge regression of ``delta`` on the force field's terms and Fourier features.
+
+    Samples more than :data:`ENERGY_WINDOW` above the lowest force-field energy are left out;
+    after a first fit, so are those whose residual lies beyond :data:`TRIM` robust standard
+    deviations. Slopes stay at or above :data:`SLOPE_FLOOR`. The kernel term is then fitted to
+    the kept samples' residual (at most :data:`KERNEL_ANCHORS` of them as anchors).
 
     Args:
         theta: ``[M, K]`` torsions (rad) of evaluated samples.
-        u_ff: ``[M]`` their reduced force-field energies (kT).
+        terms: ``[M, T]`` their reduced force-field term energies (kT).
         delta: ``[M]`` ``(E_level - E_ff) / kT``.
         ridge: penalty on all coefficients but the intercept.
 
     Returns:
         The fit, or ``None`` with fewer samples than twice the coefficients.
     """
-    theta, u_ff, delta = theta.double(), u_ff.double(), delta.double()
+    theta, terms, delta = theta.double(), terms.double(), delta.double()
     if len(delta):
+        u_ff = terms.sum(1)
         keep = u_ff <= u_ff.min() + ENERGY_WINDOW
-        theta, u_ff, delta = theta[keep], u_ff[keep], delta[keep]
-    u_mean = float(u_ff.mean()) if len(u_ff) else 0.0
-    features = torch.cat([(u_ff - u_mean)[:, None], fourier_features(theta)], dim=1)
+        theta, terms, delta = theta[keep], terms[keep], delta[keep]
+    means = terms.mean(0) if len(delta) else torch.zeros(terms.shape[1], dtype=torch.float64)
+    n_terms = terms.shape[1]
+    features = torch.cat([terms - means, fourier_features(theta)], dim=1)
     if len(delta) < 2 * (features.shape[1] + 1):
         return None
-    solution = _ridge(features, delta, ridge)
+    solution = _floored_ridge(features, delta, ridge, n_terms)
     residual = features @ solution[:-1] + solution[-1] - delta
     centre = residual.median()
     scale = 1.4826 * (residual - centre).abs().median()
     keep = (residual - centre).abs() <= TRIM * scale
     if len(delta) > int(keep.sum()) >= 2 * (features.shape[1] + 1):
         theta, features, delta = theta[keep], features[keep], delta[keep]
-        solution = _ridge(features, delta, ridge)
+        solution = _floored_ridge(features, delta, ridge, n_terms)
         residual = features @ solution[:-1] + solution[-1] - delta
     stride = torch.linspace(0, len(delta) - 1, min(len(delta), KERNEL_ANCHORS)).round().long()
     anchors = fourier_features(theta[stride], order=1)
@@ -162,9 +193,9 @@ def fit_level(theta: Tensor, u_ff: Tensor, delta: Tensor, ridge: float = RIDGE) 
     alpha = torch.linalg.solve(gram, -residual[stride])
     residual = residual + _kernel(theta, anchors) @ alpha
     return LevelFit(
-        beta=float(solution[0]),
-        u_mean=u_mean,
-        coef=solution[1:-1],
+        slopes=solution[:n_terms],
+        means=means,
+        coef=solution[n_terms:-1],
         offset=float(solution[-1]),
         anchors=anchors,
         alpha=alpha,
@@ -194,5 +225,5 @@ class SurrogateTorsionalEnergy(Energy):
         return self.torsional.event_shape
 
     def _energy(self, x: Tensor) -> Tensor:
-        e = self.torsional.energy(x)
-        return e + self.kt * self.fit(x, e / self.kt).to(e.dtype)
+        e, terms = self.torsional.energy_and_terms(x)
+        return e + self.kt * self.fit(x, terms / self.kt).to(e.dtype)

@@ -103,6 +103,40 @@ def test_gradient_holds_the_relaxed_structure_and_matches_autograd_both_ways():
     torch.testing.assert_close(grad, expected)
 
 
+@pytest.mark.parametrize("steps", [0, 4])
+def test_separate_terms_sum_to_the_energy_with_its_gradient_at_the_held_structure(steps):
+    """Terms at the relaxed conformers: their sum is the energy, their gradients (autograd at
+    the held structure) sum to the energy's, and each term's gradient matches finite
+    differences at that structure."""
+    _, emb, cartesian = _setup("CCCCO")
+    energy = TorsionalEnergy(cartesian, emb, relax_steps=steps).double()
+    theta = _torsions(emb, 4, 6)
+    t = theta.clone().requires_grad_(True)
+    e, terms = energy.energy_and_terms(t)
+    assert terms.shape == (4, 7)
+    torch.testing.assert_close(terms.sum(1), e, rtol=0, atol=1e-8)  # kJ/mol
+    torch.testing.assert_close(e.detach(), energy.energy(theta))
+    (grad_e,) = torch.autograd.grad(e.sum(), t, retain_graph=True)
+    weights = torch.linspace(-1.0, 2.0, 7, dtype=torch.float64)
+    (grad_w,) = torch.autograd.grad((terms @ weights).sum(), t, retain_graph=True)
+    (grad_terms,) = torch.autograd.grad(terms.sum(), t)
+    torch.testing.assert_close(grad_terms, grad_e, rtol=1e-6, atol=1e-6)  # kJ/mol/rad
+    relaxation = energy.relaxation
+    local = relaxation.relax(theta) if relaxation else None
+
+    def weighted(th: torch.Tensor) -> torch.Tensor:
+        x = emb.embed(th) if local is None else emb.ic(relaxation.internal(th, local))[0]
+        return torch.stack(list(cartesian.term_energies(x).values()), dim=1) @ weights
+
+    h = 1e-6
+    for k in range(emb.dim):
+        step = torch.zeros_like(theta)
+        step[:, k] = h
+        with torch.no_grad():
+            fd = (weighted(theta + step) - weighted(theta - step)) / (2 * h)
+        torch.testing.assert_close(grad_w[:, k], fd, rtol=1e-5, atol=1e-4)
+
+
 def test_converged_gradient_is_the_total_derivative_of_the_relaxed_energy():
     """Envelope theorem: near a converged relaxation, d/dtheta of the relaxed energy."""
     _, emb, cartesian = _setup("CCCCO")
