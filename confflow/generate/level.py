@@ -20,14 +20,14 @@ flows in rounds for at most ``level_refine`` seconds. A GFN2-xTB energy costs ab
 MMFF ones, so the flows do not train on it directly: each round fits a cheap surrogate of the
 level to every sample evaluated so far (:mod:`confflow.generate.surrogate`: the force field
 plus ``kT`` times a ridge fit of ``(E_xtb - E_ff) / kT`` on the force field's separate terms
-and Fourier terms of each torsion, with a kernel fit of what they leave), trains the flows on it at
-the force field's speed, re-sets a mixture's state weights on it (the round's time shared by
-each state's part of ``1 / ESS`` for the surrogates), and draws fresh samples reweighted with
-the level's exact energies: a few hundred after a short round, which buys more rounds (short
-rounds also keep the flows from chasing the surrogate where it extrapolates), a full ensemble
-after the last one or to confirm a small draw that reached ``level_ess``. The surrogate only
-shapes the proposal; the weights are exact. The full ensemble of the largest ESS at the level
-is kept.
+and Fourier terms of each torsion, with a kernel fit of what they leave), trains the flows on it
+(a third slower per step than on the force field alone), re-sets a mixture's state weights on
+it (the round's time shared by each state's part of ``1 / ESS`` for the surrogates), and draws
+fresh samples reweighted with the level's exact energies: a few hundred after a short round,
+which buys more rounds (short rounds also keep the flows from chasing the surrogate where it
+extrapolates), a full ensemble after the last one or to confirm a small draw that reached
+``level_ess``. The surrogate only shapes the proposal; the weights are exact. The full ensemble
+of the largest ESS at the level is kept.
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ the torsions helps there), a slope per term instead of one on the total takes th
 fresh samples within 15 kT of the lowest energy from 1.20-1.76 to 0.99-1.48 kT. Both parts are
 fitted on every sample already evaluated at the level, mapped to the component's own torsions
 (a state mixture's mirror images and relabellings undone). The flow then trains on
-``E_ff + kT Delta_hat`` near the speed of the force field (:class:`SurrogateTorsionalEnergy`); the
-level's exact energies of fresh samples reweight the result, so the surrogate only shapes the
-proposal and never biases the weights.
+``E_ff + kT Delta_hat`` (:class:`SurrogateTorsionalEnergy`, a third more per evaluation than the
+force field alone); the level's exact energies of fresh samples reweight the result, so the
+surrogate only shapes the proposal and never biases the weights.
 """
 
 from __future__ import annotations
