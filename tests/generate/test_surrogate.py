@@ -96,7 +96,9 @@ def test_surrogate_energy_adds_kt_delta_hat_and_its_gradient():
     torsional = TorsionalEnergy(MMFFEnergy(molecule.rdkit_mol).double(), embedding).double()
     k = embedding.dim
     # one slope per MMFF term
-    theta, terms, delta, _ = _synthetic(300, k, seed=2, slopes=torch.linspace(-0.6, 0.6, 7).double())
+    theta, terms, delta, _ = _synthetic(
+        300, k, seed=2, slopes=torch.linspace(-0.6, 0.6, 7, dtype=torch.float64)
+    )
     fit = fit_level(theta, terms, delta)
     surrogate = SurrogateTorsionalEnergy(torsional, fit, 300.0)
     t = torch.rand(5, k, generator=torch.Generator().manual_seed(4), dtype=torch.float64) - 0.5
