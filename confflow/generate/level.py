@@ -45,7 +45,7 @@ from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.ensemble import MAX_LISTED_FAILURES, Ensemble, LevelData
 from confflow.generate.model import Model, training_data
 from confflow.generate.state_training import set_state_weights, state_estimates, variance_shares
-from confflow.generate.surrogate import SurrogateTorsionalEnergy, fit_level
+from confflow.generate.surrogate import LevelFit, SurrogateTorsionalEnergy, fit_level
 from confflow.generate.training import SCHEDULES, train_model
 from confflow.models import StateMixture
 from confflow.reweighting import change_level
@@ -165,46 +165,71 @@ def _shares(model: Model, indices: list[int], seed: int) -> list[float]:
 
 
 def _fit_data(
-    model: Model, component: int, ensembles: list[Ensemble], temperature: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """A component's evaluated samples: torsions ``[M, K]`` (rad), terms ``[M, T]`` and ``Delta``.
+    model: Model, component: int, ensemble: Ensemble, temperature: float
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """A component's samples in one evaluated ensemble, as inputs of :func:`fit_level`.
 
-    Terms are the force field's reduced term energies (kT) at the written conformers, ``Delta``
-    is ``(E_level - E_ff) / kT``. A mixture's samples of the component's entries are mapped back
-    to the component's own conformers (mirror images and relabellings undone) first.
+    Returns torsions ``[M, K]`` (rad), the force field's reduced term energies ``[M, T]`` (kT)
+    at the written conformers and ``Delta = (E_level - E_ff) / kT`` ``[M]``, or ``None`` where
+    the ensemble holds none of the component's samples. A mixture's samples of the component's
+    entries are mapped back to the component's own conformers (mirror images and relabellings
+    undone) first.
     """
+    assert ensemble.level is not None
     mixture = isinstance(model, StateMixture)
     generator = model.components[component] if mixture else model
     entries = model.entries if mixture else [(0, 1, 0)]
     kt = kT(temperature)
     theta, terms, delta = [], [], []
-    for ensemble in ensembles:
-        assert ensemble.level is not None
-        for e, (k, _, _) in enumerate(entries):
-            mask = ensemble.state.to(ensemble.x.device) == e
-            if k != component or not bool(mask.any()):
-                continue
-            x = ensemble.x[mask]
-            x = model.from_entry(e, x) if mixture else x
-            theta.append(training_data(generator, x).double().cpu())
-            with torch.no_grad():
-                parts = generator.energy.cartesian.term_energies(x.double())
-            terms.append(torch.stack(list(parts.values()), dim=1).cpu() / kt)
-            e_ff = ensemble.energy[mask].double().cpu()
-            delta.append((ensemble.level.energy[mask].double().cpu() - e_ff) / kt)
+    for e, (k, _, _) in enumerate(entries):
+        mask = ensemble.state.to(ensemble.x.device) == e
+        if k != component or not bool(mask.any()):
+            continue
+        x = ensemble.x[mask]
+        x = model.from_entry(e, x) if mixture else x
+        theta.append(training_data(generator, x).double().cpu())
+        with torch.no_grad():
+            parts = generator.energy.cartesian.term_energies(x.double())
+        terms.append(torch.stack(list(parts.values()), dim=1).cpu() / kt)
+        e_ff = ensemble.energy[mask].double().cpu()
+        delta.append((ensemble.level.energy[mask].double().cpu() - e_ff) / kt)
     if not theta:
-        return torch.zeros(0, 0), torch.zeros(0, 0), torch.zeros(0)
+        return None
     return torch.cat(theta), torch.cat(terms), torch.cat(delta)
+
+
+def _record(
+    evaluated: dict[int, list[tuple[Tensor, Tensor, Tensor]]],
+    model: Model,
+    ensemble: Ensemble,
+    temperature: float,
+) -> None:
+    """Adds an evaluated ensemble's fit inputs to ``evaluated`` (per component, computed once)."""
+    for k, parts in evaluated.items():
+        data = _fit_data(model, k, ensemble, temperature)
+        if data is not None:
+            parts.append(data)
+
+
+def _fit(parts: list[tuple[Tensor, Tensor, Tensor]]) -> LevelFit | None:
+    """:func:`fit_level` on every sample recorded for a component (``None``: too few)."""
+    if not parts:
+        return None
+    theta, terms, delta = (torch.cat(column) for column in zip(*parts, strict=True))
+    return fit_level(theta, terms, delta)
 
 
 def _train_round(
     model: Model,
-    ensembles: list[Ensemble],
+    evaluated: dict[int, list[tuple[Tensor, Tensor, Tensor]]],
     frames: Tensor,
     config: GenerateConfig,
     seconds: float,
 ) -> dict:
     """One round: surrogates fitted, the flows trained on them, a mixture's weights re-set.
+
+    ``evaluated`` holds, per refinable component, the fit inputs of every sample evaluated at
+    the level so far (:func:`_record`).
 
     Returns:
         ``steps`` of training, and per component trained its fit's ``residual_kT`` and the
@@ -212,7 +237,7 @@ def _train_round(
     """
     indices, targets = _refinable(model)
     # a component with too few evaluated samples gets no fit and is not trained
-    fits = [fit_level(*_fit_data(model, k, ensembles, config.temperature)) for k in indices]
+    fits = [_fit(evaluated[k]) for k in indices]
     chosen = [i for i, f in enumerate(fits) if f is not None]
     originals = [c.energy for c in targets]
     data = [training_data(c, frames) for c in targets]  # torsions, before the swap
@@ -302,7 +327,7 @@ def refine_at_level(
         drawn to confirm it, ``ess_screen`` (the small draw's ESS).
     """
     deadline = time.perf_counter() + config.level_refine
-    best, ensembles = ensemble, [ensemble]
+    best = ensemble
     assert ensemble.level is not None
     report: dict = {
         "ess_before": ensemble.ess,
@@ -310,8 +335,11 @@ def refine_at_level(
         "steps": 0,
         "rounds": [],
     }
-    if not _refinable(model)[0]:
+    indices = _refinable(model)[0]
+    if not indices:
         return best, report
+    evaluated: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {k: [] for k in indices}
+    _record(evaluated, model, ensemble, config.temperature)
     small = min(ROUND_SAMPLES, config.n)
     small_s = evaluation_s * small / config.n
     draws = 0
@@ -319,7 +347,7 @@ def refine_at_level(
         train_s, full = _plan(deadline - time.perf_counter(), evaluation_s, small_s)
         if not train_s:
             break
-        trained = _train_round(model, ensembles, frames, config, train_s)
+        trained = _train_round(model, evaluated, frames, config, train_s)
         if not trained["steps"]:
             break
         entry = {"train_s": train_s, **trained}
@@ -327,7 +355,7 @@ def refine_at_level(
         n = config.n if full else small
         start, draws = time.perf_counter(), draws + 1
         fresh = draw(draws, n)
-        ensembles.append(fresh)
+        _record(evaluated, model, fresh, config.temperature)
         if not full:
             small_s = time.perf_counter() - start
             # a small draw at the threshold is confirmed by a full one
@@ -336,7 +364,7 @@ def refine_at_level(
                 entry["ess_screen"] = fresh.ess
                 n, start, draws = config.n, time.perf_counter(), draws + 1
                 fresh = draw(draws, n)
-                ensembles.append(fresh)
+                _record(evaluated, model, fresh, config.temperature)
         if full:
             evaluation_s = time.perf_counter() - start
         report["steps"] += trained["steps"]

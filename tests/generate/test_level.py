@@ -187,11 +187,12 @@ def test_rounds_are_short_while_a_full_round_still_fits():
 
 def test_refinement_at_the_level_runs_and_is_reported(tmp_path, monkeypatch):
     torch.set_num_threads(2)
-    # short rounds of few samples, so that 15 s hold one before the full last round
+    # short rounds of few samples: 20 s hold at least one before the full last round (of at
+    # least MIN_ROUND_SECONDS), with up to 6 s for a full evaluation on a slow machine
     monkeypatch.setattr(level, "ROUND_SECONDS", 3.0)
     monkeypatch.setattr(level, "ROUND_SAMPLES", 40)
     # level_ess 1.0: the ESS is always below it, so the refinement runs for its budget
-    config = _config(tmp_path / "p.sdf", level="gfn2", level_refine=15.0, level_ess=1.0)
+    config = _config(tmp_path / "p.sdf", level="gfn2", level_refine=20.0, level_ess=1.0)
     result = run_generate(config)
     refinement = result.report_data["level"]["refinement"]
     assert refinement["steps"] > 0
