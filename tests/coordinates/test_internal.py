@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from confflow.coordinates import InternalCoordinates, ZMatrix, aligned_rmsd, kabsch_align
-from confflow.domains import Kind
+from confflow.domains import Kind, wrap_angle
 from confflow.testing import (
     ROUND_TRIP_TOL,
     assert_bijective,
@@ -202,6 +202,33 @@ def test_user_zmatrix_transform_matches_its_definition():
     phi = mdtraj.compute_dihedrals(to_mdtraj(mol, x), [[3, 2, 1, 0]], opt=False)
     assert float(z[0, 2 * n - 3]) == pytest.approx(float(phi[0, 0]), abs=1e-5)
     assert_bijective(t, z)
+
+
+#: Z-matrices of OCC=O whose row 2 hangs on row 0's atom (``sign`` +1) or on row 1's (-1).
+_ROWS_ON_ROW_0 = [(1,), (0, 1), (2, 1, 0), (3, 2, 1, 0), (4, 0, 1, 2), (5, 1, 0, 4), (6, 1, 0, 5)]
+_ROWS_ON_ROW_1 = [(0,), (1, 0), (2, 1, 0), (3, 2, 1, 0), (4, 0, 1, 2), (5, 1, 0, 4), (6, 1, 2, 5)]
+
+
+@pytest.mark.parametrize("rows", [_ROWS_ON_ROW_0, _ROWS_ON_ROW_1, None])
+def test_forward_gradient_matches_finite_differences(rows):
+    """The placement's hand-written adjoint against central differences, float64."""
+    if rows is None:
+        mol, t = transform_for("CC(C)(C)NC[C@H](O)c1ccc(O)c(CO)c1")
+    else:
+        mol = molecule("OCC=O")
+        t = InternalCoordinates(ZMatrix.from_rows([*rows, (7, 2, 1, 3)]))
+    z, _ = t.inverse(mol.embed(2, seed=0).double())
+    z.requires_grad_(True)
+    cut = 2 * mol.n_atoms - 3  # torsions wrapped: a difference step may cross pi
+
+    def place(v: torch.Tensor) -> torch.Tensor:
+        return t.forward(torch.cat([v[:, :cut], wrap_angle(v[:, cut:])], 1))[0]
+
+    assert torch.autograd.gradcheck(place, (z,), eps=1e-6, atol=1e-6)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        x, _ = t.forward(z)
+        (g,) = torch.autograd.grad(x.square().sum(), z, create_graph=True)
+        g.sum().backward()
 
 
 def test_block_size_does_not_change_results():
