@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0, help="skip the first N molecules")
     parser.add_argument("--names", nargs="+", default=None, help="only these molecules")
     parser.add_argument("--budget", type=float, default=None, help="override the budget (s)")
+    parser.add_argument("--md-ns", type=float, default=None, help="override generate --md-ns")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
         "--model", default="auto", help="generator: auto (default), torsional or cartesian"
@@ -85,6 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     label = args.model + ("" if args.relax_steps is None else f" --relax-steps {args.relax_steps}")
     label += "" if args.states else " --no-states"
+    label += "" if args.budget is None else f" --budget {args.budget:g}"
+    label += "" if args.md_ns is None else f" --md-ns {args.md_ns:g}"
     torch.set_num_threads(args.threads)
     text = (SETS / f"{args.set}.smi").read_text().splitlines()
     lines = [line.split() for line in text if line.strip() and not line.startswith("#")]
@@ -96,6 +99,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for smiles, name in lines:
             extra = {} if args.budget is None else {"budget": args.budget}
+            if args.md_ns is not None:
+                extra["md_ns"] = args.md_ns
             if args.relax_steps is not None:
                 extra["relax_steps"] = args.relax_steps
             config = GenerateConfig(
