@@ -30,6 +30,7 @@ __all__ = [
     "MIN_ROUND_S",
     "MIN_STATE_FRAMES",
     "STATE_ESTIMATE_SAMPLES",
+    "first_round_share",
     "set_state_weights",
     "state_estimates",
     "train_states",
@@ -115,6 +116,16 @@ def _second_round(shares: Tensor, seconds: float) -> list[tuple[int, float]]:
     return []
 
 
+def first_round_share(budget: float) -> float:
+    """Share of a ``budget`` (s) in the first round: :data:`FIRST_ROUND`, or all of it.
+
+    A second round needs its own importance-sampling estimate and at least
+    :data:`MIN_ROUND_S` of refinement; a budget whose rest after :data:`FIRST_ROUND` is below
+    twice that goes whole to the first round instead of being left unspent.
+    """
+    return FIRST_ROUND if (1 - FIRST_ROUND) * budget >= 2 * MIN_ROUND_S else 1.0
+
+
 def state_estimates(
     model: StateMixture, seed: int, samples: int = STATE_ESTIMATE_SAMPLES
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -150,7 +161,8 @@ def train_states(
 ) -> TrainingSummary:
     """Trains each state's generator in two rounds, then sets the mixture weights.
 
-    All within ``config.budget`` seconds. Round one (:data:`FIRST_ROUND` of it): each state in
+    All within ``config.budget`` seconds. Round one (:data:`FIRST_ROUND` of it, all of a short
+    budget: :func:`first_round_share`): each state in
     turn, with a share that is partly even, partly the population expected from its reference;
     the state with the largest share trains first and the others start from its flow (the same
     torsions, a similar distribution). Each state learns from the MD frames in its own cells
@@ -198,6 +210,7 @@ def train_states(
         facts[k]["best_ess"] = part.best_ess
 
     deadline = time.perf_counter() + config.budget
+    first_share = first_round_share(config.budget)
     shares = _budget_shares(model, energies)
     first = int(torch.argmax(shares))
     for k in [first, *(k for k in range(len(shares)) if k != first)]:
@@ -205,8 +218,8 @@ def train_states(
             continue
         if k != first:  # same torsions, similar distribution: start from the trained flow
             model.components[k].flow.load_state_dict(model.components[first].flow.state_dict())
-        run(k, float(shares[k]) * FIRST_ROUND * config.budget, True)
-    if any(trainable):
+        run(k, float(shares[k]) * first_share * config.budget, True)
+    if any(trainable) and first_share < 1:
         start = time.perf_counter()
         _, ess, population = state_estimates(model, config.seed + 4)
         summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)

@@ -26,9 +26,11 @@ from confflow.generate.data import seed_conformers
 from confflow.generate.model import build_model, load_model
 from confflow.generate.stages import state_assignment
 from confflow.generate.state_training import (
+    FIRST_ROUND,
     MIN_ROUND_S,
     _second_round,
     _state_frames,
+    first_round_share,
     variance_shares,
 )
 from confflow.generate.states import StateAssignment, check_rings, find_states
@@ -272,3 +274,11 @@ def test_second_round_time_goes_to_the_states_that_limit_the_ess():
     assert math.isclose(sum(t for _, t in plan), 48.0, rel_tol=1e-6)
     assert all(t >= MIN_ROUND_S for _, t in plan)
     assert _second_round(torch.tensor([0.5, 0.5]), MIN_ROUND_S / 2) == []
+
+
+def test_a_budget_too_short_for_a_second_round_goes_whole_to_the_first():
+    # the default 120 s leaves 48 s to the second round
+    assert first_round_share(120.0) == FIRST_ROUND
+    # 40 s would leave 16 s, less two estimates: no second round, so no time set aside
+    assert first_round_share(40.0) == 1.0
+    assert first_round_share(2 * MIN_ROUND_S / (1 - FIRST_ROUND)) == FIRST_ROUND
