@@ -105,6 +105,7 @@ class InternalCoordinates(Transform):
         self.register_buffer("_tail", tail, persistent=False)
         gens = zmatrix.generations
         self._gen_sizes = [len(g) for g in gens]
+        self._gen_starts = [sum(self._gen_sizes[:g]) for g in range(len(gens))]
         flat = [r for g in gens for r in g]
         gen_rows = torch.tensor(flat, dtype=torch.long)
         self.register_buffer("_gen_rows", gen_rows, persistent=False)
@@ -197,9 +198,8 @@ class InternalCoordinates(Transform):
     def _generations(self) -> Iterator[tuple[int, Tensor, Tensor, Tensor, Tensor]]:
         """``(start, atoms, j, k, l)`` of each generation: its first row in placement order."""
         sizes = self._gen_sizes
-        starts = [sum(sizes[:g]) for g in range(len(sizes))]
         return zip(
-            starts,
+            self._gen_starts,
             self._gen_atom.split(sizes),
             self._gen_j.split(sizes),
             self._gen_k.split(sizes),

@@ -162,8 +162,8 @@ def train_states(
     """Trains each state's generator in two rounds, then sets the mixture weights.
 
     All within ``config.budget`` seconds. Round one (:data:`FIRST_ROUND` of it, all of a short
-    budget: :func:`first_round_share`): each state in
-    turn, with a share that is partly even, partly the population expected from its reference;
+    budget: :func:`first_round_share`): each state in turn, with a share that is partly even,
+    partly the population expected from its reference;
     the state with the largest share trains first and the others start from its flow (the same
     torsions, a similar distribution). Each state learns from the MD frames in its own cells
     where there are enough. Round two (the rest, less the time of the final estimate):
