@@ -91,7 +91,11 @@ class _WithFallback:
 
     def __init__(self, fn: Callable[..., Any], compile: bool) -> None:
         self.eager = fn
-        self.current = torch.compile(fn, dynamic=False) if compile else fn
+        # Automatic dynamic shapes: the first molecule compiles for its own term counts, the
+        # next one recompiles once with symbolic counts, and later molecules reuse that kernel.
+        # Static shapes recompiled for every molecule, and after torch's recompilation limit
+        # (8 per function) a long-lived process silently ran the dense kernels uncompiled.
+        self.current = torch.compile(fn) if compile else fn
 
     @property
     def compiled(self) -> bool:
@@ -229,7 +233,10 @@ class MMFFEnergy(Energy):
         mol: RDKit molecule with explicit hydrogens.
         compile: evaluate through ``torch.compile`` (fused kernels) in blocks of
             :data:`COMPILED_BLOCK` conformers, the last block padded, so the first call per
-            dtype and device compiles (tens of seconds) and no batch size recompiles. If
+            dtype and device compiles (tens of seconds) and no batch size recompiles; a second
+            molecule in the same process compiles once more for any term counts, and later
+            molecules mostly reuse that kernel (a term type that is absent or single can
+            compile again). If
             compilation fails the energy warns once and falls back to eager evaluation.
         **options: :class:`~confflow.energies.mmff_params.MMFFOptions` (variant, dielectric,
             which non-bonded pairs), as :func:`~confflow.energies.mmff_params.mmff_parameters`

@@ -398,3 +398,26 @@ def test_compiled_matches_eager():
     e_few, f_few = compiled.energy_and_forces(x[:3])
     assert torch.allclose(e_few, e_eager[:3], rtol=1e-10, atol=1e-8)
     assert torch.allclose(f_few, f_eager[:3], rtol=1e-10, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_compiled_kernel_serves_new_molecules_without_compiling_again():
+    """After two molecules the compiled kernel takes any term counts: a third compiles nothing.
+
+    With static shapes every molecule compiled anew, and after torch's recompilation limit a
+    long-lived worker ran the dense kernels uncompiled without a word.
+    """
+    from torch._dynamo.utils import counters
+
+    graphs = []
+    for smiles in ("CC(=O)NC", "CCC(=O)NCC", "CCCC(=O)N(C)CCO"):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        AllChem.EmbedMolecule(mol, randomSeed=3)
+        x = torch.as_tensor(mol.GetConformer().GetPositions() / 10.0)[None].repeat(4, 1, 1)
+        x = x + 0.002 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+        e_eager, f_eager = MMFFEnergy(mol).energy_and_forces(x)
+        e_comp, f_comp = MMFFEnergy(mol, compile=True).energy_and_forces(x)
+        assert torch.allclose(e_comp, e_eager, rtol=1e-10, atol=1e-8)
+        assert torch.allclose(f_comp, f_eager, rtol=1e-10, atol=1e-7)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[2] == graphs[1]
