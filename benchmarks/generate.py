@@ -83,11 +83,18 @@ def main() -> None:
     parser.add_argument(
         "--relax-steps", type=int, default=None, help="torsional: generate --relax-steps"
     )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="generate --compile/--no-compile (MMFF kernel compiled during seeds and MD)",
+    )
     args = parser.parse_args()
     label = args.model + ("" if args.relax_steps is None else f" --relax-steps {args.relax_steps}")
     label += "" if args.states else " --no-states"
     label += "" if args.budget is None else f" --budget {args.budget:g}"
     label += "" if args.md_ns is None else f" --md-ns {args.md_ns:g}"
+    label += "" if args.compile else " --no-compile"
     torch.set_num_threads(args.threads)
     text = (SETS / f"{args.set}.smi").read_text().splitlines()
     lines = [line.split() for line in text if line.strip() and not line.startswith("#")]
@@ -109,6 +116,7 @@ def main() -> None:
                 device=args.device,
                 model=args.model,
                 states=args.states,
+                compile=args.compile,
                 progress=False,
                 **extra,
             )
@@ -142,6 +150,8 @@ def main() -> None:
                         for s in states
                     ],
                     "timings_s": {k: round(v, 1) for k, v in result.timings.items()},
+                    "refine_steps": report["training"].get("refine_steps"),
+                    "compiled_mmff": report["compiled_mmff"],
                     "ess": result.ess,
                     "seconds": time.perf_counter() - start,
                     "stereo_rejected": result.stereo_rejected,

@@ -82,6 +82,14 @@ def generate(
         float, typer.Option(help="ESS fraction at --level that ends (or skips) the refinement.")
     ] = 0.1,
     plots: Annotated[bool, typer.Option("--plots", help="Write PNG diagnostics.")] = False,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="Compile MMFF's kernel in the background during seeds and MD; training "
+            "switches to it when ready (--no-compile: eager throughout).",
+        ),
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
 ) -> None:
     """Boltzmann-weighted conformers of a molecule from a trained Boltzmann generator."""
@@ -108,6 +116,7 @@ def generate(
         level_refine=level_refine,
         level_ess=level_ess,
         plots=plots,
+        compile=compile,
         progress=not quiet,
     )
     log = (lambda _: None) if quiet else (lambda line: typer.echo(line, err=True))

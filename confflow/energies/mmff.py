@@ -8,6 +8,9 @@ the terms are the batched functions of :mod:`confflow.energies.mmff_terms`.
 Every term carries its analytic gradient, computed in the same pass as the energy; autograd
 only chains it into whatever uses the energy. With ``compile=True`` the terms run through
 ``torch.compile``, which fuses them into a few kernels per block of conformers.
+:meth:`MMFFEnergy.compile_in_background` compiles the energy-and-gradient kernel for one
+molecule and dtype in a background thread instead (while the caller does something else,
+e.g. MD); from then on every energy of the process with the same molecule and dtype uses it.
 
 Example:
     >>> import torch
@@ -21,8 +24,10 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Unpack
 
 import numpy as np
@@ -218,6 +223,13 @@ def _total_energy(
     return _energy_terms_and_gradient(x, p, distance_dielectric, dense)[0].sum(0)
 
 
+#: The energy-and-gradient kernel that background compilations prepare, shared by every
+#: :class:`MMFFEnergy` of the process (torch caches compiled graphs per function).
+_SHARED_GRADIENT = _WithFallback(_energy_terms_and_gradient, compile=True)
+#: Signatures (:meth:`MMFFEnergy._signature`) the shared kernel has been compiled for.
+_READY: set[tuple] = set()
+
+
 class MMFFEnergy(Energy):
     """MMFF94 / MMFF94s potential energy of one molecule, batched over conformers.
 
@@ -303,11 +315,63 @@ class MMFFEnergy(Energy):
             chunks = [(chunk, chunk.shape[0]) for chunk in x.split(size)]
         return [((c * _NM_TO_A).permute(2, 1, 0).contiguous(), real) for c, real in chunks]
 
+    def _signature(self, dtype: torch.dtype, device: torch.device) -> tuple:
+        """What a compiled kernel is specific to: term counts, dielectric, dtype, device."""
+        counts = tuple(getattr(self, name).shape[0] for name in _INDICES)
+        return (self.n_atoms, counts, self.distance_dielectric, dtype, device.type)
+
+    def _kernel(self, x: Tensor, gradient: bool) -> tuple[_WithFallback, bool]:
+        """The kernel for ``x`` and whether it is compiled (dense non-bonded terms)."""
+        kernel = self._with_gradient if gradient else self._energy_only
+        if kernel.compiled:
+            return kernel, True
+        if gradient and _SHARED_GRADIENT.compiled and self._signature(x.dtype, x.device) in _READY:
+            return _SHARED_GRADIENT, True
+        return kernel, False
+
+    def compile_in_background(self, dtype: torch.dtype = torch.float32) -> Future[bool]:
+        """Compiles the energy-and-gradient kernel for this molecule and ``dtype`` in a thread.
+
+        Until it is done every evaluation runs eager as before; afterwards every
+        :class:`MMFFEnergy` of the process with this molecule's term counts, ``dtype`` and
+        device evaluates energies with gradients (:meth:`energy_and_forces`, and
+        :meth:`energy` of positions that require grad) through it. A failed compilation
+        warns once and leaves evaluation eager. Compiling takes seconds to tens of seconds
+        of one core (less for a second molecule, whose compilation generalises the first).
+
+        Args:
+            dtype: the dtype of the positions the kernel will see.
+
+        Returns:
+            A future that holds whether the compiled kernel is in use once the (daemon)
+            thread is done; wait for it before the process exits.
+        """
+        device = self.bond_idx.device
+        key = self._signature(dtype, device)
+        done: Future[bool] = Future()
+
+        def compile_now() -> None:
+            try:
+                if key not in _READY:
+                    gen = torch.Generator().manual_seed(0)
+                    x = 0.3 * torch.rand(COMPILED_BLOCK, self.n_atoms, 3, generator=gen)
+                    p = self._tensors(dtype)
+                    with torch.no_grad():  # as inside the autograd function of the energy
+                        for block, _ in self._blocks(x.to(device, dtype), compiled=True):
+                            _SHARED_GRADIENT(block, p, self.distance_dielectric, True)
+                    if _SHARED_GRADIENT.compiled:
+                        _READY.add(key)
+                done.set_result(key in _READY)
+            except BaseException as exc:  # handed to whoever waits, not lost in the thread
+                done.set_exception(exc)
+
+        threading.Thread(target=compile_now, name="mmff-compile", daemon=True).start()
+        return done
+
     def _evaluate(self, x: Tensor, gradient: bool) -> tuple[Tensor, Tensor | None]:
         """Energies ``[B]`` in kJ/mol and, if asked, the gradient ``[B, N, 3]`` in kJ/mol/nm."""
         p = self._tensors(x.dtype)
-        kernel = self._with_gradient if gradient else self._energy_only
-        dense = kernel.compiled
+        kernel, dense = self._kernel(x, gradient)
         owners = self.dense_owners if dense else self.list_owners
         energies, gradients = [], []
         for block, real in self._blocks(x, dense):

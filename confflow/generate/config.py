@@ -71,6 +71,10 @@ class GenerateConfig:
             refinement stops.
         plots: write PNG diagnostics into the run folder.
         bootstrap: bootstrap replicates of the cluster free energies.
+        compile: compile MMFF's energy-and-gradient kernel for training's dtype in a
+            background thread from the start of the run (it overlaps the seeds and MD);
+            training switches to it once it is ready (see
+            :meth:`~confflow.energies.MMFFEnergy.compile_in_background`).
         progress: progress bars on stderr.
     """
 
@@ -96,6 +100,7 @@ class GenerateConfig:
     level_ess: float = 0.1
     plots: bool = False
     bootstrap: int = 200
+    compile: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -39,6 +39,7 @@ from confflow.generate.stages import (
     reference_data,
     sample,
     seeds,
+    start_compiling,
     train,
     write_sdf,
 )
@@ -150,6 +151,7 @@ def run_generate(
     xtb = level_energy(molecule, config)
     check_writable(config)
     device = device_of(config)
+    compiling = None if config.checkpoint is not None else start_compiling(molecule, config, device)
     seed_x, _ = _timed(timings, "seeds", lambda: seeds(molecule, config))
     log(f"seed conformers: {seed_x.shape[0]} ({timings['seeds']:.1f} s)")
     checkpoint = config.run_dir / "model.pt"
@@ -179,6 +181,10 @@ def run_generate(
             f"training: {summary.nll_steps} ML + {summary.refine_steps} refinement steps, "
             f"ESS {100 * summary.best_ess:.1f}% ({timings['training']:.1f} s)"
         )
+    compiled = False
+    if compiling is not None:  # waits only when training ended before the compilation
+        compiled = _timed(timings, "compile_wait", compiling.result)
+        log(f"MMFF kernel: {'compiled' if compiled else 'eager (compilation failed)'}")
     model = model.to(device)
     ensemble = _timed(timings, "sampling", lambda: sample(model, molecule, config))
     log(
@@ -218,7 +224,7 @@ def run_generate(
     report = build_report(
         config,
         molecule,
-        facts=model_facts(model, layout),
+        facts={**model_facts(model, layout), "compiled_mmff": compiled},
         summary=summary,
         skipped=config.checkpoint is not None,
         ensemble=ensemble,

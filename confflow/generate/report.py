@@ -143,7 +143,8 @@ def build_report(
     Args:
         config: the settings.
         molecule: the molecule.
-        facts: the model's :func:`model_facts`.
+        facts: the model's :func:`model_facts`, and ``compiled_mmff`` (training's MMFF kernel
+            was compiled, see ``GenerateConfig.compile``).
         summary: the training's summary (empty when training was skipped).
         skipped: training was skipped (a checkpoint was reused).
         ensemble: the reweighted samples.

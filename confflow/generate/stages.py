@@ -14,6 +14,7 @@ Stages: :func:`prepare_molecule` (parse, validate), :func:`seeds` (ETKDG + MMFF)
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from confflow.chem import Molecule
 from confflow.chem.conformation import ConformationLabeler
 from confflow.chem.states import StateElements
 from confflow.coordinates import StereoCheck
+from confflow.energies import MMFFEnergy
 from confflow.generate.config import GenerateConfig, GenerateError
 from confflow.generate.data import md_samples, seed_conformers
 from confflow.generate.ensemble import Clusters, Ensemble, cluster, sample_ensemble
@@ -52,6 +54,7 @@ __all__ = [
     "reference_data",
     "sample",
     "seeds",
+    "start_compiling",
     "state_assignment",
     "train",
     "write_sdf",
@@ -102,6 +105,20 @@ def device_of(config: GenerateConfig) -> torch.device:
         return resolve_device(config.device)
     except ValueError as err:
         raise GenerateError(f"--device: {err}") from err
+
+
+def start_compiling(
+    molecule: Molecule, config: GenerateConfig, device: torch.device
+) -> Future[bool] | None:
+    """Starts compiling training's MMFF kernel (float32 on ``device``) in the background.
+
+    Training switches to the kernel when it is ready; wait for the returned future (whether
+    it is used) before the process exits. ``None`` when ``config.compile`` is off.
+    """
+    if not config.compile:
+        return None
+    energy = MMFFEnergy(molecule.rdkit_mol, variant=config.variant).to(device)
+    return energy.compile_in_background(torch.float32)
 
 
 def seeds(

@@ -203,12 +203,16 @@ def train(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[
         data = torch.from_numpy(ref["x"])
     device = shared.device_of(generate)
     path = _owned_dir(root, "train", state["key"]) / "model.pt"
+    # a worker's first molecules compile while they train; later ones find the kernel ready
+    compiling = shared.start_compiling(molecule, generate, device)
     summary = shared.train(molecule, generate, _seeds(root), data, path, device).summary
+    compiled = compiling is not None and compiling.result()
     metrics = {
         "train_nll_steps": summary.nll_steps,
         "train_refine_steps": summary.refine_steps,
         "train_best_ess": summary.best_ess,
         "train_device": str(device),
+        "train_compiled_mmff": compiled,
         "training": dataclasses.asdict(summary),
     }
     return metrics, ["train/model.pt"]
@@ -270,7 +274,7 @@ def reweight(root: Path, state: State, config: PipelineConfig) -> tuple[dict, li
     report = reporting.build_report(
         generate,
         molecule,
-        facts=metrics["model_facts"],
+        facts={**metrics["model_facts"], "compiled_mmff": metrics["train_compiled_mmff"]},
         summary=TrainingSummary(**metrics["training"]),
         skipped=False,
         ensemble=ensemble,

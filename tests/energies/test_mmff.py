@@ -421,3 +421,23 @@ def test_compiled_kernel_serves_new_molecules_without_compiling_again():
         assert torch.allclose(f_comp, f_eager, rtol=1e-10, atol=1e-7)
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[2] == graphs[1]
+
+
+@pytest.mark.slow
+def test_background_compilation_serves_every_energy_of_the_molecule_and_dtype():
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCC(=O)OC"))
+    AllChem.EmbedMolecule(mol, randomSeed=4)
+    x = torch.as_tensor(mol.GetConformer().GetPositions() / 10.0)[None].repeat(5, 1, 1)
+    x = x + 0.002 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    energy = MMFFEnergy(mol)
+    e_ref, f_ref = energy.energy_and_forces(x)  # eager, float64
+    assert energy.compile_in_background(torch.float32).result(timeout=600) is True
+    other = MMFFEnergy(mol)  # another energy of the same molecule uses the compiled kernel
+    assert other._kernel(x.float(), gradient=True)[1] is True
+    assert other._kernel(x, gradient=True)[1] is False  # float64 was not compiled
+    e32, f32 = other.energy_and_forces(x.float())
+    assert torch.allclose(e32.double(), e_ref, rtol=1e-5, atol=1e-3)
+    assert torch.allclose(f32.double(), f_ref, rtol=1e-4, atol=0.05)
+    xg = x.float().requires_grad_(True)
+    other.energy(xg).sum().backward()
+    assert torch.allclose(xg.grad.double(), -f_ref, rtol=1e-4, atol=0.05)

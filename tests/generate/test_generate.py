@@ -108,6 +108,7 @@ def test_report_contents(run):
     assert report["config"]["smiles"] == SMILES
     assert report["records_written"] == run.n_written
     assert report["model"] == report["config"]["model"]
+    assert report["compiled_mmff"] is True  # compiled during MD, the default
 
 
 def test_frozen_torsional_records_share_the_reference_local_structure(run):
@@ -150,6 +151,7 @@ def test_checkpoint_reuse_skips_training_and_clusters(run, tmp_path):
     again = run_generate(_config(out, checkpoint=run.checkpoint, unique=0.05, bootstrap=20))
     report = again.report_data
     assert report["training"]["skipped"] is True
+    assert report["compiled_mmff"] is False  # nothing to train, nothing compiled
     assert report["model"] == run.report_data["model"]
     assert "md" not in report["timings_s"]
     clusters = report["clusters"]
