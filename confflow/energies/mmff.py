@@ -248,8 +248,8 @@ class MMFFEnergy(Energy):
             dtype and device compiles (tens of seconds) and no batch size recompiles; a second
             molecule in the same process compiles once more for any term counts, and later
             molecules mostly reuse that kernel (a term type that is absent or single can
-            compile again). If
-            compilation fails the energy warns once and falls back to eager evaluation.
+            compile again). If compilation fails the energy warns once and falls back to
+            eager evaluation.
         **options: :class:`~confflow.energies.mmff_params.MMFFOptions` (variant, dielectric,
             which non-bonded pairs), as :func:`~confflow.energies.mmff_params.mmff_parameters`
             takes them.

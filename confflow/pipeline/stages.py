@@ -203,10 +203,11 @@ def train(root: Path, state: State, config: PipelineConfig) -> tuple[dict, list[
         data = torch.from_numpy(ref["x"])
     device = shared.device_of(generate)
     path = _owned_dir(root, "train", state["key"]) / "model.pt"
-    # a worker's first molecules compile while they train; later ones find the kernel ready
+    # A worker's first molecules compile while they train (a compilation that outlasts the
+    # training goes on in the worker without holding up the task); later ones find it ready.
     compiling = shared.start_compiling(molecule, generate, device)
     summary = shared.train(molecule, generate, _seeds(root), data, path, device).summary
-    compiled = compiling is not None and compiling.result()
+    compiled = compiling is not None and compiling.done() and compiling.result()
     metrics = {
         "train_nll_steps": summary.nll_steps,
         "train_refine_steps": summary.refine_steps,
