@@ -24,11 +24,8 @@ Example:
 
 from __future__ import annotations
 
-import threading
-import warnings
-from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Unpack
+from typing import Unpack
 
 import numpy as np
 import torch
@@ -37,6 +34,7 @@ from torch import Tensor
 
 from confflow.energies import mmff_terms
 from confflow.energies.base import Energy
+from confflow.energies.mmff_compile import SharedKernel, WithFallback
 from confflow.energies.mmff_forms import KCAL_TO_KJ
 from confflow.energies.mmff_params import MMFFOptions, MMFFParameters, mmff_parameters
 
@@ -89,37 +87,6 @@ class _Energy(torch.autograd.Function):
             )
         (gradient,) = ctx.saved_tensors
         return grad_energy[:, None, None] * gradient, None
-
-
-class _WithFallback:
-    """Calls a compiled function; on its first failure warns and uses the eager one for good."""
-
-    def __init__(self, fn: Callable[..., Any], compile: bool) -> None:
-        self.eager = fn
-        # Automatic dynamic shapes: the first molecule compiles for its own term counts, the
-        # next one recompiles once with symbolic counts, and later molecules reuse that kernel.
-        # Static shapes recompiled for every molecule, and after torch's recompilation limit
-        # (8 per function) a long-lived process silently ran the dense kernels uncompiled.
-        self.current = torch.compile(fn) if compile else fn
-
-    @property
-    def compiled(self) -> bool:
-        return self.current is not self.eager
-
-    def __call__(self, *args: Any) -> Any:
-        if not self.compiled:
-            return self.eager(*args)
-        try:
-            return self.current(*args)
-        except Exception as exc:  # any compiler failure falls back to eager
-            warnings.warn(
-                f"MMFFEnergy: torch.compile failed ({type(exc).__name__}: {exc}); "
-                "falling back to eager evaluation",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            self.current = self.eager
-            return self.eager(*args)
 
 
 def _stretch_bend_per_angle(params: MMFFParameters) -> dict[str, np.ndarray]:
@@ -225,9 +192,7 @@ def _total_energy(
 
 #: The energy-and-gradient kernel that background compilations prepare, shared by every
 #: :class:`MMFFEnergy` of the process (torch caches compiled graphs per function).
-_SHARED_GRADIENT = _WithFallback(_energy_terms_and_gradient, compile=True)
-#: Signatures (:meth:`MMFFEnergy._signature`) the shared kernel has been compiled for.
-_READY: set[tuple] = set()
+_SHARED_GRADIENT = SharedKernel(_energy_terms_and_gradient)
 
 
 class MMFFEnergy(Energy):
@@ -283,8 +248,8 @@ class MMFFEnergy(Energy):
         p = self._tensors(torch.float64)
         self._constant("dense_owners", _gradient_owners(p, dense=True))
         self._constant("list_owners", _gradient_owners(p, dense=False))
-        self._with_gradient = _WithFallback(_energy_terms_and_gradient, compile)
-        self._energy_only = _WithFallback(_total_energy, compile)
+        self._with_gradient = WithFallback(_energy_terms_and_gradient, compile)
+        self._energy_only = WithFallback(_total_energy, compile)
 
     def _constant(self, name: str, value: Tensor) -> None:
         self.register_buffer(name, value, persistent=False)
@@ -320,13 +285,13 @@ class MMFFEnergy(Energy):
         counts = tuple(getattr(self, name).shape[0] for name in _INDICES)
         return (self.n_atoms, counts, self.distance_dielectric, dtype, device.type)
 
-    def _kernel(self, x: Tensor, gradient: bool) -> tuple[_WithFallback, bool]:
+    def _kernel(self, x: Tensor, gradient: bool) -> tuple[WithFallback, bool]:
         """The kernel for ``x`` and whether it is compiled (dense non-bonded terms)."""
         kernel = self._with_gradient if gradient else self._energy_only
         if kernel.compiled:
             return kernel, True
-        if gradient and _SHARED_GRADIENT.compiled and self._signature(x.dtype, x.device) in _READY:
-            return _SHARED_GRADIENT, True
+        if gradient and _SHARED_GRADIENT.serves(self._signature(x.dtype, x.device)):
+            return _SHARED_GRADIENT.kernel, True
         return kernel, False
 
     def compile_in_background(self, dtype: torch.dtype = torch.float32) -> Future[bool]:
@@ -347,26 +312,11 @@ class MMFFEnergy(Energy):
             thread is done; wait for it before the process exits.
         """
         device = self.bond_idx.device
-        key = self._signature(dtype, device)
-        done: Future[bool] = Future()
-
-        def compile_now() -> None:
-            try:
-                if key not in _READY:
-                    gen = torch.Generator().manual_seed(0)
-                    x = 0.3 * torch.rand(COMPILED_BLOCK, self.n_atoms, 3, generator=gen)
-                    p = self._tensors(dtype)
-                    with torch.no_grad():  # as inside the autograd function of the energy
-                        for block, _ in self._blocks(x.to(device, dtype), compiled=True):
-                            _SHARED_GRADIENT(block, p, self.distance_dielectric, True)
-                    if _SHARED_GRADIENT.compiled:
-                        _READY.add(key)
-                done.set_result(key in _READY)
-            except BaseException as exc:  # handed to whoever waits, not lost in the thread
-                done.set_exception(exc)
-
-        threading.Thread(target=compile_now, name="mmff-compile", daemon=True).start()
-        return done
+        gen = torch.Generator().manual_seed(0)
+        x = 0.3 * torch.rand(COMPILED_BLOCK, self.n_atoms, 3, generator=gen).to(device, dtype)
+        p = self._tensors(dtype)
+        calls = [(block, p, self.distance_dielectric, True) for block, _ in self._blocks(x, True)]
+        return _SHARED_GRADIENT.prepare(self._signature(dtype, device), calls)
 
     def _evaluate(self, x: Tensor, gradient: bool) -> tuple[Tensor, Tensor | None]:
         """Energies ``[B]`` in kJ/mol and, if asked, the gradient ``[B, N, 3]`` in kJ/mol/nm."""
