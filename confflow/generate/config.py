@@ -74,7 +74,8 @@ class GenerateConfig:
         compile: compile MMFF's energy-and-gradient kernel for training's dtype in a
             background thread from the start of the run (it overlaps the seeds and MD);
             training switches to it once it is ready (see
-            :meth:`~confflow.energies.MMFFEnergy.compile_in_background`).
+            :meth:`~confflow.energies.MMFFEnergy.compile_in_background`). Budgets below
+            :data:`~confflow.generate.stages.COMPILE_MIN_BUDGET` stay eager.
         progress: progress bars on stderr.
     """
 

@@ -18,6 +18,7 @@ from rdkit.Chem import rdForceFieldHelpers
 
 from confflow.generate import GenerateConfig, GenerateError, run_generate
 from confflow.generate.molecule import load_molecule, rotatable_torsions
+from confflow.generate.stages import COMPILE_MIN_BUDGET, start_compiling
 
 SMILES = "C[C@H](O)CCC"
 KJ_PER_KCAL = 4.184
@@ -108,7 +109,7 @@ def test_report_contents(run):
     assert report["config"]["smiles"] == SMILES
     assert report["records_written"] == run.n_written
     assert report["model"] == report["config"]["model"]
-    assert report["compiled_mmff"] is True  # compiled during MD, the default
+    assert report["compiled_mmff"] is False  # a 4 s budget is too short to compile for
 
 
 def test_frozen_torsional_records_share_the_reference_local_structure(run):
@@ -193,3 +194,13 @@ def test_auto_model_is_torsional_unless_nothing_rotates(tmp_path):
     assert resolve_model(load_molecule("c1ccccc1"), auto) == "cartesian"
     forced = _config(tmp_path / "x.sdf", model="cartesian")
     assert resolve_model(load_molecule(SMILES), forced) == "cartesian"
+
+
+def test_compiling_starts_from_its_budget_and_serves_float32(tmp_path):
+    molecule = load_molecule(SMILES)
+    cpu = torch.device("cpu")
+    assert start_compiling(molecule, _config(tmp_path / "a.sdf"), cpu) is None  # 4 s budget
+    off = _config(tmp_path / "b.sdf", budget=COMPILE_MIN_BUDGET, compile=False)
+    assert start_compiling(molecule, off, cpu) is None
+    on = _config(tmp_path / "c.sdf", budget=COMPILE_MIN_BUDGET)
+    assert start_compiling(molecule, on, cpu).result(timeout=600) is True
