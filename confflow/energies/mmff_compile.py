@@ -67,12 +67,20 @@ class SharedKernel:
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
-        self.kernel = WithFallback(fn, compile=True)
+        self._fn = fn
+        self._kernel: WithFallback | None = None  # torch.compile imports seconds of modules
         self._ready: set[Hashable] = set()
+
+    @property
+    def kernel(self) -> WithFallback:
+        """The compiled function (created on first use)."""
+        if self._kernel is None:
+            self._kernel = WithFallback(self._fn, compile=True)
+        return self._kernel
 
     def serves(self, signature: Hashable) -> bool:
         """A background compilation has made the kernel ready for ``signature``."""
-        return self.kernel.compiled and signature in self._ready
+        return signature in self._ready and self.kernel.compiled
 
     def prepare(self, signature: Hashable, calls: Sequence[tuple]) -> Future[bool]:
         """Compiles for ``signature`` in a daemon thread by calling the kernel with ``calls``.
