@@ -178,16 +178,22 @@ def _assert_ladj_close(
 
 
 def _float64_round_trip(
-    t: Transform, x: Tensor, context: Tensor | None
-) -> tuple[Transform, Tensor, Tensor | None, Tensor, Tensor, Tensor]:
-    """A float64 copy of ``t``, float64 ``x`` and context, ``y = forward(x)`` and both log-dets."""
+    t: Transform, x: Tensor, context: Tensor | None, atol: float | None
+) -> tuple[str, float, Transform, Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+    """What both log-det checks start from, in float64.
+
+    Returns:
+        The name of ``t``, the tolerance (``atol``, or float64's), a float64 copy of ``t``,
+        float64 ``x`` and context, ``y = forward(x)`` and both log-dets.
+    """
+    tol = atol if atol is not None else LADJ_TOL[torch.float64]
     t64 = copy.deepcopy(t).to(torch.float64)
     x64 = x.detach().to(torch.float64)
     c64 = None if context is None else context.detach().to(torch.float64)
     with torch.no_grad():
         y64, ladj_f = t64.forward(x64, c64)
         _, ladj_i = t64.inverse(y64, c64)
-    return t64, x64, c64, y64, ladj_f, ladj_i
+    return type(t).__name__, tol, t64, x64, c64, y64, ladj_f, ladj_i
 
 
 def assert_ladj_matches_autograd(
@@ -206,9 +212,7 @@ def assert_ladj_matches_autograd(
     Raises:
         AssertionError: naming the transform, the direction and the largest difference.
     """
-    tol = atol if atol is not None else LADJ_TOL[torch.float64]
-    name = type(t).__name__
-    t64, x64, c64, y64, ladj_f, ladj_i = _float64_round_trip(t, x, context)
+    name, tol, t64, x64, c64, y64, ladj_f, ladj_i = _float64_round_trip(t, x, context, atol)
     _assert_ladj_close(
         name,
         tol,
@@ -249,11 +253,10 @@ def assert_frame_ladj_matches_autograd(
         atol: absolute tolerance in nats; default :data:`LADJ_TOL` for float64.
 
     Raises:
-        AssertionError: naming the transform, the direction and the largest difference.
+        AssertionError: the output is not in the canonical pose, or a log-det differs (the
+            message names the transform, the direction and the largest difference).
     """
-    tol = atol if atol is not None else LADJ_TOL[torch.float64]
-    name = type(t).__name__
-    t64, z64, c64, x64, ladj_f, ladj_i = _float64_round_trip(t, z, context)
+    name, tol, t64, z64, c64, x64, ladj_f, ladj_i = _float64_round_trip(t, z, context, atol)
     batch, n_atoms = x64.shape[0], x64.shape[1]
     keep = _frame_components(n_atoms, frame_atoms)
     fixed = x64.reshape(batch, -1).clone()

@@ -199,20 +199,27 @@ def _array(values: list, dtype: type, width: int | None = None) -> np.ndarray:
     return arr
 
 
+def _terms(prefix: str, width: int, rows: list[tuple], **columns: type) -> dict[str, np.ndarray]:
+    """The arrays of one MMFF term from its rows ``(atom indices, *parameters)``.
+
+    Returns:
+        ``{prefix_idx: [M, width] int64}`` and ``{prefix_<name>: [M]}`` of each column's dtype,
+        in the order of ``columns``.
+    """
+    out = {f"{prefix}_idx": _array([row[0] for row in rows], np.int64, width)}
+    for c, (name, dtype) in enumerate(columns.items(), start=1):
+        out[f"{prefix}_{name}"] = _array([row[c] for row in rows], dtype)
+    return out
+
+
 def _bonds(mol: Chem.Mol, props) -> dict[str, np.ndarray]:
-    idx, kb, r0 = [], [], []
+    rows = []
     for bond in mol.GetBonds():
         i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
         params = props.GetMMFFBondStretchParams(mol, i, j)
         if params:
-            idx.append((i, j))
-            kb.append(params[1])
-            r0.append(params[2])
-    return {
-        "bond_idx": _array(idx, np.int64, 2),
-        "bond_kb": _array(kb, np.float64),
-        "bond_r0": _array(r0, np.float64),
-    }
+            rows.append(((i, j), params[1], params[2]))
+    return _terms("bond", 2, rows, kb=float, r0=float)
 
 
 def _neighbour_pairs(atom: Chem.Atom) -> list[tuple[int, int]]:
@@ -221,26 +228,19 @@ def _neighbour_pairs(atom: Chem.Atom) -> list[tuple[int, int]]:
 
 
 def _angles(mol: Chem.Mol, props, atom_types: np.ndarray) -> dict[str, np.ndarray]:
-    idx, ka, theta0, linear = [], [], [], []
+    rows = []
     for atom in mol.GetAtoms():
         j = atom.GetIdx()
+        linear = int(atom_types[j]) in LINEAR_ATOM_TYPES
         for i, k in _neighbour_pairs(atom):
             params = props.GetMMFFAngleBendParams(mol, i, j, k)
             if params:
-                idx.append((i, j, k))
-                ka.append(params[1])
-                theta0.append(params[2])
-                linear.append(int(atom_types[j]) in LINEAR_ATOM_TYPES)
-    return {
-        "angle_idx": _array(idx, np.int64, 3),
-        "angle_ka": _array(ka, np.float64),
-        "angle_theta0": _array(theta0, np.float64),
-        "angle_linear": _array(linear, bool),
-    }
+                rows.append(((i, j, k), params[1], params[2], linear))
+    return _terms("angle", 3, rows, ka=float, theta0=float, linear=bool)
 
 
 def _stretch_bends(mol: Chem.Mol, props, atom_types: np.ndarray) -> dict[str, np.ndarray]:
-    idx, kijk, kkji, r0ij, r0kj, theta0 = [], [], [], [], [], []
+    rows = []
     for atom in mol.GetAtoms():
         j = atom.GetIdx()
         if int(atom_types[j]) in LINEAR_ATOM_TYPES:
@@ -251,20 +251,8 @@ def _stretch_bends(mol: Chem.Mol, props, atom_types: np.ndarray) -> dict[str, np
             bond_ij = props.GetMMFFBondStretchParams(mol, i, j)
             bond_kj = props.GetMMFFBondStretchParams(mol, k, j)
             if params and angle and bond_ij and bond_kj:
-                idx.append((i, j, k))
-                kijk.append(params[1])
-                kkji.append(params[2])
-                r0ij.append(bond_ij[2])
-                r0kj.append(bond_kj[2])
-                theta0.append(angle[2])
-    return {
-        "stbn_idx": _array(idx, np.int64, 3),
-        "stbn_kijk": _array(kijk, np.float64),
-        "stbn_kkji": _array(kkji, np.float64),
-        "stbn_r0ij": _array(r0ij, np.float64),
-        "stbn_r0kj": _array(r0kj, np.float64),
-        "stbn_theta0": _array(theta0, np.float64),
-    }
+                rows.append(((i, j, k), params[1], params[2], bond_ij[2], bond_kj[2], angle[2]))
+    return _terms("stbn", 3, rows, kijk=float, kkji=float, r0ij=float, r0kj=float, theta0=float)
 
 
 def _out_of_plane(mol: Chem.Mol, props) -> dict[str, np.ndarray]:

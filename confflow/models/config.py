@@ -4,27 +4,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
+from confflow.errors import InputError
 from confflow.models.families import ConfigError, check_family, check_target
 
-__all__ = ["BGConfig", "ConfigError", "FlowConfig", "TargetConfig"]
+__all__ = ["BGConfig", "ConfigError", "FlowConfig", "TargetConfig", "from_mapping"]
+
+_Config = TypeVar("_Config")
 
 #: Targets :func:`~confflow.models.build_target` knows.
 TARGET_KINDS = ("double-well", "aldp", "aldp-ff96", "aldp-vacuum", "smiles")
 
 
-def _from_mapping(cls, data: Any, where: str):
+def from_mapping(
+    cls: type[_Config], data: Any, where: str, error: type[InputError] = ConfigError
+) -> _Config:
+    """Builds the dataclass ``cls`` from a mapping of its fields (e.g. parsed JSON or YAML).
+
+    Args:
+        cls: a dataclass.
+        data: its fields by name.
+        where: the name of ``data`` in messages (e.g. ``"flow"``, a file name).
+        error: the exception type raised.
+
+    Raises:
+        InputError: (of type ``error``) ``data`` is not a mapping, has a key ``cls`` does not
+        know or lacks a required one; the message names ``where`` and the keys.
+    """
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise error(f"{where}: expected a mapping, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+        raise error(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
     try:
         return cls(**data)
     except TypeError as err:  # a missing required key
-        raise ConfigError(f"{where}: {err}") from err
+        raise error(f"{where}: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -144,9 +161,9 @@ class BGConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, TargetConfig):
-            object.__setattr__(self, "target", _from_mapping(TargetConfig, self.target, "target"))
+            object.__setattr__(self, "target", from_mapping(TargetConfig, self.target, "target"))
         if not isinstance(self.flow, FlowConfig):
-            object.__setattr__(self, "flow", _from_mapping(FlowConfig, self.flow, "flow"))
+            object.__setattr__(self, "flow", from_mapping(FlowConfig, self.flow, "flow"))
         check_target(self.flow.family, self.target.kind, self.target.is_molecular)
         t = self.temperature
         if not (isinstance(t, int | float) and math.isfinite(t) and t > 0):
@@ -178,4 +195,4 @@ class BGConfig:
     @classmethod
     def from_dict(cls, data: Any) -> BGConfig:
         """Inverse of :meth:`to_dict`; raises :class:`ConfigError` on bad input."""
-        return _from_mapping(cls, data, "model")
+        return from_mapping(cls, data, "model")

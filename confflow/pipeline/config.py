@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from confflow.errors import InputError
 from confflow.generate import GenerateConfig
-from confflow.generate.config import RELAX_STEPS
+from confflow.models.config import from_mapping
 
 __all__ = ["PipelineConfig", "PipelineError"]
 
@@ -55,21 +55,21 @@ class PipelineConfig:
     """
 
     n_seeds: int | None = None
-    md_ns: float = 0.05
-    replicas: int = 4
-    t_max: float = 600.0
-    temperature: float = 300.0
-    energy: str = "mmff94"
-    budget: float = 120.0
-    n_samples: int = 2000
-    seed: int = 0
-    device: str = "auto"
-    largest_fragment: bool = False
-    model: str = "auto"
-    relax_steps: int = RELAX_STEPS
-    unique: float | None = None
-    bootstrap: int = 200
-    level: str | None = None
+    md_ns: float = GenerateConfig.md_ns
+    replicas: int = GenerateConfig.replicas
+    t_max: float = GenerateConfig.t_max
+    temperature: float = GenerateConfig.temperature
+    energy: str = GenerateConfig.energy
+    budget: float = GenerateConfig.budget
+    n_samples: int = GenerateConfig.n
+    seed: int = GenerateConfig.seed
+    device: str = GenerateConfig.device
+    largest_fragment: bool = GenerateConfig.largest_fragment
+    model: str = GenerateConfig.model
+    relax_steps: int = GenerateConfig.relax_steps
+    unique: float | None = GenerateConfig.unique
+    bootstrap: int = GenerateConfig.bootstrap
+    level: str | None = GenerateConfig.level
     threads: int = 1
     retries: int = 2
 
@@ -120,13 +120,7 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, data: Any, where: str = "config") -> PipelineConfig:
         """Builds a config from a mapping; raises :class:`PipelineError` on unknown keys."""
-        if not isinstance(data, dict):
-            raise PipelineError(f"{where}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise PipelineError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return from_mapping(cls, data, where, PipelineError)
 
     def fingerprint(self, smiles: str) -> str:
         """Hash of the molecule and the settings that change its outputs (not retries, threads)."""
