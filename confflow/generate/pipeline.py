@@ -170,7 +170,8 @@ def run_generate(
                 "md",
                 lambda: reference_data(molecule, seed_x, config, config.run_dir / "md"),
             )
-            log(f"MD: {md_x.shape[0]} frames ({timings['md']:.1f} s)")
+            frames = md_x.shape[0] - seed_x.shape[0]
+            log(f"MD: {frames} frames ({timings['md']:.1f} s), trained on with the seeds")
         trained = _timed(
             timings,
             "training",

@@ -150,7 +150,8 @@ def build_report(
         ensemble: the reweighted samples.
         clusters: the clusters, or ``None``.
         n_seeds: seed conformers embedded.
-        md_frames: training positions (MD frames, or the seeds without MD; 0 when skipped).
+        md_frames: training positions (MD frames and the seeds, the seeds alone without MD; 0
+            when skipped).
         records: SD records written.
         timings: seconds per stage.
         wall_s: total seconds.

@@ -93,12 +93,12 @@ def write_plots(
     x: Tensor,
     log_w: Tensor,
 ) -> list[Path]:
-    """Torsion marginals (MD vs reweighted flow) and the log-weight histogram as PNGs.
+    """Torsion marginals (training data vs reweighted flow) and the log-weight histogram as PNGs.
 
     Args:
         folder: output folder (created).
         torsions: rotatable torsions as atom quadruples.
-        md_x: ``[F, N, 3]`` nm MD frames.
+        md_x: ``[F, N, 3]`` nm training positions (MD frames and seeds).
         x: ``[B, N, 3]`` nm flow samples.
         log_w: ``[B]`` log-weights of the flow samples.
 
@@ -122,7 +122,9 @@ def write_plots(
         fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.5 * rows), squeeze=False)
         bins = torch.linspace(-math.pi, math.pi, 37).numpy()
         for ax, atoms in zip(axes.flat, torsions, strict=False):
-            ax.hist(torsion(md_x, atoms).numpy(), bins, density=True, alpha=0.5, label="MD")
+            ax.hist(
+                torsion(md_x, atoms).numpy(), bins, density=True, alpha=0.5, label="training data"
+            )
             ax.hist(
                 torsion(x, atoms).numpy(),
                 bins,

@@ -19,6 +19,7 @@ from rdkit.Chem import rdForceFieldHelpers
 from confflow.generate import GenerateConfig, GenerateError, run_generate
 from confflow.generate.molecule import load_molecule, rotatable_torsions
 from confflow.generate.stages import COMPILE_MIN_BUDGET, start_compiling
+from confflow.md.io import read_frames
 
 SMILES = "C[C@H](O)CCC"
 KJ_PER_KCAL = 4.184
@@ -110,6 +111,14 @@ def test_report_contents(run):
     assert report["records_written"] == run.n_written
     assert report["model"] == report["config"]["model"]
     assert report["compiled_mmff"] is False  # a 4 s budget is too short to compile for
+
+
+def test_training_positions_are_the_md_frames_and_the_seeds(run):
+    report = json.loads(run.report.read_text())
+    md_dir = run.sdf.with_name(run.sdf.stem + "_run") / "md"
+    frames = read_frames(next(md_dir.glob("*.h5"))).positions.shape[0]
+    assert frames >= 10
+    assert report["md_frames"] == frames + report["n_seeds"]
 
 
 def test_frozen_torsional_records_share_the_reference_local_structure(run):
