@@ -170,8 +170,8 @@ def run_generate(
                 "md",
                 lambda: reference_data(molecule, seed_x, config, config.run_dir / "md"),
             )
-            frames = md_x.shape[0] - seed_x.shape[0]
-            log(f"MD: {frames} frames ({timings['md']:.1f} s), trained on with the seeds")
+            n_frames = md_x.shape[0] - seed_x.shape[0]
+            log(f"MD: {n_frames} frames ({timings['md']:.1f} s), trained on with the seeds")
         trained = _timed(
             timings,
             "training",
