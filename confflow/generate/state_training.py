@@ -2,11 +2,11 @@
 
 A :class:`~confflow.models.StateMixture` trains each state's model with
 :func:`~confflow.generate.training.train_model` on the MD frames of its own state, in two
-rounds: first every state with a share of the budget that is partly even, partly the state's
+stages: first every state with a share of the budget that is partly even, partly the state's
 expected population (:data:`EVEN_BUDGET`); then, after importance-sampling estimates of each
-state's partition function, refinement of the states that limit the mixture's ESS most. The
-mixture weights are the estimated populations, a tenth spread evenly so that every state keeps
-samples.
+state's partition function, rounds of refinement, each for the state that limits the mixture's
+ESS most, whose estimate is renewed after its round. The mixture weights are the estimated
+populations, a tenth spread evenly so that every state keeps samples.
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ __all__ = [
     "FIRST_ROUND",
     "MIN_ROUND_S",
     "MIN_STATE_FRAMES",
+    "ROUND_SHARE",
     "STATE_ESTIMATE_SAMPLES",
+    "allocation_shares",
     "first_round_share",
+    "reference_populations",
     "set_state_weights",
     "state_estimates",
     "train_states",
@@ -42,12 +45,13 @@ STATE_ESTIMATE_SAMPLES = 1024
 #: Share of a state mixture's training budget spread evenly over its states (the rest goes by
 #: the populations estimated from the references, so a state of 1% still gets trained).
 EVEN_BUDGET = 0.3
-#: Share of a state mixture's budget in its first round (every state); the rest goes to the
-#: states that limit the mixture's ESS most, after importance-sampling estimates.
-FIRST_ROUND = 0.6
-#: Seconds below which a state gets no second-round refinement (its time goes to the others):
-#: a refinement starts with an ESS check of 1,024 relaxed samples (seconds for 50 atoms on 2
-#: cores), which a shorter part would mostly spend.
+#: Share of a state mixture's budget in its first round (every state); the rest goes, round by
+#: round, to the state that limits the mixture's ESS most.
+FIRST_ROUND = 0.4
+#: Share of the time left that each later round takes (at least :data:`MIN_ROUND_S`).
+ROUND_SHARE = 1 / 3
+#: Seconds below which no later round starts: a refinement starts with an ESS check of 1,024
+#: relaxed samples (seconds for 50 atoms on 2 cores), which a shorter round would mostly spend.
 MIN_ROUND_S = 15.0
 #: MD frames in a state's own cells below which it learns from all frames.
 MIN_STATE_FRAMES = 50
@@ -55,15 +59,22 @@ MIN_STATE_FRAMES = 50
 EVEN_SHARE = 0.1
 
 
-def _budget_shares(model: StateMixture, energies: Tensor) -> Tensor:
-    """``[K]`` budget shares: :data:`EVEN_BUDGET` even, the rest by estimated population.
+def reference_populations(model: StateMixture, energies: Tensor) -> Tensor:
+    """``[K]`` populations expected from the states' references.
 
-    The estimate uses the references' energies (kJ/mol), local entropies and images.
+    From their energies ``[K]`` (kJ/mol), local entropies (the mixture's corrections, nats)
+    and numbers of images; blind to the torsional freedom of each state.
     """
     images = torch.tensor([k for k, _, _ in model.entries])
     images = torch.bincount(images, minlength=len(energies))
     log_p = -energies.double() / kT(model.temperature) + model.corrections.cpu() + images.log()
-    return EVEN_BUDGET / len(energies) + (1 - EVEN_BUDGET) * torch.softmax(log_p, 0)
+    return torch.softmax(log_p, 0)
+
+
+def _budget_shares(model: StateMixture, energies: Tensor) -> Tensor:
+    """``[K]`` first-round shares: :data:`EVEN_BUDGET` even, the rest by reference population."""
+    population = reference_populations(model, energies)
+    return EVEN_BUDGET / len(energies) + (1 - EVEN_BUDGET) * population
 
 
 def _state_frames(
@@ -91,7 +102,7 @@ def _state_frames(
 
 
 def variance_shares(population: Tensor, ess: Tensor) -> Tensor:
-    """``[K]`` shares of the second round: each state's part ``P_k / ESS_k`` of ``1 / ESS``.
+    """``[K]`` shares of training time: each state's part ``P_k / ESS_k`` of ``1 / ESS``.
 
     The mixture's ESS is about ``1 / sum_k P_k / ESS_k``, so the states that cost it most get
     the most time.
@@ -100,26 +111,40 @@ def variance_shares(population: Tensor, ess: Tensor) -> Tensor:
     return cost / cost.sum()
 
 
-def _second_round(shares: Tensor, seconds: float) -> list[tuple[int, float]]:
-    """``(state, seconds)`` of the second round, largest share first.
+def allocation_shares(population: Tensor, reference: Tensor, ess: Tensor) -> Tensor:
+    """``[K]`` shares of a state's claim to the next round, by :func:`variance_shares`.
 
-    The states whose part of ``seconds`` would be below :data:`MIN_ROUND_S` are left out, the
-    smallest first, and their time goes to the others.
+    Each state counts with the larger of its importance-sampling population and its
+    reference's: a flow that fits its state poorly underestimates the state's partition
+    function (in one cetirizine run, the state that held 95% of the ensemble was estimated at a
+    few percent at an ESS of 0.5%), and a state judged small that way would never get the time
+    that shows it is not.
+
+    Args:
+        population: ``[K]`` importance-sampling populations.
+        reference: ``[K]`` populations from the references (:func:`reference_populations`).
+        ess: ``[K]`` each state's own ESS (fractions).
     """
-    order = [k for k in torch.argsort(shares, descending=True).tolist() if float(shares[k]) > 0]
-    while order:
-        total = float(shares[order].sum())
-        plan = [(k, float(shares[k]) / total * seconds) for k in order]
-        if plan[-1][1] >= MIN_ROUND_S:
-            return plan
-        order.pop()
-    return []
+    return variance_shares(torch.maximum(population, reference), ess)
+
+
+def _round_seconds(left: float) -> float:
+    """Seconds of the next round when ``left`` s remain: 0 (no round), all, or a part.
+
+    A part is :data:`ROUND_SHARE` of ``left``, at least :data:`MIN_ROUND_S`; a rest below
+    twice that is one round.
+    """
+    if left < MIN_ROUND_S:
+        return 0.0
+    if left < 2 * MIN_ROUND_S:
+        return left
+    return max(MIN_ROUND_S, left * ROUND_SHARE)
 
 
 def first_round_share(budget: float) -> float:
     """Share of a ``budget`` (s) in the first round: :data:`FIRST_ROUND`, or all of it.
 
-    A second round needs its own importance-sampling estimate and at least
+    A later round needs an importance-sampling estimate of every state and at least
     :data:`MIN_ROUND_S` of refinement; a budget whose rest after :data:`FIRST_ROUND` is below
     twice that goes whole to the first round instead of being left unspent.
     """
@@ -138,11 +163,15 @@ def state_estimates(
     """
     gen = torch.Generator(model.log_pi.device).manual_seed(seed)
     log_z, ess = model.log_partition(samples, gen)
+    return log_z, ess, _populations(model, log_z)
+
+
+def _populations(model: StateMixture, log_z: Tensor) -> Tensor:
+    """``[K]`` populations of the states from their ``log Z_k`` (nats), images summed."""
     index = torch.tensor([k for k, _, _ in model.entries])
-    population = torch.zeros(len(log_z), dtype=torch.float64).index_add(
+    return torch.zeros(len(log_z), dtype=torch.float64).index_add(
         0, index, torch.softmax(log_z[index], 0)
     )
-    return log_z, ess, population
 
 
 def set_state_weights(model: StateMixture, log_z: Tensor) -> None:
@@ -159,17 +188,18 @@ def train_states(
     config: GenerateConfig,
     frame_entries: Tensor | None = None,
 ) -> TrainingSummary:
-    """Trains each state's generator in two rounds, then sets the mixture weights.
+    """Trains each state's generator in a first round and later rounds, then sets the weights.
 
     All within ``config.budget`` seconds. Round one (:data:`FIRST_ROUND` of it, all of a short
     budget: :func:`first_round_share`): each state in turn, with a share that is partly even,
-    partly the population expected from its reference;
-    the state with the largest share trains first and the others start from its flow (the same
+    partly the population expected from its reference (:func:`reference_populations`); the
+    state with the largest share trains first and the others start from its flow (the same
     torsions, a similar distribution). Each state learns from the MD frames in its own cells
-    where there are enough. Round two (the rest, less the time of the final estimate):
-    refinement only, shared by each state's estimated part of the mixture's importance-sampling
-    variance (:func:`variance_shares`). The weights become the populations estimated by
-    importance sampling on fresh samples, a tenth spread evenly (:data:`EVEN_SHARE`).
+    where there are enough. Then importance-sampling estimates of every state, and later
+    rounds (refinement only, :func:`_round_seconds` each, until the time of the final
+    estimate): each for the state with the largest claim (:func:`allocation_shares`), whose
+    estimate is renewed after it. The weights become the populations estimated by importance
+    sampling on fresh samples, a tenth spread evenly (:data:`EVEN_SHARE`).
 
     Args:
         model: the mixture.
@@ -221,13 +251,20 @@ def train_states(
         run(k, float(shares[k]) * first_share * config.budget, True)
     if any(trainable) and first_share < 1:
         start = time.perf_counter()
-        _, ess, population = state_estimates(model, config.seed + 4)
+        log_z, ess, _ = state_estimates(model, config.seed + 4)
         summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
-        # what is left, less the final estimate (which costs as much as this one)
-        left = deadline - 2 * time.perf_counter() + start
-        shares = variance_shares(population, ess) * torch.tensor(trainable)
-        for k, budget in _second_round(shares, left):
-            run(k, budget, False)
+        # the final estimate costs as much; a round's own estimate, one state's part of it
+        reserve = (time.perf_counter() - start) * (1 + 1 / len(model.components))
+        reference = reference_populations(model, energies)
+        gen = torch.Generator(model.log_pi.device).manual_seed(config.seed + 5)
+        while seconds := _round_seconds(deadline - time.perf_counter() - reserve):
+            claims = allocation_shares(_populations(model, log_z), reference, ess)
+            k = int(torch.argmax(claims * torch.tensor(trainable)))
+            run(k, seconds, False)
+            log_z[k : k + 1], ess[k : k + 1] = model.log_partition(
+                STATE_ESTIMATE_SAMPLES, gen, states=[k]
+            )
+            summary.target_evaluations += STATE_ESTIMATE_SAMPLES
     log_z, ess, population = state_estimates(model, config.seed + 3)
     summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
     set_state_weights(model, log_z)

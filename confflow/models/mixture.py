@@ -33,6 +33,7 @@ own cell of conformation space.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -190,19 +191,28 @@ class StateMixture(nn.Module):
 
     @torch.no_grad()
     def log_partition(
-        self, n: int, generator: torch.Generator | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        states: Sequence[int] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Importance-sampling estimates of each component's ``log Z_k`` and ESS.
 
         ``Z_k = E_q_k[exp(c_k - u(theta)) / q_k(theta)]`` over ``n`` fresh samples of the
         component; mirror images have the same ``Z``.
 
+        Args:
+            n: flow samples per component.
+            generator: sampling generator.
+            states: the components to estimate (default: all), in this order.
+
         Returns:
-            ``(log_z, ess)``: ``[K]`` float64 (nats; ``-inf`` where no sample is finite) and
-            ``[K]`` Kish ESS fractions.
+            ``(log_z, ess)``: ``[len(states)]`` float64 (nats; ``-inf`` where no sample is
+            finite) and ``[len(states)]`` Kish ESS fractions.
         """
         log_z, ess = [], []
-        for k, component in enumerate(self.components):
+        for k in range(len(self.components)) if states is None else states:
+            component = self.components[k]
             theta, log_q = component.sample(n, generator)
             log_w = component.log_weights(theta, log_q) + self.corrections[k]
             log_z.append(torch.logsumexp(log_w, 0) - math.log(n))

@@ -28,8 +28,10 @@ from confflow.generate.stages import state_assignment
 from confflow.generate.state_training import (
     FIRST_ROUND,
     MIN_ROUND_S,
-    _second_round,
+    ROUND_SHARE,
+    _round_seconds,
     _state_frames,
+    allocation_shares,
     first_round_share,
     variance_shares,
 )
@@ -264,21 +266,30 @@ def test_each_state_learns_from_the_frames_in_its_own_cells(run):
     assert all(x.shape[0] == 64 for x in every)
 
 
-def test_second_round_time_goes_to_the_states_that_limit_the_ess():
+def test_later_rounds_go_to_the_state_that_limits_the_ess():
     # P_k / ESS_k: a well-trained major state costs less than a poor minor one
     shares = variance_shares(torch.tensor([0.8, 0.2]), torch.tensor([0.8, 0.05]))
     torch.testing.assert_close(shares, torch.tensor([0.2, 0.8]))
-    plan = _second_round(torch.tensor([0.5, 0.3, 0.2]), 48.0)
-    # the smallest part (9.6 s) is below MIN_ROUND_S: its time goes to the others
-    assert [k for k, _ in plan] == [0, 1]
-    assert math.isclose(sum(t for _, t in plan), 48.0, rel_tol=1e-6)
-    assert all(t >= MIN_ROUND_S for _, t in plan)
-    assert _second_round(torch.tensor([0.5, 0.5]), MIN_ROUND_S / 2) == []
+    # a poorly fitted state whose estimate says 3% but whose reference says 30% claims the
+    # round by the larger of the two; by its estimate alone it would not
+    population, reference = torch.tensor([0.97, 0.03]), torch.tensor([0.7, 0.3])
+    ess = torch.tensor([0.12, 0.005])
+    assert int(torch.argmax(variance_shares(population, ess))) == 0
+    claims = allocation_shares(population, reference, ess)
+    assert int(torch.argmax(claims)) == 1
+    torch.testing.assert_close(claims.sum(), torch.tensor(1.0))
 
 
-def test_a_budget_too_short_for_a_second_round_goes_whole_to_the_first():
-    # the default 120 s leaves 48 s to the second round
+def test_later_rounds_take_a_part_of_the_time_left_and_none_below_the_minimum():
+    assert _round_seconds(MIN_ROUND_S / 2) == 0.0
+    assert _round_seconds(1.5 * MIN_ROUND_S) == 1.5 * MIN_ROUND_S  # one round, all of it
+    assert _round_seconds(2 * MIN_ROUND_S) == MIN_ROUND_S
+    assert math.isclose(_round_seconds(300.0), 300.0 * ROUND_SHARE)
+
+
+def test_a_budget_too_short_for_a_later_round_goes_whole_to_the_first():
+    # the default 120 s leaves 72 s to the later rounds
     assert first_round_share(120.0) == FIRST_ROUND
-    # 40 s would leave 16 s, less two estimates: no second round, so no time set aside
+    # 40 s would leave 24 s, less two estimates: no later round, so no time set aside
     assert first_round_share(40.0) == 1.0
     assert first_round_share(2 * MIN_ROUND_S / (1 - FIRST_ROUND)) == FIRST_ROUND
