@@ -141,14 +141,17 @@ def _round_seconds(left: float) -> float:
     return max(MIN_ROUND_S, left * ROUND_SHARE)
 
 
-def first_round_share(budget: float) -> float:
+def first_round_share(budget: float, trainable: int) -> float:
     """Share of a ``budget`` (s) in the first round: :data:`FIRST_ROUND`, or all of it.
 
     A later round needs an importance-sampling estimate of every state and at least
     :data:`MIN_ROUND_S` of refinement; a budget whose rest after :data:`FIRST_ROUND` is below
-    twice that goes whole to the first round instead of being left unspent.
+    twice that goes whole to the first round instead of being left unspent, and so does the
+    budget of a mixture with fewer than two ``trainable`` states (nothing to choose between).
     """
-    return FIRST_ROUND if (1 - FIRST_ROUND) * budget >= 2 * MIN_ROUND_S else 1.0
+    if trainable < 2 or (1 - FIRST_ROUND) * budget < 2 * MIN_ROUND_S:
+        return 1.0
+    return FIRST_ROUND
 
 
 def state_estimates(
@@ -240,8 +243,9 @@ def train_states(
         facts[k]["best_ess"] = part.best_ess
 
     deadline = time.perf_counter() + config.budget
-    first_share = first_round_share(config.budget)
-    shares = _budget_shares(model, energies)
+    first_share = first_round_share(config.budget, sum(trainable))
+    shares = _budget_shares(model, energies) * torch.tensor(trainable)
+    shares = shares / shares.sum().clamp_min(1e-12)  # a rigid state's share to the others
     first = int(torch.argmax(shares))
     for k in [first, *(k for k in range(len(shares)) if k != first)]:
         if not trainable[k]:  # no free torsion: the state is its relaxed reference
@@ -249,7 +253,7 @@ def train_states(
         if k != first:  # same torsions, similar distribution: start from the trained flow
             model.components[k].flow.load_state_dict(model.components[first].flow.state_dict())
         run(k, float(shares[k]) * first_share * config.budget, True)
-    if any(trainable) and first_share < 1:
+    if first_share < 1:
         start = time.perf_counter()
         log_z, ess, _ = state_estimates(model, config.seed + 4)
         summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)

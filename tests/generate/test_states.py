@@ -289,7 +289,11 @@ def test_later_rounds_take_a_part_of_the_time_left_and_none_below_the_minimum():
 
 def test_a_budget_too_short_for_a_later_round_goes_whole_to_the_first():
     # the default 120 s leaves 72 s to the later rounds
-    assert first_round_share(120.0) == FIRST_ROUND
+    assert first_round_share(120.0, 2) == FIRST_ROUND
     # 40 s would leave 24 s, less two estimates: no later round, so no time set aside
-    assert first_round_share(40.0) == 1.0
-    assert first_round_share(2 * MIN_ROUND_S / (1 - FIRST_ROUND)) == FIRST_ROUND
+    assert first_round_share(40.0, 2) == 1.0
+    assert first_round_share(2 * MIN_ROUND_S / (1 - FIRST_ROUND), 2) == FIRST_ROUND
+    # one trainable state (the others rigid, or images of it): later rounds could only split
+    # its training
+    assert first_round_share(120.0, 1) == 1.0
+    assert first_round_share(120.0, 0) == 1.0
