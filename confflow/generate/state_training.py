@@ -24,6 +24,7 @@ from confflow.generate.training import TrainingSummary, train_model
 from confflow.models import StateMixture
 
 __all__ = [
+    "DOMINANT_CLAIM",
     "EVEN_BUDGET",
     "EVEN_SHARE",
     "FIRST_ROUND",
@@ -50,6 +51,11 @@ EVEN_BUDGET = 0.3
 FIRST_ROUND = 0.4
 #: Share of the time left that each later round takes (at least :data:`MIN_ROUND_S`).
 ROUND_SHARE = 1 / 3
+#: Share of the claims (:func:`allocation_shares`) above which a state takes all the time left
+#: in one round: another state could claim more only after this one's ESS grew tenfold, and a
+#: restart costs an ESS check and an estimate (tramadol, whose main state holds all of the
+#: population, made 671 refinement steps in rounds of it against 977 before the rounds).
+DOMINANT_CLAIM = 0.9
 #: Seconds below which no later round starts: a refinement starts with an ESS check of 1,024
 #: relaxed samples (seconds for 50 atoms on 2 cores), which a shorter round would mostly spend.
 MIN_ROUND_S = 15.0
@@ -128,17 +134,18 @@ def allocation_shares(population: Tensor, reference: Tensor, ess: Tensor) -> Ten
     return variance_shares(torch.maximum(population, reference), ess)
 
 
-def _round_seconds(left: float) -> float:
-    """Seconds of the next round when ``left`` s remain: 0 (no round), all, or a part.
+def _next_round(claims: Tensor, left: float) -> tuple[int, float, bool]:
+    """The next round's state, its seconds, and whether it is the last round.
 
-    A part is :data:`ROUND_SHARE` of ``left``, at least :data:`MIN_ROUND_S`; a rest below
-    twice that is one round.
+    The state with the largest of the ``[K]`` ``claims`` (:func:`allocation_shares`, zero for a
+    state that cannot train) takes :data:`ROUND_SHARE` of the ``left`` s (at least
+    :data:`MIN_ROUND_S`), all of them where that would leave less than :data:`MIN_ROUND_S` or
+    where it holds :data:`DOMINANT_CLAIM` of the claims.
     """
-    if left < MIN_ROUND_S:
-        return 0.0
-    if left < 2 * MIN_ROUND_S:
-        return left
-    return max(MIN_ROUND_S, left * ROUND_SHARE)
+    k = int(torch.argmax(claims))
+    if left < 2 * MIN_ROUND_S or float(claims[k]) >= DOMINANT_CLAIM * float(claims.sum()):
+        return k, left, True
+    return k, max(MIN_ROUND_S, left * ROUND_SHARE), False
 
 
 def first_round_share(budget: float, trainable: int) -> float:
@@ -199,9 +206,9 @@ def train_states(
     state with the largest share trains first and the others start from its flow (the same
     torsions, a similar distribution). Each state learns from the MD frames in its own cells
     where there are enough. Then importance-sampling estimates of every state, and later
-    rounds (refinement only, :func:`_round_seconds` each, until the time of the final
-    estimate): each for the state with the largest claim (:func:`allocation_shares`), whose
-    estimate is renewed after it. The weights become the populations estimated by importance
+    rounds (refinement only, until the time of the final estimate; :func:`_next_round`): each
+    for the state with the largest claim (:func:`allocation_shares`), whose estimate is
+    renewed after it. The weights become the populations estimated by importance
     sampling on fresh samples, a tenth spread evenly (:data:`EVEN_SHARE`).
 
     Args:
@@ -261,10 +268,13 @@ def train_states(
         reserve = (time.perf_counter() - start) * (1 + 1 / len(model.components))
         reference = reference_populations(model, energies)
         gen = torch.Generator(model.log_pi.device).manual_seed(config.seed + 5)
-        while seconds := _round_seconds(deadline - time.perf_counter() - reserve):
-            claims = allocation_shares(_populations(model, log_z), reference, ess)
-            k = int(torch.argmax(claims * torch.tensor(trainable)))
+        mask = torch.tensor(trainable)
+        while (left := deadline - time.perf_counter() - reserve) >= MIN_ROUND_S:
+            claims = allocation_shares(_populations(model, log_z), reference, ess) * mask
+            k, seconds, last = _next_round(claims, left)
             run(k, seconds, False)
+            if last:
+                break
             log_z[k : k + 1], ess[k : k + 1] = model.log_partition(
                 STATE_ESTIMATE_SAMPLES, gen, states=[k]
             )

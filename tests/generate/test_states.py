@@ -26,10 +26,11 @@ from confflow.generate.data import seed_conformers
 from confflow.generate.model import build_model, load_model
 from confflow.generate.stages import state_assignment
 from confflow.generate.state_training import (
+    DOMINANT_CLAIM,
     FIRST_ROUND,
     MIN_ROUND_S,
     ROUND_SHARE,
-    _round_seconds,
+    _next_round,
     _state_frames,
     allocation_shares,
     first_round_share,
@@ -280,11 +281,16 @@ def test_later_rounds_go_to_the_state_that_limits_the_ess():
     torch.testing.assert_close(claims.sum(), torch.tensor(1.0))
 
 
-def test_later_rounds_take_a_part_of_the_time_left_and_none_below_the_minimum():
-    assert _round_seconds(MIN_ROUND_S / 2) == 0.0
-    assert _round_seconds(1.5 * MIN_ROUND_S) == 1.5 * MIN_ROUND_S  # one round, all of it
-    assert _round_seconds(2 * MIN_ROUND_S) == MIN_ROUND_S
-    assert math.isclose(_round_seconds(300.0), 300.0 * ROUND_SHARE)
+def test_later_rounds_take_a_part_of_the_time_left_or_all_of_it():
+    claims = torch.tensor([0.2, 0.7, 0.1, 0.0])
+    assert _next_round(claims, 300.0) == (1, 300.0 * ROUND_SHARE, False)
+    assert _next_round(claims, 2 * MIN_ROUND_S) == (1, MIN_ROUND_S, False)
+    # a rest below twice the minimum is one last round
+    assert _next_round(claims, 1.5 * MIN_ROUND_S) == (1, 1.5 * MIN_ROUND_S, True)
+    # a state with nine tenths of the claims takes all the time left
+    for part, last in ((DOMINANT_CLAIM + 0.01, True), (DOMINANT_CLAIM - 0.01, False)):
+        claims = torch.tensor([1 - part, part, 0.0], dtype=torch.float64)
+        assert _next_round(claims, 300.0) == (1, 300.0 if last else 300.0 * ROUND_SHARE, last)
 
 
 def test_a_budget_too_short_for_a_later_round_goes_whole_to_the_first():
