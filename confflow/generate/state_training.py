@@ -52,9 +52,9 @@ FIRST_ROUND = 0.4
 #: Share of the time left that each later round takes (at least :data:`MIN_ROUND_S`).
 ROUND_SHARE = 1 / 3
 #: Share of the claims (:func:`allocation_shares`) above which a state takes all the time left
-#: in one round: another state could claim more only after this one's ESS grew tenfold, and a
+#: in one round: another state could claim more only after this one's ESS grew ninefold, and a
 #: restart costs an ESS check and an estimate (tramadol, whose main state holds all of the
-#: population, made 671 refinement steps in rounds of it against 977 before the rounds).
+#: population: 671 refinement steps with its training cut into rounds, 933 in one).
 DOMINANT_CLAIM = 0.9
 #: Seconds below which no later round starts: a refinement starts with an ESS check of 1,024
 #: relaxed samples (seconds for 50 atoms on 2 cores), which a shorter round would mostly spend.
@@ -118,7 +118,7 @@ def variance_shares(population: Tensor, ess: Tensor) -> Tensor:
 
 
 def allocation_shares(population: Tensor, reference: Tensor, ess: Tensor) -> Tensor:
-    """``[K]`` shares of a state's claim to the next round, by :func:`variance_shares`.
+    """``[K]`` claims of the states to the next round (summing to 1), by :func:`variance_shares`.
 
     Each state counts with the larger of its importance-sampling population and its
     reference's: a flow that fits its state poorly underestimates the state's partition
