@@ -69,12 +69,9 @@ def reference_populations(model: StateMixture, energies: Tensor) -> Tensor:
     """``[K]`` populations expected from the states' references.
 
     From their energies ``[K]`` (kJ/mol), local entropies (the mixture's corrections, nats)
-    and numbers of images; blind to the torsional freedom of each state.
+    and images; blind to the torsional freedom of each state.
     """
-    images = torch.tensor([k for k, _, _ in model.entries])
-    images = torch.bincount(images, minlength=len(energies))
-    log_p = -energies.double() / kT(model.temperature) + model.corrections.cpu() + images.log()
-    return torch.softmax(log_p, 0)
+    return _populations(model, -energies.double() / kT(model.temperature) + model.corrections.cpu())
 
 
 def _budget_shares(model: StateMixture, energies: Tensor) -> Tensor:
@@ -137,10 +134,10 @@ def allocation_shares(population: Tensor, reference: Tensor, ess: Tensor) -> Ten
 def _next_round(claims: Tensor, left: float) -> tuple[int, float, bool]:
     """The next round's state, its seconds, and whether it is the last round.
 
-    The state with the largest of the ``[K]`` ``claims`` (:func:`allocation_shares`, zero for a
-    state that cannot train) takes :data:`ROUND_SHARE` of the ``left`` s (at least
-    :data:`MIN_ROUND_S`), all of them where that would leave less than :data:`MIN_ROUND_S` or
-    where it holds :data:`DOMINANT_CLAIM` of the claims.
+    The state with the largest of the ``[K]`` ``claims`` (:func:`allocation_shares`) takes
+    :data:`ROUND_SHARE` of the ``left`` s (at least :data:`MIN_ROUND_S`), all of them where
+    that would leave less than :data:`MIN_ROUND_S` or where it holds :data:`DOMINANT_CLAIM` of
+    the claims.
     """
     k = int(torch.argmax(claims))
     if left < 2 * MIN_ROUND_S or float(claims[k]) >= DOMINANT_CLAIM * float(claims.sum()):
@@ -225,6 +222,7 @@ def train_states(
         of the mixture, ``1 / sum_k P_k / ESS_k`` over the estimated populations ``P_k``).
     """
     summary = TrainingSummary()
+    # the states share the molecule's free torsions: all of them train, or none
     trainable = [any(True for _ in c.flow.parameters()) for c in model.components]
     facts: list[dict[str, float]] = [
         {"budget_s": 0.0, "nll_steps": 0, "refine_steps": 0, "best_ess": 1.0}
@@ -251,8 +249,7 @@ def train_states(
 
     deadline = time.perf_counter() + config.budget
     first_share = first_round_share(config.budget, sum(trainable))
-    shares = _budget_shares(model, energies) * torch.tensor(trainable)
-    shares = shares / shares.sum().clamp_min(1e-12)  # a rigid state's share to the others
+    shares = _budget_shares(model, energies)
     first = int(torch.argmax(shares))
     for k in [first, *(k for k in range(len(shares)) if k != first)]:
         if not trainable[k]:  # no free torsion: the state is its relaxed reference
@@ -268,9 +265,8 @@ def train_states(
         reserve = (time.perf_counter() - start) * (1 + 1 / len(model.components))
         reference = reference_populations(model, energies)
         gen = torch.Generator(model.log_pi.device).manual_seed(config.seed + 5)
-        mask = torch.tensor(trainable)
         while (left := deadline - time.perf_counter() - reserve) >= MIN_ROUND_S:
-            claims = allocation_shares(_populations(model, log_z), reference, ess) * mask
+            claims = allocation_shares(_populations(model, log_z), reference, ess)
             k, seconds, last = _next_round(claims, left)
             run(k, seconds, False)
             if last:
