@@ -26,7 +26,13 @@ def generate(
     n: Annotated[int, typer.Option("-n", help="Flow samples to draw.")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed of every stage.")] = 0,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda[:i]'.")] = "auto",
-    budget: Annotated[float, typer.Option(help="Seconds of training (ML + refinement).")] = 120.0,
+    budget: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of training (ML + refinement); a state mixture whose expected ESS "
+            "is below 15% then trains up to as long again."
+        ),
+    ] = 120.0,
     md_ns: Annotated[
         float, typer.Option("--md-ns", help="ns of replica-exchange MD per replica (0: none).")
     ] = 0.05,

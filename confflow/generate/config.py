@@ -39,7 +39,9 @@ class GenerateConfig:
         n: flow samples drawn (before stereo filtering and clustering).
         seed: seed of every random stage (ETKDG, MD, training, sampling, bootstrap).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"`` for training and sampling.
-        budget: seconds of training (maximum likelihood and refinement together).
+        budget: seconds of training (maximum likelihood and refinement together); a state
+            mixture whose expected ESS is then below 15% trains up to as long again
+            (:data:`~confflow.generate.state_training.EXTEND_BELOW_ESS`).
         md_ns: ns of MMFF replica-exchange MD per replica as training data (0: seed
             conformers only, jittered by a short MMFF minimisation of each).
         replicas: temperatures of the replica-exchange ladder (1: plain Langevin MD).

@@ -5,8 +5,10 @@ A :class:`~confflow.models.StateMixture` trains each state's model with
 stages: first every state with a share of the budget that is partly even, partly the state's
 expected population (:data:`EVEN_BUDGET`); then, after importance-sampling estimates of each
 state's partition function, rounds of refinement, each for the state that limits the mixture's
-ESS most, whose estimate is renewed after its round. The mixture weights are the estimated
-populations, a tenth spread evenly so that every state keeps samples.
+ESS most, whose estimate is renewed after its round. Where the ESS expected of the mixture is
+still low at the end of the budget, the rounds go on for up to as long again
+(:data:`EXTEND_BELOW_ESS`). The mixture weights are the estimated populations, a tenth spread
+evenly so that every state keeps samples.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ __all__ = [
     "DOMINANT_CLAIM",
     "EVEN_BUDGET",
     "EVEN_SHARE",
+    "EXTEND_BELOW_ESS",
+    "EXTRA_BUDGET",
     "FIRST_ROUND",
     "MIN_ROUND_S",
     "MIN_STATE_FRAMES",
     "ROUND_SHARE",
     "STATE_ESTIMATE_SAMPLES",
     "allocation_shares",
+    "expected_ess",
     "first_round_share",
     "reference_populations",
     "set_state_weights",
@@ -56,6 +61,15 @@ ROUND_SHARE = 1 / 3
 #: restart costs an ESS check and an estimate (tramadol, whose main state holds all of the
 #: population: 671 refinement steps with its training cut into rounds, 933 in one).
 DOMINANT_CLAIM = 0.9
+#: ESS expected of a mixture (:func:`expected_ess`) below which its later rounds go on past the
+#: budget, for up to :data:`EXTRA_BUDGET` of it more, until the expectation reaches it. A
+#: mixture splits its budget between its states, so each of two populated states trains about
+#: half as long as a single-state molecule's flow: haloperidol (two chairs of 20-80% each, a
+#: 7-torsion flow each) read 1.3-17% over ten runs at 120 s and 24% at 240 s.
+EXTEND_BELOW_ESS = 0.15
+#: Most extra training of a mixture whose expected ESS stays below :data:`EXTEND_BELOW_ESS`,
+#: as a share of the budget.
+EXTRA_BUDGET = 1.0
 #: Seconds below which no later round starts: a refinement starts with an ESS check of 1,024
 #: relaxed samples (seconds for 50 atoms on 2 cores), which a shorter round would mostly spend.
 MIN_ROUND_S = 15.0
@@ -131,8 +145,23 @@ def allocation_shares(population: Tensor, reference: Tensor, ess: Tensor) -> Ten
     return variance_shares(torch.maximum(population, reference), ess)
 
 
-def _next_round(claims: Tensor, left: float) -> tuple[int, float, bool]:
-    """The next round's state, its seconds, and whether it is the last round.
+def expected_ess(population: Tensor, reference: Tensor, ess: Tensor) -> float:
+    """ESS (fraction) expected of the mixture, ``1 / sum_k P_k / ESS_k``.
+
+    Each state counts with the larger of its importance-sampling and its reference
+    population, as in :func:`allocation_shares`, the populations renormalised.
+
+    Args:
+        population: ``[K]`` importance-sampling populations.
+        reference: ``[K]`` populations from the references (:func:`reference_populations`).
+        ess: ``[K]`` each state's own ESS (fractions).
+    """
+    guarded = torch.maximum(population, reference)
+    return float(1.0 / (guarded / guarded.sum() / ess.clamp_min(1e-12)).sum())
+
+
+def _next_round(claims: Tensor, left: float) -> tuple[int, float]:
+    """The next round's state and its seconds.
 
     The state with the largest of the ``[K]`` ``claims`` (:func:`allocation_shares`) takes
     :data:`ROUND_SHARE` of the ``left`` s (at least :data:`MIN_ROUND_S`), all of them where
@@ -141,8 +170,8 @@ def _next_round(claims: Tensor, left: float) -> tuple[int, float, bool]:
     """
     k = int(torch.argmax(claims))
     if left < 2 * MIN_ROUND_S or float(claims[k]) >= DOMINANT_CLAIM * float(claims.sum()):
-        return k, left, True
-    return k, max(MIN_ROUND_S, left * ROUND_SHARE), False
+        return k, left
+    return k, max(MIN_ROUND_S, left * ROUND_SHARE)
 
 
 def first_round_share(budget: float, trainable: int) -> float:
@@ -197,16 +226,19 @@ def train_states(
 ) -> TrainingSummary:
     """Trains each state's generator in a first round and later rounds, then sets the weights.
 
-    All within ``config.budget`` seconds. Round one (:data:`FIRST_ROUND` of it, all of a short
-    budget: :func:`first_round_share`): each state in turn, with a share that is partly even,
+    Within ``config.budget`` seconds (up to :data:`EXTRA_BUDGET` of it more, see below).
+    Round one (:data:`FIRST_ROUND` of the budget, all of a short budget:
+    :func:`first_round_share`): each state in turn, with a share that is partly even,
     partly the population expected from its reference (:func:`reference_populations`); the
     state with the largest share trains first and the others start from its flow (the same
     torsions, a similar distribution). Each state learns from the MD frames in its own cells
     where there are enough. Then importance-sampling estimates of every state, and later
     rounds (refinement only, until the time of the final estimate; :func:`_next_round`): each
     for the state with the largest claim (:func:`allocation_shares`), whose estimate is
-    renewed after it. The weights become the populations estimated by importance
-    sampling on fresh samples, a tenth spread evenly (:data:`EVEN_SHARE`).
+    renewed after it. While the mixture's expected ESS (:func:`expected_ess`) is below
+    :data:`EXTEND_BELOW_ESS`, the rounds run past the budget, up to :data:`EXTRA_BUDGET` of
+    it more. The weights become the populations estimated by importance sampling on fresh
+    samples, a tenth spread evenly (:data:`EVEN_SHARE`).
 
     Args:
         model: the mixture.
@@ -230,7 +262,8 @@ def train_states(
     ]
     data = _state_frames(model, frames, frame_entries)
 
-    def run(k: int, budget: float, maximum_likelihood: bool) -> None:
+    def run(k: int, budget: float, maximum_likelihood: bool) -> bool:
+        """Trains state ``k`` for ``budget`` s; whether its refinement stopped early."""
         component = model.components[k]
         part = train_model(
             component,
@@ -246,6 +279,7 @@ def train_states(
         facts[k]["nll_steps"] += part.nll_steps
         facts[k]["refine_steps"] += part.refine_steps
         facts[k]["best_ess"] = part.best_ess
+        return part.stopped_early
 
     deadline = time.perf_counter() + config.budget
     first_share = first_round_share(config.budget, sum(trainable))
@@ -265,12 +299,16 @@ def train_states(
         reserve = (time.perf_counter() - start) * (1 + 1 / len(model.components))
         reference = reference_populations(model, energies)
         gen = torch.Generator(model.log_pi.device).manual_seed(config.seed + 5)
-        while (left := deadline - time.perf_counter() - reserve) >= MIN_ROUND_S:
-            claims = allocation_shares(_populations(model, log_z), reference, ess)
-            k, seconds, last = _next_round(claims, left)
-            run(k, seconds, False)
-            if last:
+        while True:
+            population = _populations(model, log_z)
+            end = deadline
+            if expected_ess(population, reference, ess) < EXTEND_BELOW_ESS:
+                end += EXTRA_BUDGET * config.budget
+            if (left := end - time.perf_counter() - reserve) < MIN_ROUND_S:
                 break
+            k, seconds = _next_round(allocation_shares(population, reference, ess), left)
+            if run(k, seconds, False) and seconds >= left:
+                break  # no better ESS in its last checks, with all the time left: more won't help
             log_z[k : k + 1], ess[k : k + 1] = model.log_partition(
                 STATE_ESTIMATE_SAMPLES, gen, states=[k]
             )

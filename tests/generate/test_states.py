@@ -33,6 +33,7 @@ from confflow.generate.state_training import (
     _next_round,
     _state_frames,
     allocation_shares,
+    expected_ess,
     first_round_share,
     variance_shares,
 )
@@ -283,14 +284,28 @@ def test_later_rounds_go_to_the_state_that_limits_the_ess():
 
 def test_later_rounds_take_a_part_of_the_time_left_or_all_of_it():
     claims = torch.tensor([0.2, 0.7, 0.1, 0.0])
-    assert _next_round(claims, 300.0) == (1, 300.0 * ROUND_SHARE, False)
-    assert _next_round(claims, 2 * MIN_ROUND_S) == (1, MIN_ROUND_S, False)
+    assert _next_round(claims, 300.0) == (1, 300.0 * ROUND_SHARE)
+    assert _next_round(claims, 2 * MIN_ROUND_S) == (1, MIN_ROUND_S)
     # a rest below twice the minimum is one last round
-    assert _next_round(claims, 1.5 * MIN_ROUND_S) == (1, 1.5 * MIN_ROUND_S, True)
+    assert _next_round(claims, 1.5 * MIN_ROUND_S) == (1, 1.5 * MIN_ROUND_S)
     # a state with nine tenths of the claims takes all the time left
-    for part, last in ((DOMINANT_CLAIM + 0.01, True), (DOMINANT_CLAIM - 0.01, False)):
+    for part, whole in ((DOMINANT_CLAIM + 0.01, True), (DOMINANT_CLAIM - 0.01, False)):
         claims = torch.tensor([1 - part, part, 0.0], dtype=torch.float64)
-        assert _next_round(claims, 300.0) == (1, 300.0 if last else 300.0 * ROUND_SHARE, last)
+        assert _next_round(claims, 300.0) == (1, 300.0 if whole else 300.0 * ROUND_SHARE)
+
+
+def test_expected_ess_of_the_mixture_counts_each_state_with_its_guarded_population():
+    # two states of half the population at 20% and 5% of their own: 1 / (0.5/0.2 + 0.5/0.05)
+    half = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    ess = torch.tensor([0.2, 0.05], dtype=torch.float64)
+    assert math.isclose(expected_ess(half, torch.zeros(2, dtype=torch.float64), ess), 0.08)
+    # one state alone: its own ESS
+    one = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    assert math.isclose(expected_ess(one, one, ess), 0.2)
+    # a state estimated at 0% but expected at 50% by its reference counts: the larger of the
+    # two populations, renormalised to (2/3, 1/3)
+    reference = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    assert math.isclose(expected_ess(one, reference, ess), 1 / (2 / 3 / 0.2 + 1 / 3 / 0.05))
 
 
 def test_a_budget_too_short_for_a_later_round_goes_whole_to_the_first():
