@@ -151,6 +151,8 @@ def main() -> None:
                     ],
                     "timings_s": {k: round(v, 1) for k, v in result.timings.items()},
                     "refine_steps": report["training"].get("refine_steps"),
+                    # per trained state: seconds, steps, best ESS check, final log Z and ESS
+                    "state_training": report["training"].get("states", []),
                     "compiled_mmff": report["compiled_mmff"],
                     "ess": result.ess,
                     "seconds": time.perf_counter() - start,
