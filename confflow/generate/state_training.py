@@ -160,16 +160,22 @@ def expected_ess(population: Tensor, reference: Tensor, ess: Tensor) -> float:
     return float(1.0 / (guarded / guarded.sum() / ess.clamp_min(1e-12)).sum())
 
 
-def _next_round(claims: Tensor, left: float) -> tuple[int, float]:
-    """The next round's state and its seconds.
+def _next_round(claims: Tensor, left: float, plateaued: list[int]) -> tuple[int, float] | None:
+    """The next round's state and its seconds; ``None`` when no state is worth one.
 
-    The state with the largest of the ``[K]`` ``claims`` (:func:`allocation_shares`) takes
-    :data:`ROUND_SHARE` of the ``left`` s (at least :data:`MIN_ROUND_S`), all of them where
-    that would leave less than :data:`MIN_ROUND_S` or where it holds :data:`DOMINANT_CLAIM` of
-    the claims.
+    The state with the largest of the ``[K]`` ``claims`` (:func:`allocation_shares`), those
+    whose refinement has ``plateaued`` left out, takes :data:`ROUND_SHARE` of the ``left`` s
+    (at least :data:`MIN_ROUND_S`), all of them where that would leave less than
+    :data:`MIN_ROUND_S` or where it holds :data:`DOMINANT_CLAIM` of the claims left. Once a
+    state has plateaued, one whose claim is below the rest of that share, ``1 -
+    DOMINANT_CLAIM`` of all claims, gets no round: it costs the mixture's ESS too little.
     """
-    k = int(torch.argmax(claims))
-    if left < 2 * MIN_ROUND_S or float(claims[k]) >= DOMINANT_CLAIM * float(claims.sum()):
+    open_claims = claims.clone()
+    open_claims[plateaued] = 0.0
+    k = int(torch.argmax(open_claims))
+    if plateaued and float(open_claims[k]) < (1 - DOMINANT_CLAIM) * float(claims.sum()):
+        return None
+    if left < 2 * MIN_ROUND_S or float(open_claims[k]) >= DOMINANT_CLAIM * float(open_claims.sum()):
         return k, left
     return k, max(MIN_ROUND_S, left * ROUND_SHARE)
 
@@ -235,10 +241,11 @@ def train_states(
     where there are enough. Then importance-sampling estimates of every state, and later
     rounds (refinement only, until the time of the final estimate; :func:`_next_round`): each
     for the state with the largest claim (:func:`allocation_shares`), whose estimate is
-    renewed after it. While the mixture's expected ESS (:func:`expected_ess`) is below
-    :data:`EXTEND_BELOW_ESS`, the rounds run past the budget, up to :data:`EXTRA_BUDGET` of
-    it more. The weights become the populations estimated by importance sampling on fresh
-    samples, a tenth spread evenly (:data:`EVEN_SHARE`).
+    renewed after it; a state whose refinement stops without a better ESS gets no more
+    rounds, and every state is then estimated afresh. While the mixture's expected ESS
+    (:func:`expected_ess`) is below :data:`EXTEND_BELOW_ESS`, the rounds run past the budget,
+    up to :data:`EXTRA_BUDGET` of it more. The weights become the populations estimated by
+    importance sampling on fresh samples, a tenth spread evenly (:data:`EVEN_SHARE`).
 
     Args:
         model: the mixture.
@@ -299,6 +306,7 @@ def train_states(
         reserve = (time.perf_counter() - start) * (1 + 1 / len(model.components))
         reference = reference_populations(model, energies)
         gen = torch.Generator(model.log_pi.device).manual_seed(config.seed + 5)
+        plateaued: list[int] = []
         while True:
             population = _populations(model, log_z)
             end = deadline
@@ -306,9 +314,16 @@ def train_states(
                 end += EXTRA_BUDGET * config.budget
             if (left := end - time.perf_counter() - reserve) < MIN_ROUND_S:
                 break
-            k, seconds = _next_round(allocation_shares(population, reference, ess), left)
-            if run(k, seconds, False) and seconds >= left:
-                break  # no better ESS in its last checks, with all the time left: more won't help
+            claims = allocation_shares(population, reference, ess)
+            if (round_ := _next_round(claims, left, plateaued)) is None:
+                break
+            k, seconds = round_
+            if run(k, seconds, False):  # no better ESS in its last checks: no more rounds
+                plateaued.append(k)
+                # every state afresh: one judged small by its early flow may not be
+                log_z, ess, _ = state_estimates(model, config.seed + 5 + len(plateaued))
+                summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
+                continue
             log_z[k : k + 1], ess[k : k + 1] = model.log_partition(
                 STATE_ESTIMATE_SAMPLES, gen, states=[k]
             )

@@ -284,14 +284,27 @@ def test_later_rounds_go_to_the_state_that_limits_the_ess():
 
 def test_later_rounds_take_a_part_of_the_time_left_or_all_of_it():
     claims = torch.tensor([0.2, 0.7, 0.1, 0.0])
-    assert _next_round(claims, 300.0) == (1, 300.0 * ROUND_SHARE)
-    assert _next_round(claims, 2 * MIN_ROUND_S) == (1, MIN_ROUND_S)
+    assert _next_round(claims, 300.0, []) == (1, 300.0 * ROUND_SHARE)
+    assert _next_round(claims, 2 * MIN_ROUND_S, []) == (1, MIN_ROUND_S)
     # a rest below twice the minimum is one last round
-    assert _next_round(claims, 1.5 * MIN_ROUND_S) == (1, 1.5 * MIN_ROUND_S)
+    assert _next_round(claims, 1.5 * MIN_ROUND_S, []) == (1, 1.5 * MIN_ROUND_S)
     # a state with nine tenths of the claims takes all the time left
     for part, whole in ((DOMINANT_CLAIM + 0.01, True), (DOMINANT_CLAIM - 0.01, False)):
         claims = torch.tensor([1 - part, part, 0.0], dtype=torch.float64)
-        assert _next_round(claims, 300.0) == (1, 300.0 if whole else 300.0 * ROUND_SHARE)
+        assert _next_round(claims, 300.0, []) == (1, 300.0 if whole else 300.0 * ROUND_SHARE)
+
+
+def test_a_plateaued_state_leaves_the_rounds_to_the_others():
+    # the largest claim has plateaued: the next one takes the round, and all of the time left
+    # where it holds nine tenths of the claims still open
+    claims = torch.tensor([0.25, 0.55, 0.2, 0.0], dtype=torch.float64)
+    assert _next_round(claims, 300.0, [1]) == (0, 300.0 * ROUND_SHARE)
+    assert _next_round(claims, 300.0, [0, 1]) == (2, 300.0)
+    # a state below a tenth of all the claims is not worth a round once another has plateaued
+    claims = torch.tensor([0.95, 0.05], dtype=torch.float64)
+    assert _next_round(claims, 300.0, [0]) is None
+    assert _next_round(claims, 300.0, []) == (0, 300.0)
+    assert _next_round(claims, 300.0, [0, 1]) is None
 
 
 def test_expected_ess_of_the_mixture_counts_each_state_with_its_guarded_population():
