@@ -160,14 +160,17 @@ def expected_ess(population: Tensor, reference: Tensor, ess: Tensor) -> float:
     return float(1.0 / (guarded / guarded.sum() / ess.clamp_min(1e-12)).sum())
 
 
-def _next_round(claims: Tensor, left: float, plateaued: list[int]) -> tuple[int, float] | None:
+def _next_round(
+    claims: Tensor, left: float, plateaued: list[int], extension: bool = False
+) -> tuple[int, float] | None:
     """The next round's state and its seconds; ``None`` when no state is worth one.
 
     The state with the largest of the ``[K]`` ``claims`` (:func:`allocation_shares`), those
     whose refinement has ``plateaued`` left out, takes :data:`ROUND_SHARE` of the ``left`` s
     (at least :data:`MIN_ROUND_S`), all of them where that would leave less than
-    :data:`MIN_ROUND_S` or where it holds :data:`DOMINANT_CLAIM` of the claims left. Once a
-    state has plateaued, one whose claim is below the rest of that share, ``1 -
+    :data:`MIN_ROUND_S` or, within the budget (not in its ``extension``, which goes in rounds
+    so that the claims are weighed again), where it holds :data:`DOMINANT_CLAIM` of the claims
+    left. Once a state has plateaued, one whose claim is below the rest of that share, ``1 -
     DOMINANT_CLAIM`` of all claims, gets no round: it costs the mixture's ESS too little.
     """
     open_claims = claims.clone()
@@ -175,7 +178,8 @@ def _next_round(claims: Tensor, left: float, plateaued: list[int]) -> tuple[int,
     k = int(torch.argmax(open_claims))
     if plateaued and float(open_claims[k]) < (1 - DOMINANT_CLAIM) * float(claims.sum()):
         return None
-    if left < 2 * MIN_ROUND_S or float(open_claims[k]) >= DOMINANT_CLAIM * float(open_claims.sum()):
+    dominant = float(open_claims[k]) >= DOMINANT_CLAIM * float(open_claims.sum())
+    if left < 2 * MIN_ROUND_S or (dominant and not extension):
         return k, left
     return k, max(MIN_ROUND_S, left * ROUND_SHARE)
 
@@ -309,13 +313,14 @@ def train_states(
         plateaued: list[int] = []
         while True:
             population = _populations(model, log_z)
-            end = deadline
-            if expected_ess(population, reference, ess) < EXTEND_BELOW_ESS:
-                end += EXTRA_BUDGET * config.budget
-            if (left := end - time.perf_counter() - reserve) < MIN_ROUND_S:
+            left = deadline - time.perf_counter() - reserve
+            extension = left < MIN_ROUND_S
+            if extension and expected_ess(population, reference, ess) < EXTEND_BELOW_ESS:
+                left += EXTRA_BUDGET * config.budget
+            if left < MIN_ROUND_S:
                 break
             claims = allocation_shares(population, reference, ess)
-            if (round_ := _next_round(claims, left, plateaued)) is None:
+            if (round_ := _next_round(claims, left, plateaued, extension)) is None:
                 break
             k, seconds = round_
             if run(k, seconds, False):  # no better ESS in its last checks: no more rounds

@@ -292,6 +292,8 @@ def test_later_rounds_take_a_part_of_the_time_left_or_all_of_it():
     for part, whole in ((DOMINANT_CLAIM + 0.01, True), (DOMINANT_CLAIM - 0.01, False)):
         claims = torch.tensor([1 - part, part, 0.0], dtype=torch.float64)
         assert _next_round(claims, 300.0, []) == (1, 300.0 if whole else 300.0 * ROUND_SHARE)
+        # past the budget, the extension goes in rounds: the claims are weighed again
+        assert _next_round(claims, 300.0, [], extension=True) == (1, 300.0 * ROUND_SHARE)
 
 
 def test_a_plateaued_state_leaves_the_rounds_to_the_others():
