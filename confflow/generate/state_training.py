@@ -65,7 +65,8 @@ DOMINANT_CLAIM = 0.9
 #: budget, for up to :data:`EXTRA_BUDGET` of it more, until the expectation reaches it. A
 #: mixture splits its budget between its states, so each of two populated states trains about
 #: half as long as a single-state molecule's flow: haloperidol (two chairs of 20-80% each, a
-#: 7-torsion flow each) read 1.3-17% over ten runs at 120 s and 24% at 240 s.
+#: 7-torsion flow each) read 1.3-17% over ten runs at 120 s, at least five of them below 5%,
+#: and 24% and 10% in two runs at 240 s.
 EXTEND_BELOW_ESS = 0.15
 #: Most extra training of a mixture whose expected ESS stays below :data:`EXTEND_BELOW_ESS`,
 #: as a share of the budget.
