@@ -143,7 +143,18 @@ def allocation_shares(population: Tensor, reference: Tensor, ess: Tensor) -> Ten
         reference: ``[K]`` populations from the references (:func:`reference_populations`).
         ess: ``[K]`` each state's own ESS (fractions).
     """
-    return variance_shares(torch.maximum(population, reference), ess)
+    return variance_shares(_guarded(population, reference), ess)
+
+
+def _guarded(population: Tensor, reference: Tensor) -> Tensor:
+    """``[K]`` the larger of each state's sampled and reference population, renormalised."""
+    larger = torch.maximum(population, reference)
+    return larger / larger.sum()
+
+
+def _mixture_ess(population: Tensor, ess: Tensor) -> float:
+    """ESS (fraction) of a mixture of ``[K]`` states, ``1 / sum_k P_k / ESS_k``."""
+    return float(1.0 / (population / ess.clamp_min(1e-12)).sum())
 
 
 def expected_ess(population: Tensor, reference: Tensor, ess: Tensor) -> float:
@@ -157,8 +168,7 @@ def expected_ess(population: Tensor, reference: Tensor, ess: Tensor) -> float:
         reference: ``[K]`` populations from the references (:func:`reference_populations`).
         ess: ``[K]`` each state's own ESS (fractions).
     """
-    guarded = torch.maximum(population, reference)
-    return float(1.0 / (guarded / guarded.sum() / ess.clamp_min(1e-12)).sum())
+    return _mixture_ess(_guarded(population, reference), ess)
 
 
 def _next_round(
@@ -337,7 +347,7 @@ def train_states(
     log_z, ess, population = state_estimates(model, config.seed + 3)
     summary.target_evaluations += STATE_ESTIMATE_SAMPLES * len(model.components)
     set_state_weights(model, log_z)
-    summary.best_ess = float(1.0 / (population / ess.clamp_min(1e-12)).sum())
+    summary.best_ess = _mixture_ess(population, ess)
     for k, state in enumerate(facts):
         state.update(log_z=float(log_z[k]), ess=float(ess[k]))
     summary.states = facts
