@@ -214,30 +214,60 @@ class Trainer:
         """Validation metrics of the current model.
 
         Returns:
-            ``val_nll`` (nats, when there is validation data) and, from ``val_batch_size``
-            fresh flow samples seeded by the step (so resumed runs agree): ``ess`` (fraction),
-            ``largest_weight``, ``kl`` (``E_q[u + log q]`` over weighted samples, nats) and
-            ``invalid`` (fraction of samples whose energy is not finite).
+            ``val_nll`` (nats, when there is validation data) and the metrics of
+            :meth:`ess_check` on ``val_batch_size`` flow samples.
         """
         self.model.eval()
         out: dict[str, float] = {}
-        n = self.config.val_batch_size
-        gen = torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + self.step)
         if self.val_data is not None:
+            gen = torch.Generator(self.device).manual_seed(self._check_seed(0))
             out.update(self.objective.validation(self.model, self.val_data, gen))
+        if self.generator is not None:
+            out.update(self.ess_check(self.config.val_batch_size))
+        self.model.train()
+        return out
+
+    def _check_seed(self, salt: int) -> int:
+        """The seed of a check at this step (so resumed runs agree); ``salt`` draws others.
+
+        The CPU generator keeps the low 32 bits of a seed: the salt's stride is a 32-bit
+        number far from any step count.
+        """
+        return self.config.seed * 1_000_003 + self.step + salt * 2_654_435_761
+
+    @torch.no_grad()
+    def ess_check(self, n: int, salt: int = 0) -> dict[str, float]:
+        """Importance-sampling metrics of ``n`` fresh flow samples of the current model.
+
+        Args:
+            n: flow samples.
+            salt: 0 draws the samples of :meth:`validate` at this step; another value draws
+                independent ones (a second opinion on a check).
+
+        Returns:
+            ``ess`` (fraction), ``largest_weight``, ``kl`` (``E_q[u + log q]`` over weighted
+            samples, nats) and ``invalid`` (fraction of samples whose energy is not finite);
+            empty when no sample has a finite energy.
+
+        Raises:
+            ValueError: the model is a bare flow, without a target to weigh against.
+        """
         if self.generator is None:
-            self.model.train()
-            return out
+            raise ValueError("an ESS check needs a Boltzmann generator (a flow with a target)")
+        training = self.model.training
+        self.model.eval()
+        gen = torch.Generator(self.device).manual_seed(self._check_seed(salt))
         x, log_q = self.generator.sample(n, gen)
         log_w = self.generator.log_weights(x, log_q)
         self.evaluations += int(torch.isfinite(log_q).sum())
+        out: dict[str, float] = {}
         if bool(torch.isfinite(log_w).any()):
             out["ess"] = kish_ess(log_w)
             out["largest_weight"] = largest_weight_share(log_w)
             finite = torch.isfinite(log_w)
             out["kl"] = float(-log_w[finite].mean())
             out["invalid"] = float((~finite).double().mean())
-        self.model.train()
+        self.model.train(training)
         return out
 
     # ------------------------------------------------------------------ one step

@@ -1,4 +1,5 @@
-"""The generator's refinement loop: one segment at least, then a stop at ``stop_ess``.
+"""The generator's refinement loop: one segment at least, a stop at ``stop_ess``, and the best
+model chosen by confirmed checks.
 
 A one-sample ESS check always reads 100%: a refinement told to stop at 90% stops after its
 first segment (a level's refinement round always trains on its new surrogate). At 2.0 (never
@@ -41,3 +42,17 @@ def test_without_a_reachable_target_the_budget_ends_it(tmp_path):
     summary = _refine(tmp_path, dataclasses.replace(PLAN, stop_ess=2.0))
     assert not summary.stopped_early
     assert summary.refine_steps > 2 and len(summary.ess_history) > 2
+
+
+def test_a_check_that_beats_the_best_is_confirmed_and_the_confirmation_decides(tmp_path):
+    # two-sample checks are noisy: many beat the best, and their four-sample confirmations differ
+    summary = _refine(tmp_path, dataclasses.replace(PLAN, ess_samples=2, stop_ess=2.0))
+    confirmations = iter(summary.confirmed_ess)
+    best = summary.ess_history[0]
+    for check in summary.ess_history[1:]:
+        if check > best:
+            best = max(best, next(confirmations))
+    assert next(confirmations, None) is None  # one confirmation per check above the best
+    assert summary.best_ess == best
+    assert summary.confirmed_ess, "no check beat the starting model"
+    assert any(c not in summary.ess_history for c in summary.confirmed_ess)

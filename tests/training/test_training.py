@@ -244,6 +244,22 @@ def test_fit_more_extends_training_and_snapshot_is_a_copy():
     assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
 
 
+def test_ess_checks_draw_the_validation_samples_or_independent_ones():
+    data = _exact_samples(256, seed=6)
+    cfg = TrainConfig(steps=3, batch_size=32, val_batch_size=64, progress=False, device="cpu")
+    trainer = Trainer(_model(), cfg, train_data=data)
+    trainer.fit(resume=False)
+    trainer.model.train()
+    checks = [trainer.ess_check(64), trainer.ess_check(64, salt=1), trainer.ess_check(64, 1)]
+    assert trainer.model.training  # a check leaves the mode as it found it
+    assert checks[0]["ess"] == pytest.approx(trainer.validate()["ess"], rel=1e-9)
+    assert checks[2]["ess"] == pytest.approx(checks[1]["ess"], rel=1e-9)  # reproducible
+    assert checks[1]["ess"] != pytest.approx(checks[0]["ess"], rel=1e-6)  # other samples
+    assert trainer.evaluations >= 4 * 64
+    with pytest.raises(ValueError, match="needs a Boltzmann generator"):
+        Trainer(_model().flow, cfg, train_data=data).ess_check(8)
+
+
 def test_checkpoint_round_trip_and_identity(tmp_path):
     model = _model()
     cfg = TrainConfig(steps=20, kl_weight=1.0, val_every=10, progress=False, device="cpu")
