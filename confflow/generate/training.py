@@ -9,15 +9,18 @@ Training, within ``budget`` seconds of wall time:
    seconds: on phenacetin 379 steps ended at a validation NLL of 11.0 nats, the best model
    at 5.3);
 2. refinement on the MMFF energy, capped 100 kT above the lowest training frame (Cartesian:
-   half NLL, half reverse KL; torsional: 20% reverse KL, 80% importance-weighted forward KL on
-   the same flow samples, which cuts the heavy weight tails that reverse KL alone leaves), in
+   half NLL, half reverse KL; torsional: a tenth NLL on the frames, the rest 20% reverse KL and
+   80% importance-weighted forward KL on the same flow samples, which cuts the heavy weight
+   tails that reverse KL alone leaves; the NLL keeps the flow on the torsion modes the MD
+   visited, which the flow's own samples may have left), in
    segments (the last one cut at the deadline); after each segment the ESS of fresh flow
-   samples is measured, the best model by ESS is kept and the refinement stops early when the
-   ESS has not improved for ``patience`` segments (:data:`SCHEDULES`). A check that beats the
-   best is confirmed on :data:`CONFIRM_FACTOR` times as many independent samples, and the
-   confirmation's ESS is the one compared and kept: the best of many noisy checks overstates its
-   model (a propranolol state was kept on a check of 28.9% whose model then read 13.0% on
-   fresh samples), and a heavy weight tail that one check missed shows in the larger one.
+   samples is measured and the best model by ESS is kept. When the ESS has not improved for
+   ``patience`` segments, the refinement goes on from the best model at :data:`LR_CUT` times
+   the learning rate, up to ``lr_cuts`` times, and then stops early (:data:`SCHEDULES`). A
+   check that beats the best is confirmed on :data:`CONFIRM_FACTOR` times as many independent
+   samples, and the confirmation's ESS is the one compared and kept: the best of many noisy
+   checks overstates its model (a propranolol state was kept on a check of 28.9% whose model
+   then read 13.0% on fresh samples).
 
 The continuous families (``--model cnf``, ``egnn-cnf``, ``e3nn-cnf``) train by flow matching
 on the frames for the whole budget instead (:data:`FLOW_MATCHING_FAMILIES`).
@@ -60,6 +63,8 @@ ML_CHECK = 20
 ML_PATIENCE = 3
 #: A refinement check that beats the best is confirmed on this many times its samples.
 CONFIRM_FACTOR = 2
+#: Factor of the learning rate at each restart of a refinement that stopped improving.
+LR_CUT = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +81,8 @@ class Schedule:
         patience: ESS checks without improvement before stopping.
         ess_samples: flow samples per ESS check (estimates from few samples are noisy).
         stop_ess: refinement stops once an ESS check reaches this fraction (above 1: never).
+        lr_cuts: restarts from the best model at a smaller learning rate (:data:`LR_CUT`)
+            when the ESS has not improved for ``patience`` checks, before stopping.
     """
 
     nll_share: float
@@ -87,13 +94,16 @@ class Schedule:
     patience: int
     ess_samples: int
     stop_ess: float = 2.0
+    lr_cuts: int = 0
 
 
 #: Per model. The torsional model's MD data come from the flexible molecule, not from its
-#: target, so maximum likelihood only warms it up and the energy does the rest.
+#: target, so maximum likelihood only warms it up and the energy does most of the rest; a
+#: tenth NLL keeps the torsion modes of the MD (propranolol, one run each: 0.1% without it,
+#: one sample carrying nearly all weight; 16.9% with it).
 SCHEDULES = {
     "cartesian": Schedule(0.6, 0.5, 0.0, 128, 3e-4, 40, 3, 512),
-    "torsional": Schedule(0.1, 1.0, 0.8, 256, 5e-4, 100, 5, 1024),
+    "torsional": Schedule(0.1, 0.9, 0.8, 256, 5e-4, 100, 5, 1024, lr_cuts=2),
 }
 
 
@@ -109,6 +119,7 @@ class TrainingSummary:
         confirmed_ess: ESS of each confirmation check (of a segment's check that beat the
             best so far), in order.
         best_ess: ESS of the kept model (the starting check or its confirmation).
+        lr_cuts: restarts of the refinement at a smaller learning rate.
         target_evaluations: energy evaluations of the target (refinement samples and ESS
             checks; the relaxation's gradient steps are part of one evaluation).
         stopped_early: refinement stopped before its deadline: the ESS reached ``stop_ess``
@@ -125,6 +136,7 @@ class TrainingSummary:
     ess_history: list[float] = dataclasses.field(default_factory=list)
     confirmed_ess: list[float] = dataclasses.field(default_factory=list)
     best_ess: float = 0.0
+    lr_cuts: int = 0
     target_evaluations: int = 0
     stopped_early: bool = False
     val_nll: float = float("nan")
@@ -184,15 +196,16 @@ def _refine_trainer(
     common: dict,
     batch: int,
     plan: Schedule,
+    lr: float,
 ) -> Trainer:
-    """The trainer of a refinement on the energy with the settings of ``plan``."""
+    """The trainer of a refinement on the energy with the settings of ``plan`` at ``lr``."""
     config = TrainConfig(
         steps=1,
         batch_size=batch,
         kl_batch_size=plan.kl_batch_size,
         kl_weight=plan.kl_weight,
         forward_weight=plan.forward_weight,
-        lr=plan.lr,
+        lr=lr,
         warmup=0,
         min_lr_ratio=1.0,
         val_every=plan.segment,
@@ -215,10 +228,10 @@ def _refine(
 ) -> None:
     """Refines on the energy in segments until ``deadline`` (or early stop).
 
-    Updates ``summary`` (steps, ESS history, evaluations) and leaves the best model by ESS in
-    ``model``.
+    Updates ``summary`` (steps, ESS history, evaluations, learning-rate cuts) and leaves the
+    best model by ESS in ``model``.
     """
-    trainer = _refine_trainer(model, train, cap_threshold, common, batch, plan)
+    trainer = _refine_trainer(model, train, cap_threshold, common, batch, plan, plan.lr)
     best_state = trainer.snapshot()
     summary.best_ess = float(trainer.validate().get("ess", 0.0))
     summary.ess_history.append(summary.best_ess)
@@ -237,9 +250,18 @@ def _refine(
             best_state = trainer.snapshot()
         else:
             since_best += 1
-        if since_best >= plan.patience or summary.best_ess >= plan.stop_ess:
+        if summary.best_ess >= plan.stop_ess or (
+            since_best >= plan.patience and summary.lr_cuts == plan.lr_cuts
+        ):
             summary.stopped_early = True
             break
+        if since_best >= plan.patience:  # a plateau: on from the best model, smaller steps
+            summary.lr_cuts, since_best = summary.lr_cuts + 1, 0
+            summary.refine_steps += trainer.step
+            summary.target_evaluations += trainer.evaluations
+            model.load_state_dict(best_state)
+            lr = plan.lr * LR_CUT**summary.lr_cuts
+            trainer = _refine_trainer(model, train, cap_threshold, common, batch, plan, lr)
     summary.refine_steps += trainer.step
     summary.target_evaluations += trainer.evaluations  # steps and ESS checks
     model.load_state_dict(best_state)

@@ -1,5 +1,5 @@
-"""The generator's refinement loop: one segment at least, a stop at ``stop_ess``, and the best
-model chosen by confirmed checks.
+"""The generator's refinement loop: one segment at least, a stop at ``stop_ess``, restarts at a
+smaller learning rate on a plateau, and the best model chosen by confirmed checks.
 
 A one-sample ESS check always reads 100%: a refinement told to stop at 90% stops after its
 first segment (a level's refinement round always trains on its new surrogate). At 2.0 (never
@@ -56,3 +56,14 @@ def test_a_check_that_beats_the_best_is_confirmed_and_the_confirmation_decides(t
     assert summary.best_ess == best
     assert summary.confirmed_ess, "no check beat the starting model"
     assert any(c not in summary.ess_history for c in summary.confirmed_ess)
+
+
+@pytest.mark.parametrize("cuts", [0, 2])
+def test_a_plateau_restarts_at_a_smaller_learning_rate_before_it_stops(tmp_path, cuts):
+    # one-sample checks read 100%: none beats the start, each segment is a plateau of patience 1
+    plan = dataclasses.replace(PLAN, patience=1, stop_ess=2.0, lr_cuts=cuts)
+    summary = _refine(tmp_path, plan)
+    assert summary.stopped_early
+    assert summary.lr_cuts == cuts
+    assert summary.refine_steps == (cuts + 1) * plan.segment
+    assert summary.best_ess == 1.0 and not summary.confirmed_ess
