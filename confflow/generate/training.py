@@ -255,14 +255,18 @@ def _refine(
             break
         if since_best >= plan.patience:  # a plateau: on from the best model, smaller steps
             summary.lr_cuts, since_best = summary.lr_cuts + 1, 0
-            summary.refine_steps += trainer.step
-            summary.target_evaluations += trainer.evaluations
+            _count(summary, trainer)
             model.load_state_dict(best_state)
             lr = plan.lr * LR_CUT**summary.lr_cuts
             trainer = _refine_trainer(model, train, cap_threshold, common, batch, plan, lr)
-    summary.refine_steps += trainer.step
-    summary.target_evaluations += trainer.evaluations  # steps and ESS checks
+    _count(summary, trainer)
     model.load_state_dict(best_state)
+
+
+def _count(summary: TrainingSummary, trainer: Trainer) -> None:
+    """Adds a refinement trainer's steps and target evaluations (steps, checks) to ``summary``."""
+    summary.refine_steps += trainer.step
+    summary.target_evaluations += trainer.evaluations
 
 
 def train_model(

@@ -17,6 +17,8 @@ the new checkpoint, never a partial one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "check_compatible",
+    "flow_fingerprint",
     "load_generator",
     "read_checkpoint",
+    "restore_rng_states",
+    "rng_states",
     "write_checkpoint",
 ]
 
@@ -180,6 +185,36 @@ def check_compatible(data: dict[str, Any], model: BoltzmannGenerator, path: str 
         raise CheckpointMismatchError(
             f"checkpoint {path}: model configuration differs from this run in {diff}"
         )
+
+
+def flow_fingerprint(flow: torch.nn.Module) -> str:
+    """Fingerprint of a bare flow (no target): its transform's class and parameter shapes."""
+    shapes = {k: list(v.shape) for k, v in flow.state_dict().items()}
+    text = json.dumps({"flow": type(flow.transform).__name__, "shapes": shapes})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def rng_states(batch_gen: torch.Generator, sample_gen: torch.Generator) -> dict[str, Any]:
+    """The random states a resumed run restores: torch's (and CUDA's) and the two generators."""
+    rng = {
+        "torch": torch.get_rng_state(),
+        "batch": batch_gen.get_state(),
+        "sample": sample_gen.get_state(),
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng_states(
+    rng: dict[str, Any], batch_gen: torch.Generator, sample_gen: torch.Generator
+) -> None:
+    """Restores the states of :func:`rng_states` (CUDA's where a GPU is present)."""
+    torch.set_rng_state(rng["torch"])
+    batch_gen.set_state(rng["batch"])
+    sample_gen.set_state(rng["sample"].to(sample_gen.device))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 #: Training settings a resumed run may change: its length, device, output and save interval.

@@ -14,8 +14,6 @@ reproduces the uninterrupted one exactly (same steps, same random numbers).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import sys
 import time
@@ -30,14 +28,17 @@ from torch import Tensor
 
 from confflow.distributions.flow import Flow
 from confflow.models import BoltzmannGenerator
-from confflow.reweighting import kish_ess, largest_weight_share
 from confflow.training.checkpoint import (
     CheckpointMismatchError,
     check_compatible,
     check_same_training,
+    flow_fingerprint,
     read_checkpoint,
+    restore_rng_states,
+    rng_states,
     write_checkpoint,
 )
+from confflow.training.checks import check_seed, sample_check
 from confflow.training.config import TrainConfig
 from confflow.training.objectives import Objective, make_objective
 from confflow.training.outcome import TrainingDivergedError, TrainResult, resolve_device
@@ -150,13 +151,6 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
         """Checkpoint payload: model, optimiser, scheduler, RNG states, counters, configs."""
-        rng = {
-            "torch": torch.get_rng_state(),
-            "batch": self.batch_gen.get_state(),
-            "sample": self.sample_gen.get_state(),
-        }
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "fingerprint": self._fingerprint(),
             "model_config": {} if self.generator is None else self.generator.config.to_dict(),
@@ -164,7 +158,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": rng,
+            "rng": rng_states(self.batch_gen, self.sample_gen),
             "step": self.step,
             "skipped": self.skipped,
             "best": self.best,
@@ -177,9 +171,7 @@ class Trainer:
         """The generator's fingerprint, or for a bare flow one of its parameter shapes."""
         if self.generator is not None:
             return self.generator.fingerprint
-        shapes = {k: list(v.shape) for k, v in self.flow.state_dict().items()}
-        text = json.dumps({"flow": type(self.flow.transform).__name__, "shapes": shapes})
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return flow_fingerprint(self.flow)
 
     def load_state(self, data: dict[str, Any], path: str | Path) -> None:
         """Restores a checkpoint written by :meth:`state` (after checking it fits the model)."""
@@ -191,12 +183,7 @@ class Trainer:
         self.model.load_state_dict(data["model"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
-        rng = data["rng"]
-        torch.set_rng_state(rng["torch"])
-        self.batch_gen.set_state(rng["batch"])
-        self.sample_gen.set_state(rng["sample"].to(self.sample_gen.device))
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng_states(data["rng"], self.batch_gen, self.sample_gen)
         self.step = int(data["step"])
         self.skipped = int(data["skipped"])
         self.best = float(data["best"])
@@ -217,37 +204,25 @@ class Trainer:
             ``val_nll`` (nats, when there is validation data) and the metrics of
             :meth:`ess_check` on ``val_batch_size`` flow samples.
         """
+        cfg = self.config
         self.model.eval()
         out: dict[str, float] = {}
         if self.val_data is not None:
-            gen = torch.Generator(self.device).manual_seed(self._check_seed(0))
+            gen = torch.Generator(self.device).manual_seed(check_seed(cfg.seed, self.step))
             out.update(self.objective.validation(self.model, self.val_data, gen))
         if self.generator is not None:
-            out.update(self.ess_check(self.config.val_batch_size))
+            out.update(self.ess_check(cfg.val_batch_size))
         self.model.train()
         return out
 
-    def _check_seed(self, salt: int) -> int:
-        """The seed of a check at this step (so resumed runs agree); ``salt`` draws others.
-
-        The CPU generator keeps the low 32 bits of a seed: the salt's stride is a 32-bit
-        number far from any step count.
-        """
-        return self.config.seed * 1_000_003 + self.step + salt * 2_654_435_761
-
     @torch.no_grad()
     def ess_check(self, n: int, salt: int = 0) -> dict[str, float]:
-        """Importance-sampling metrics of ``n`` fresh flow samples of the current model.
+        """:func:`~confflow.training.checks.sample_check` of ``n`` fresh flow samples.
 
         Args:
             n: flow samples.
             salt: 0 draws the samples of :meth:`validate` at this step; another value draws
                 independent ones (a second opinion on a check).
-
-        Returns:
-            ``ess`` (fraction), ``largest_weight``, ``kl`` (``E_q[u + log q]`` over weighted
-            samples, nats) and ``invalid`` (fraction of samples whose energy is not finite);
-            empty when no sample has a finite energy.
 
         Raises:
             ValueError: the model is a bare flow, without a target to weigh against.
@@ -256,17 +231,11 @@ class Trainer:
             raise ValueError("an ESS check needs a Boltzmann generator (a flow with a target)")
         training = self.model.training
         self.model.eval()
-        gen = torch.Generator(self.device).manual_seed(self._check_seed(salt))
-        x, log_q = self.generator.sample(n, gen)
-        log_w = self.generator.log_weights(x, log_q)
-        self.evaluations += int(torch.isfinite(log_q).sum())
-        out: dict[str, float] = {}
-        if bool(torch.isfinite(log_w).any()):
-            out["ess"] = kish_ess(log_w)
-            out["largest_weight"] = largest_weight_share(log_w)
-            finite = torch.isfinite(log_w)
-            out["kl"] = float(-log_w[finite].mean())
-            out["invalid"] = float((~finite).double().mean())
+        seed = check_seed(self.config.seed, self.step, salt)
+        out, evaluations = sample_check(
+            self.generator, n, torch.Generator(self.device).manual_seed(seed)
+        )
+        self.evaluations += evaluations
         self.model.train(training)
         return out
 
